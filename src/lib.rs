@@ -1,0 +1,11 @@
+//! surel: a thread-per-core mail server. The module tree is the architecture:
+//! `runtime` (cores, listeners, shutdown), `net` (buffered connections, TLS), `auth`,
+//! one module per protocol (`smtp`, `pop3`), `delivery` (local delivery, MDA) and `store`.
+
+pub mod auth;
+pub mod delivery;
+pub mod net;
+pub mod pop3;
+pub mod runtime;
+pub mod smtp;
+pub mod store;
