@@ -10,7 +10,27 @@
 //!   changes) makes repeated logins cost microseconds. Failed attempts are throttled per client
 //!   IP with a growing delay.
 //! * [`Directory`]: answers "is this a local domain / account / alias?" for RCPT TO, synchronously
-//!   from memory.
+//!   from memory. [`LocalDirectory`] implements it over the accounts snapshot plus configured
+//!   domains and aliases.
+//!
+//! Addresses are canonicalized to lowercase as a whole ([`canonical_address`]): one spelling
+//! per account, so the accounts file, mailboxes, the credential cache and RCPT resolution all
+//! agree without each doing its own case folding.
+//!
+//! Wiring: open one [`UserDb`] per process and clone it (clones share the live snapshot); build
+//! one [`Authenticator`] and one [`LocalDirectory`] from it and hand clones/`Arc`s to every
+//! core. Drivers call `Authenticator::verify(ip, user, pass).await`; on `Rejected` they must
+//! sleep `failure_delay(ip)` before sending the failure reply.
+
+mod directory;
+mod users;
+mod verifier;
+
+pub use directory::{DirectoryConfig, LocalDirectory, MAX_ALIAS_DEPTH};
+pub use users::{
+    AccountTable, REFRESH_INTERVAL_MS, USERS_FILE, USERS_LOCK_FILE, UserDb, canonical_address,
+};
+pub use verifier::{AuthConfig, Authenticator, ThrottleConfig};
 
 use std::net::IpAddr;
 
@@ -19,7 +39,10 @@ use std::net::IpAddr;
 pub enum AuthError {
     Io(std::io::Error),
     /// The users file has a malformed line.
-    BadUsersFile { line: usize, why: String },
+    BadUsersFile {
+        line: usize,
+        why: String,
+    },
     BadAddress(String),
     UnknownUser(String),
     UserExists(String),

@@ -1,0 +1,628 @@
+//! [`Authenticator`]: password verification off the event loops, with a verified-credential
+//! cache and per-IP failure throttling.
+//!
+//! * Argon2 costs tens of milliseconds of CPU: running it on a core's event loop would stall
+//!   every connection of that core. Jobs go over a crossbeam channel to a small pool of
+//!   verifier threads; the async caller awaits a `futures_channel::oneshot`, so this works
+//!   under any runtime.
+//! * Cache: account → (PHC string it was verified against, HMAC-SHA256(process key, password)).
+//!   A hit needs the account's *current* PHC to equal the cached one, so `surel user passwd`
+//!   or `remove` invalidates it implicitly. The plaintext is never stored, and the HMAC key is
+//!   random per process, so a memory dump does not give an offline-crackable fast hash.
+//! * Unknown users (and malformed usernames) are verified against a dummy hash made with the
+//!   same parameters as real ones, so timing does not reveal which accounts exist. Unknown
+//!   users are never cached; a cache hit is only possible for a correct password, which an
+//!   attacker learning "fast answer" already knows.
+//! * Throttling: `verify` records failures/successes itself but never sleeps (it must stay
+//!   runtime-agnostic). **The protocol driver must sleep [`Authenticator::failure_delay`]
+//!   before sending the failure reply** (`-ERR` / `535`). IPv6 clients are throttled per /64
+//!   (one host usually owns the whole /64); IPv4-mapped IPv6 addresses count as IPv4.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::PasswordVerifier;
+use futures_channel::oneshot;
+use sha2::{Digest, Sha256};
+
+use super::users::{UserDb, canonical_address, hash_password};
+use super::{AuthError, AuthOutcome, ClientIp};
+
+/// Failure throttling policy.
+#[derive(Clone, Debug)]
+pub struct ThrottleConfig {
+    /// Failures answered without delay.
+    pub free_failures: u32,
+    /// Delay after the first non-free failure; doubles with each further failure.
+    pub base_delay: Duration,
+    /// Upper bound of the delay.
+    pub max_delay: Duration,
+    /// An IP's record is forgotten after this long without a failure.
+    pub expiry: Duration,
+    /// Maximum number of IPs tracked (oldest evicted first).
+    pub max_entries: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            free_failures: 2,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(15),
+            expiry: Duration::from_secs(15 * 60),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Configuration of the [`Authenticator`].
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Number of verifier threads.
+    pub threads: usize,
+    /// Maximum number of cached verified credentials.
+    pub cache_capacity: usize,
+    pub throttle: ThrottleConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            threads: 2,
+            cache_capacity: 100_000,
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+type Mac = [u8; 32];
+
+struct CacheEntry {
+    phc: String,
+    mac: Mac,
+    /// Insertion sequence number, for evicting the oldest.
+    seq: u64,
+}
+
+struct Cache {
+    map: HashMap<String, CacheEntry>,
+    next_seq: u64,
+    capacity: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, account: String, phc: String, mac: Mac) {
+        if self.capacity == 0 {
+            return;
+        }
+        if !self.map.contains_key(&account) && self.map.len() >= self.capacity {
+            // Evict the oldest tenth in one pass so the O(n) scan is amortized.
+            let drop_n = (self.capacity / 10).max(1);
+            let mut seqs: Vec<u64> = self.map.values().map(|e| e.seq).collect();
+            let cut = if drop_n >= seqs.len() {
+                u64::MAX
+            } else {
+                *seqs.select_nth_unstable(drop_n - 1).1
+            };
+            self.map.retain(|_, e| e.seq > cut);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.map.insert(account, CacheEntry { phc, mac, seq });
+    }
+}
+
+struct ThrottleEntry {
+    failures: u32,
+    last_failure: Instant,
+}
+
+struct Throttle {
+    config: ThrottleConfig,
+    map: HashMap<IpAddr, ThrottleEntry>,
+}
+
+impl Throttle {
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let mut seg = v6.segments();
+                    seg[4..].fill(0);
+                    IpAddr::V6(seg.into())
+                }
+            },
+        }
+    }
+
+    fn failures(&mut self, ip: IpAddr, now: Instant) -> u32 {
+        let key = Self::key(ip);
+        match self.map.get(&key) {
+            Some(e) if now.duration_since(e.last_failure) < self.config.expiry => e.failures,
+            Some(_) => {
+                self.map.remove(&key);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    fn delay_for(&self, failures: u32) -> Duration {
+        let c = &self.config;
+        if failures <= c.free_failures {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - c.free_failures - 1).min(32);
+        c.base_delay
+            .checked_mul(1u32 << doublings.min(31))
+            .unwrap_or(c.max_delay)
+            .min(c.max_delay)
+    }
+
+    fn record_failure(&mut self, ip: IpAddr, now: Instant) {
+        let failures = self.failures(ip, now);
+        let key = Self::key(ip);
+        if !self.map.contains_key(&key) && self.map.len() >= self.config.max_entries {
+            self.evict(now);
+        }
+        if self.config.max_entries == 0 {
+            return;
+        }
+        self.map.insert(
+            key,
+            ThrottleEntry {
+                failures: failures.saturating_add(1),
+                last_failure: now,
+            },
+        );
+    }
+
+    /// Drops expired entries, then if still full the oldest tenth (amortizes the O(n) pass).
+    fn evict(&mut self, now: Instant) {
+        let expiry = self.config.expiry;
+        self.map
+            .retain(|_, e| now.duration_since(e.last_failure) < expiry);
+        if self.map.len() < self.config.max_entries {
+            return;
+        }
+        let drop_n = (self.config.max_entries / 10).max(1);
+        let mut times: Vec<Instant> = self.map.values().map(|e| e.last_failure).collect();
+        if drop_n >= times.len() {
+            self.map.clear();
+            return;
+        }
+        let cut = *times.select_nth_unstable(drop_n - 1).1;
+        self.map.retain(|_, e| e.last_failure > cut);
+    }
+}
+
+/// Password bytes wiped on drop (best effort: no copies are made by us).
+struct Secret(Vec<u8>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // SAFETY: writing through a valid &mut u8.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+struct Job {
+    phc: Arc<str>,
+    password: Secret,
+    reply: oneshot::Sender<bool>,
+}
+
+struct Inner {
+    users: UserDb,
+    jobs: crossbeam_channel::Sender<Job>,
+    hmac_key: [u8; 32],
+    dummy_phc: Arc<str>,
+    cache: Mutex<Cache>,
+    throttle: Mutex<Throttle>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Verifies passwords; cheap to clone, `Send + Sync`. The verifier threads exit when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("users", &self.inner.users.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Starts `config.threads` verifier threads (at least one). Computes one dummy hash with
+    /// the user db's parameters (for unknown users), so this costs one argon2 hash.
+    pub fn new(users: UserDb, config: AuthConfig) -> Result<Authenticator, AuthError> {
+        let mut filler = [0u8; 32];
+        rand::fill(&mut filler);
+        let dummy_phc: Arc<str> = hash_password(users.params(), &filler)?.into();
+        let mut hmac_key = [0u8; 32];
+        rand::fill(&mut hmac_key);
+
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..config.threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("surel-auth-{i}"))
+                .spawn(move || {
+                    let argon = Argon2::default();
+                    while let Ok(job) = rx.recv() {
+                        // Parameters come from the PHC string, not from `argon`.
+                        let ok = argon.verify_password(&job.password.0, &*job.phc).is_ok();
+                        let _ = job.reply.send(ok);
+                    }
+                })?;
+        }
+        Ok(Authenticator {
+            inner: Arc::new(Inner {
+                users,
+                jobs: tx,
+                hmac_key,
+                dummy_phc,
+                cache: Mutex::new(Cache {
+                    map: HashMap::new(),
+                    next_seq: 0,
+                    capacity: config.cache_capacity,
+                }),
+                throttle: Mutex::new(Throttle {
+                    config: config.throttle,
+                    map: HashMap::new(),
+                }),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The accounts this authenticator checks against.
+    pub fn users(&self) -> &UserDb {
+        &self.inner.users
+    }
+
+    /// Checks `username` (any case) / `password`. Never sleeps; records the outcome for
+    /// throttling, so on `Rejected` the caller must sleep [`Self::failure_delay`] before
+    /// replying.
+    pub async fn verify(&self, ip: ClientIp, username: &str, password: &str) -> AuthOutcome {
+        let outcome = self.check(username, password).await;
+        match outcome {
+            AuthOutcome::Accepted(_) => self.record_success(ip),
+            AuthOutcome::Rejected => self.record_failure(ip),
+        }
+        outcome
+    }
+
+    async fn check(&self, username: &str, password: &str) -> AuthOutcome {
+        let inner = &*self.inner;
+        let account = canonical_address(username).ok();
+        let table = inner.users.accounts();
+        let phc: Option<Arc<str>> = account.as_deref().and_then(|a| table.phc(a)).map(Arc::from);
+        drop(table);
+
+        let mac = match (&account, &phc) {
+            (Some(account), Some(phc)) => {
+                let mac = hmac_sha256(&inner.hmac_key, password.as_bytes());
+                let cache = inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = cache.map.get(account)
+                    && *e.phc == **phc
+                    && ct_eq(&e.mac, &mac)
+                {
+                    drop(cache);
+                    inner.hits.fetch_add(1, Ordering::Relaxed);
+                    return AuthOutcome::Accepted(account.clone());
+                }
+                Some(mac)
+            }
+            _ => None,
+        };
+        inner.misses.fetch_add(1, Ordering::Relaxed);
+
+        let (reply, result) = oneshot::channel();
+        let job = Job {
+            phc: phc.clone().unwrap_or_else(|| inner.dummy_phc.clone()),
+            password: Secret(password.as_bytes().to_vec()),
+            reply,
+        };
+        if inner.jobs.send(job).is_err() {
+            tracing::error!("password verifier threads are gone");
+            return AuthOutcome::Rejected;
+        }
+        let ok = result.await.unwrap_or(false);
+        match (ok, account, phc, mac) {
+            (true, Some(account), Some(phc), Some(mac)) => {
+                inner
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(account.clone(), phc.to_string(), mac);
+                AuthOutcome::Accepted(account)
+            }
+            _ => AuthOutcome::Rejected,
+        }
+    }
+
+    /// How long the driver must wait before answering a failed attempt from `ip`
+    /// (0 for the first `free_failures`, then `base_delay` doubling up to `max_delay`).
+    pub fn failure_delay(&self, ip: ClientIp) -> Duration {
+        let mut t = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = t.failures(ip, Instant::now());
+        t.delay_for(n)
+    }
+
+    /// Counts a failed attempt from `ip` (done by [`Self::verify`]; for other failures, e.g.
+    /// a malformed AUTH exchange, drivers may call it directly).
+    pub fn record_failure(&self, ip: ClientIp) {
+        self.inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_failure(ip, Instant::now());
+    }
+
+    /// Forgets the failures of `ip` (done by [`Self::verify`] on success).
+    pub fn record_success(&self, ip: ClientIp) {
+        let mut t = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !t.map.is_empty() {
+            t.map.remove(&Throttle::key(ip));
+        }
+    }
+
+    /// (cache hits, cache misses) since start. Every verification that ran argon2 is a miss.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.inner.hits.load(Ordering::Relaxed),
+            self.inner.misses.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> Mac {
+    const BLOCK: usize = 64;
+    let mut ipad = [0x36u8; BLOCK];
+    let mut opad = [0x5cu8; BLOCK];
+    for (i, k) in key.iter().enumerate() {
+        ipad[i] ^= k;
+        opad[i] ^= k;
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+fn ct_eq(a: &Mac, b: &Mac) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::users::test_params;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn setup(config: AuthConfig) -> (tempfile::TempDir, UserDb, Authenticator) {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDb::open_with_params(dir.path(), test_params()).unwrap();
+        users.add("alice@example.com", "correct horse").unwrap();
+        let auth = Authenticator::new(users.clone(), config).unwrap();
+        (dir, users, auth)
+    }
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+    #[test]
+    fn hmac_matches_rfc4231_shape() {
+        // RFC 4231 test case 2 uses a 4-byte key; ours is a 32-byte key zero-padded the same
+        // way, so check with "Jefe" padded to 32 bytes (HMAC pads keys with zeros anyway).
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        let mac = hmac_sha256(&key, b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn accept_reject_cache_and_invalidation() {
+        let (_d, users, auth) = setup(AuthConfig::default());
+        block_on(async {
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "correct horse").await,
+                AuthOutcome::Accepted("alice@example.com".into())
+            );
+            assert_eq!(auth.cache_stats(), (0, 1));
+            // Second login (any case): cache hit, no argon2.
+            assert_eq!(
+                auth.verify(IP, "Alice@EXAMPLE.com", "correct horse").await,
+                AuthOutcome::Accepted("alice@example.com".into())
+            );
+            assert_eq!(auth.cache_stats(), (1, 1));
+            // Wrong password: miss, rejected.
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "wrong").await,
+                AuthOutcome::Rejected
+            );
+            assert_eq!(auth.cache_stats(), (1, 2));
+            // Unknown and malformed users.
+            assert_eq!(
+                auth.verify(IP, "nobody@example.com", "correct horse").await,
+                AuthOutcome::Rejected
+            );
+            assert_eq!(auth.verify(IP, "", "").await, AuthOutcome::Rejected);
+            assert_eq!(auth.cache_stats(), (1, 4));
+
+            // Password change (through another handle, as the CLI would) invalidates.
+            let cli =
+                UserDb::open_with_params(users.path().parent().unwrap(), test_params()).unwrap();
+            cli.set_password("alice@example.com", "new pass").unwrap();
+            users.force_refresh();
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "correct horse").await,
+                AuthOutcome::Rejected
+            );
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "new pass").await,
+                AuthOutcome::Accepted("alice@example.com".into())
+            );
+            assert_eq!(auth.cache_stats(), (1, 6));
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "new pass").await,
+                AuthOutcome::Accepted("alice@example.com".into())
+            );
+            assert_eq!(auth.cache_stats(), (2, 6));
+
+            // Removal: rejected even though the cache still holds an entry.
+            cli.remove("alice@example.com").unwrap();
+            users.force_refresh();
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "new pass").await,
+                AuthOutcome::Rejected
+            );
+        });
+    }
+
+    #[test]
+    fn concurrent_verifications_from_threads() {
+        let (_d, _users, auth) = setup(AuthConfig::default());
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let auth = auth.clone();
+                std::thread::spawn(move || {
+                    let pw = if i % 2 == 0 { "correct horse" } else { "nope" };
+                    block_on(auth.verify(IP, "alice@example.com", pw))
+                })
+            })
+            .collect();
+        let accepted = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|o| *o != AuthOutcome::Rejected)
+            .count();
+        assert_eq!(accepted, 2);
+    }
+
+    #[test]
+    fn throttle_grows_caps_and_resets() {
+        let (_d, _users, auth) = setup(AuthConfig {
+            throttle: ThrottleConfig {
+                max_delay: Duration::from_secs(5),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        let expect = [0, 0, 1, 2, 4, 5, 5];
+        let mut seen = Vec::new();
+        for _ in expect {
+            auth.record_failure(IP);
+            seen.push(auth.failure_delay(IP).as_secs());
+        }
+        assert_eq!(seen, expect);
+        assert_eq!(auth.failure_delay(other), Duration::ZERO);
+        // A successful login resets.
+        block_on(async {
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "correct horse").await,
+                AuthOutcome::Accepted("alice@example.com".into())
+            );
+            assert_eq!(auth.failure_delay(IP), Duration::ZERO);
+            // verify records failures itself.
+            for _ in 0..3 {
+                assert_eq!(
+                    auth.verify(IP, "alice@example.com", "bad").await,
+                    AuthOutcome::Rejected
+                );
+            }
+        });
+        assert_eq!(auth.failure_delay(IP), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn throttle_keys_expiry_and_bound() {
+        let mut t = Throttle {
+            config: ThrottleConfig {
+                expiry: Duration::from_secs(60),
+                max_entries: 10,
+                ..Default::default()
+            },
+            map: HashMap::new(),
+        };
+        let now = Instant::now();
+        // IPv6 per /64, mapped IPv4 as IPv4.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        t.record_failure(a, now);
+        t.record_failure(b, now);
+        assert_eq!(t.failures(a, now), 2);
+        let v4: IpAddr = "203.0.113.5".parse().unwrap();
+        let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 5).to_ipv6_mapped());
+        t.record_failure(mapped, now);
+        assert_eq!(t.failures(v4, now), 1);
+        // Expiry.
+        assert_eq!(t.failures(a, now + Duration::from_secs(61)), 0);
+        // Bound.
+        for i in 0..100u32 {
+            let ip = IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64));
+            t.record_failure(ip, now + Duration::from_millis(u64::from(i)));
+            assert!(t.map.len() <= 10);
+        }
+        // The newest survives.
+        let newest = IpAddr::V6(Ipv6Addr::from(99u128 << 64));
+        assert_eq!(t.failures(newest, now + Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut c = Cache {
+            map: HashMap::new(),
+            next_seq: 0,
+            capacity: 20,
+        };
+        for i in 0..100 {
+            c.insert(format!("u{i}"), "p".into(), [0; 32]);
+            assert!(c.map.len() <= 20);
+        }
+        assert!(c.map.contains_key("u99"));
+        assert!(!c.map.contains_key("u0"));
+    }
+}
