@@ -183,6 +183,8 @@ impl Directory for LocalDirectory {
         {
             return Recipient::Remote;
         }
+        // A trailing dot on the domain (absolute name) is accepted and ignored.
+        let address = address.strip_suffix('.').unwrap_or(address);
         let Ok(address) = canonical_address(address) else {
             return Recipient::UnknownLocal;
         };

@@ -66,6 +66,10 @@ pub struct AuthConfig {
     pub threads: usize,
     /// Maximum number of cached verified credentials.
     pub cache_capacity: usize,
+    /// Maximum number of verifications waiting for a verifier thread; beyond it attempts are
+    /// rejected at once (an overload or password-spraying flood must not grow memory and
+    /// latency without bound).
+    pub queue_capacity: usize,
     pub throttle: ThrottleConfig,
 }
 
@@ -74,6 +78,7 @@ impl Default for AuthConfig {
         AuthConfig {
             threads: 2,
             cache_capacity: 100_000,
+            queue_capacity: 4096,
             throttle: ThrottleConfig::default(),
         }
     }
@@ -256,7 +261,7 @@ impl Authenticator {
         let mut hmac_key = [0u8; 32];
         rand::fill(&mut hmac_key);
 
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity.max(1));
         for i in 0..config.threads.max(1) {
             let rx = rx.clone();
             std::thread::Builder::new()
@@ -315,9 +320,10 @@ impl Authenticator {
         let phc: Option<Arc<str>> = account.as_deref().and_then(|a| table.phc(a)).map(Arc::from);
         drop(table);
 
+        // Computed for unknown users too, so known and unknown names take the same path.
+        let mac = hmac_sha256(&inner.hmac_key, password.as_bytes());
         let mac = match (&account, &phc) {
             (Some(account), Some(phc)) => {
-                let mac = hmac_sha256(&inner.hmac_key, password.as_bytes());
                 let cache = inner.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(e) = cache.map.get(account)
                     && *e.phc == **phc
@@ -339,9 +345,16 @@ impl Authenticator {
             password: Secret(password.as_bytes().to_vec()),
             reply,
         };
-        if inner.jobs.send(job).is_err() {
-            tracing::error!("password verifier threads are gone");
-            return AuthOutcome::Rejected;
+        match inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                tracing::warn!("password verifier queue full; attempt rejected");
+                return AuthOutcome::Rejected;
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                tracing::error!("password verifier threads are gone");
+                return AuthOutcome::Rejected;
+            }
         }
         let ok = result.await.unwrap_or(false);
         match (ok, account, phc, mac) {
