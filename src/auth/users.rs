@@ -407,6 +407,8 @@ impl UserDb {
         &self,
         change: impl FnOnce(&mut Vec<Line>) -> Result<(), AuthError>,
     ) -> Result<(), AuthError> {
+        // A fresh install may not have its data directory yet (`surel user add` comes first).
+        std::fs::create_dir_all(&self.dir)?;
         let _lock = EditLock::acquire(&self.dir.join(USERS_LOCK_FILE))?;
         let (mut lines, _) = read_file(&self.path)?;
         change(&mut lines)?;
@@ -719,6 +721,16 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [USERS_FILE, USERS_LOCK_FILE]);
+    }
+
+    #[test]
+    fn missing_data_dir_is_created_on_first_add() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("not").join("yet");
+        let users = db(&data);
+        assert!(users.list().unwrap().is_empty());
+        users.add("first@localhost", "pw").unwrap();
+        assert_eq!(users.list().unwrap(), ["first@localhost"]);
     }
 
     #[test]

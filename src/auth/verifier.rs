@@ -459,6 +459,12 @@ mod tests {
         (dir, users, auth)
     }
 
+    #[test]
+    fn authenticator_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Authenticator>();
+    }
+
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
     #[test]
