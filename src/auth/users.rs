@@ -724,6 +724,20 @@ mod tests {
     }
 
     #[test]
+    fn production_default_is_argon2id_with_crate_defaults() {
+        use argon2::password_hash::PasswordVerifier;
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDb::open(dir.path()).unwrap();
+        let phc = users.hash_password("pw").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(
+            Argon2::default()
+                .verify_password(b"pw", phc.as_str())
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn missing_data_dir_is_created_on_first_add() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("not").join("yet");
