@@ -270,7 +270,10 @@ mod tests {
     #[test]
     fn user_pass() {
         assert_eq!(p("USER alice"), Ok(Command::User("alice")));
-        assert_eq!(p("user  alice@example.org "), Ok(Command::User("alice@example.org")));
+        assert_eq!(
+            p("user  alice@example.org "),
+            Ok(Command::User("alice@example.org"))
+        );
         assert_eq!(p("USER"), Err(ParseError::MissingArgument));
         assert_eq!(p("USER "), Err(ParseError::MissingArgument));
         assert_eq!(p("USER a b"), Err(ParseError::TooManyArguments));
@@ -320,7 +323,10 @@ mod tests {
         assert_eq!(p("RETR 1"), Ok(Command::Retr(1)));
         assert_eq!(p("retr 4294967295"), Ok(Command::Retr(u32::MAX)));
         assert_eq!(p("RETR 4294967296"), Err(ParseError::InvalidNumber));
-        assert_eq!(p("RETR 99999999999999999999999"), Err(ParseError::InvalidNumber));
+        assert_eq!(
+            p("RETR 99999999999999999999999"),
+            Err(ParseError::InvalidNumber)
+        );
         assert_eq!(p("RETR 0"), Ok(Command::Retr(0)));
         assert_eq!(p("RETR 007"), Ok(Command::Retr(7)));
         assert_eq!(p("RETR"), Err(ParseError::MissingArgument));
@@ -371,11 +377,18 @@ mod tests {
         assert_eq!(p("STAT\0"), Err(ParseError::Nul));
         assert_eq!(p("USER a\0b"), Err(ParseError::Nul));
         assert_eq!(parse_command(b"USER \xff\xfe"), Err(ParseError::NotUtf8));
-        assert_eq!(p("APOP mrose c4c9334bac560ecc979e58001b3e22fb"), Err(ParseError::Unknown));
+        assert_eq!(
+            p("APOP mrose c4c9334bac560ecc979e58001b3e22fb"),
+            Err(ParseError::Unknown)
+        );
         assert_eq!(p("LAST"), Err(ParseError::Unknown));
         assert_eq!(p("STATS"), Err(ParseError::Unknown));
         assert_eq!(p("XYZZY"), Err(ParseError::Unknown));
-        assert_eq!(p(" STAT"), Ok(Command::Stat), "leading whitespace tolerated");
+        assert_eq!(
+            p(" STAT"),
+            Ok(Command::Stat),
+            "leading whitespace tolerated"
+        );
     }
 
     #[test]

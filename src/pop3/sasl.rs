@@ -83,16 +83,13 @@ pub fn encode_base64(input: &[u8]) -> String {
 pub fn decode_base64(input: &[u8]) -> Result<Vec<u8>, Base64Error> {
     let data = match input {
         [rest @ .., b'=', b'='] | [rest @ .., b'='] => {
-            if input.len() % 4 != 0 {
+            if !input.len().is_multiple_of(4) {
                 return Err(Base64Error::BadPadding);
             }
             rest
         }
         _ => input,
     };
-    if data.len() % 4 == 1 {
-        return Err(Base64Error::BadLength);
-    }
     let mut out = Vec::with_capacity(data.len() / 4 * 3 + 2);
     let mut acc: u32 = 0;
     let mut bits = 0u32;
@@ -113,7 +110,20 @@ pub fn decode_base64(input: &[u8]) -> Result<Vec<u8>, Base64Error> {
             acc &= (1 << bits) - 1;
         }
     }
+    if data.len() % 4 == 1 {
+        return Err(Base64Error::BadLength);
+    }
     Ok(out)
+}
+
+/// Decode a SASL initial response sent on the AUTH command line (RFC 5034 / RFC 4954): a lone
+/// `=` stands for an empty response, anything else is base64.
+pub fn decode_initial_response(input: &[u8]) -> Result<Vec<u8>, Base64Error> {
+    if input == b"=" {
+        Ok(Vec::new())
+    } else {
+        decode_base64(input)
+    }
 }
 
 /// The decoded credentials of a SASL PLAIN response (`[authzid] NUL authcid NUL passwd`).
@@ -259,19 +269,54 @@ mod tests {
     #[test]
     fn plain_errors() {
         let enc = |b: &[u8]| encode_base64(b);
-        assert_eq!(decode_plain(b"%%%%"), Err(PlainError::Base64(Base64Error::InvalidByte(b'%'))));
-        assert_eq!(decode_plain(enc(b"alice pw").as_bytes()), Err(PlainError::Malformed));
-        assert_eq!(decode_plain(enc(b"\0alice").as_bytes()), Err(PlainError::Malformed));
-        assert_eq!(decode_plain(enc(b"\0a\0b\0c").as_bytes()), Err(PlainError::Malformed));
-        assert_eq!(decode_plain(enc(b"\0\0pw").as_bytes()), Err(PlainError::EmptyField));
-        assert_eq!(decode_plain(enc(b"\0alice\0").as_bytes()), Err(PlainError::EmptyField));
-        assert_eq!(decode_plain(enc(b"\0al\xffce\0pw").as_bytes()), Err(PlainError::NotUtf8));
+        assert_eq!(
+            decode_plain(b"%%%%"),
+            Err(PlainError::Base64(Base64Error::InvalidByte(b'%')))
+        );
+        assert_eq!(
+            decode_plain(enc(b"alice pw").as_bytes()),
+            Err(PlainError::Malformed)
+        );
+        assert_eq!(
+            decode_plain(enc(b"\0alice").as_bytes()),
+            Err(PlainError::Malformed)
+        );
+        assert_eq!(
+            decode_plain(enc(b"\0a\0b\0c").as_bytes()),
+            Err(PlainError::Malformed)
+        );
+        assert_eq!(
+            decode_plain(enc(b"\0\0pw").as_bytes()),
+            Err(PlainError::EmptyField)
+        );
+        assert_eq!(
+            decode_plain(enc(b"\0alice\0").as_bytes()),
+            Err(PlainError::EmptyField)
+        );
+        assert_eq!(
+            decode_plain(enc(b"\0al\xffce\0pw").as_bytes()),
+            Err(PlainError::NotUtf8)
+        );
         assert_eq!(decode_plain(b""), Err(PlainError::Malformed));
     }
 
     #[test]
+    fn initial_response() {
+        assert_eq!(decode_initial_response(b"=").unwrap(), b"");
+        assert_eq!(decode_initial_response(b"Zm9v").unwrap(), b"foo");
+        assert_eq!(decode_initial_response(b"=="), Err(Base64Error::BadPadding));
+        assert_eq!(decode_base64(b"").unwrap(), b"");
+    }
+
+    #[test]
     fn login_challenges() {
-        assert_eq!(decode_base64(LOGIN_USERNAME_CHALLENGE.as_bytes()).unwrap(), b"Username:");
-        assert_eq!(decode_base64(LOGIN_PASSWORD_CHALLENGE.as_bytes()).unwrap(), b"Password:");
+        assert_eq!(
+            decode_base64(LOGIN_USERNAME_CHALLENGE.as_bytes()).unwrap(),
+            b"Username:"
+        );
+        assert_eq!(
+            decode_base64(LOGIN_PASSWORD_CHALLENGE.as_bytes()).unwrap(),
+            b"Password:"
+        );
     }
 }

@@ -198,13 +198,17 @@ impl Maildrop {
 /// nothing is expunged.
 #[derive(Debug)]
 enum State {
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     /// `AUTH PLAIN` without initial response: waiting for the base64 line.
     SaslPlain,
     /// `AUTH LOGIN`: waiting for the user name.
     SaslLoginUser,
     /// `AUTH LOGIN`: waiting for the password.
-    SaslLoginPass { username: String },
+    SaslLoginPass {
+        username: String,
+    },
     WaitAuth,
     WaitMaildrop,
     WaitTls,
@@ -344,10 +348,8 @@ impl Pop3Session {
                     pos += consumed;
                     let was_discarding = self.discarding;
                     self.discarding = !complete;
-                    if !was_discarding {
-                        if let Some(ev) = self.line_too_long(out) {
-                            return (pos, ev);
-                        }
+                    if !was_discarding && let Some(ev) = self.line_too_long(out) {
+                        return (pos, ev);
                     }
                 }
                 Line::Complete { line, consumed } => {
@@ -480,7 +482,7 @@ impl Pop3Session {
                 };
                 if mechanism.eq_ignore_ascii_case("PLAIN") {
                     match initial_response {
-                        Some(ir) => self.sasl_plain(ir.as_bytes()),
+                        Some(ir) => self.sasl_plain(ir.as_bytes(), true),
                         None => {
                             self.state = State::SaslPlain;
                             out.extend_from_slice(b"+ \r\n");
@@ -489,7 +491,7 @@ impl Pop3Session {
                     }
                 } else if mechanism.eq_ignore_ascii_case("LOGIN") {
                     match initial_response {
-                        Some(ir) => self.sasl_login_user(ir.as_bytes(), out),
+                        Some(ir) => self.sasl_login_user(ir.as_bytes(), true, out),
                         None => {
                             self.state = State::SaslLoginUser;
                             login_challenge(out, sasl::LOGIN_USERNAME_CHALLENGE);
@@ -537,9 +539,9 @@ impl Pop3Session {
             return Reply::Soft(Cow::Borrowed("Authentication cancelled"));
         }
         match state {
-            State::SaslPlain => self.sasl_plain(line),
-            State::SaslLoginUser => self.sasl_login_user(line, out),
-            State::SaslLoginPass { username } => match decode_text(line) {
+            State::SaslPlain => self.sasl_plain(line, false),
+            State::SaslLoginUser => self.sasl_login_user(line, false, out),
+            State::SaslLoginPass { username } => match decode_text(line, false) {
                 Ok(password) => {
                     self.state = State::WaitAuth;
                     Reply::Event(Pop3Event::Authenticate { username, password })
@@ -550,9 +552,17 @@ impl Pop3Session {
         }
     }
 
-    fn sasl_plain(&mut self, response: &[u8]) -> Reply {
+    fn sasl_plain(&mut self, response: &[u8], initial: bool) -> Reply {
         self.state = State::Authorization { user: None };
-        match sasl::decode_plain(response) {
+        let decoded = if initial {
+            sasl::decode_initial_response(response)
+        } else {
+            sasl::decode_base64(response)
+        };
+        let Ok(raw) = decoded else {
+            return Reply::Err(Cow::Borrowed("Invalid base64 data"));
+        };
+        match sasl::parse_plain(&raw) {
             Ok(creds) => {
                 if creds.authzid.as_ref().is_some_and(|z| *z != creds.authcid) {
                     return Reply::Err(Cow::Borrowed(
@@ -565,14 +575,13 @@ impl Pop3Session {
                     password: creds.password,
                 })
             }
-            Err(sasl::PlainError::Base64(_)) => Reply::Err(Cow::Borrowed("Invalid base64 data")),
             Err(_) => Reply::Err(Cow::Borrowed("Invalid SASL PLAIN response")),
         }
     }
 
-    fn sasl_login_user(&mut self, response: &[u8], out: &mut Vec<u8>) -> Reply {
+    fn sasl_login_user(&mut self, response: &[u8], initial: bool, out: &mut Vec<u8>) -> Reply {
         self.state = State::Authorization { user: None };
-        match decode_text(response) {
+        match decode_text(response, initial) {
             Ok(username) => {
                 self.state = State::SaslLoginPass { username };
                 login_challenge(out, sasl::LOGIN_PASSWORD_CHALLENGE);
@@ -693,8 +702,13 @@ fn login_challenge(out: &mut Vec<u8>, challenge: &str) {
 }
 
 /// Decode a base64 SASL response that must be UTF-8 text (LOGIN user name / password).
-fn decode_text(b64: &[u8]) -> Result<String, Reply> {
-    let raw = sasl::decode_base64(b64).map_err(|_| Reply::Err(Cow::Borrowed("Invalid base64 data")))?;
+fn decode_text(b64: &[u8], initial: bool) -> Result<String, Reply> {
+    let decoded = if initial {
+        sasl::decode_initial_response(b64)
+    } else {
+        sasl::decode_base64(b64)
+    };
+    let raw = decoded.map_err(|_| Reply::Err(Cow::Borrowed("Invalid base64 data")))?;
     String::from_utf8(raw).map_err(|_| Reply::Err(Cow::Borrowed("Invalid UTF-8 in SASL response")))
 }
 
@@ -793,5 +807,767 @@ fn transaction_command(md: &mut Maildrop, cmd: Command<'_>, out: &mut Vec<u8>) -
         | Command::Stls
         | Command::Utf8 => Reply::Err(Cow::Borrowed("Command not valid in TRANSACTION state")),
         Command::Quit | Command::Capa => unreachable!("handled by the caller"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pop3::write_stuffed;
+    use crate::store::{Flags, MessageMeta};
+
+    const M1: &[u8] = b"From: a@b\r\nSubject: one\r\n\r\nHello\r\n.dot line\r\nbye\r\n";
+    const M2: &[u8] = b"Subject: two\r\n\r\nsecond\r\n";
+    const M3: &[u8] = b"Subject: three\r\n\r\nthird\r\n";
+
+    fn meta(uid: u32, bytes: &[u8]) -> MessageMeta {
+        MessageMeta {
+            uid,
+            size: bytes.len() as u32,
+            internal_date: 0,
+            flags: Flags::default(),
+            modseq: 1,
+            needs_dot_stuffing: bytes.starts_with(b".") || bytes.windows(2).any(|w| w == b"\n."),
+        }
+    }
+
+    fn snapshot() -> MailboxSnapshot {
+        MailboxSnapshot {
+            uidvalidity: 0x1234,
+            uidnext: 12,
+            highest_modseq: 1,
+            messages: vec![meta(3, M1), meta(7, M2), meta(11, M3)],
+        }
+    }
+
+    fn body(uid: u32) -> &'static [u8] {
+        match uid {
+            3 => M1,
+            7 => M2,
+            11 => M3,
+            _ => panic!("no uid {uid}"),
+        }
+    }
+
+    /// A minimal fake driver: feeds everything, answers events, collects output.
+    struct Harness {
+        s: Pop3Session,
+        out: Vec<u8>,
+        events: Vec<Pop3Event>,
+        password: &'static str,
+        maildrop: fn() -> MaildropOpen,
+        commit_ok: bool,
+        closed: bool,
+    }
+
+    impl Harness {
+        fn new(config: Pop3Config, tls: bool, stls: bool) -> Self {
+            let mut s = Pop3Session::new(Arc::new(config), tls, stls);
+            let mut out = Vec::new();
+            s.greeting(&mut out);
+            assert_eq!(out, b"+OK surel POP3 server ready\r\n");
+            out.clear();
+            Harness {
+                s,
+                out,
+                events: Vec::new(),
+                password: "secret",
+                maildrop: || MaildropOpen::Ok(snapshot()),
+                commit_ok: true,
+                closed: false,
+            }
+        }
+
+        fn tls() -> Self {
+            Harness::new(Pop3Config::default(), true, false)
+        }
+
+        /// Feed `input` as one buffer, driving events to completion; returns the output.
+        fn send(&mut self, input: &str) -> String {
+            let mut buf = input.as_bytes().to_vec();
+            loop {
+                let (used, ev) = self.s.feed(&buf, &mut self.out);
+                assert!(used <= buf.len());
+                buf.drain(..used);
+                self.events.push(ev.clone());
+                match ev {
+                    Pop3Event::NeedInput => {
+                        if self.s.is_closed() {
+                            self.closed = true;
+                        }
+                        break;
+                    }
+                    Pop3Event::Authenticate { username, password } => {
+                        let outcome = if password == self.password {
+                            AuthOutcome::Accepted(format!("{username}@example.org"))
+                        } else {
+                            AuthOutcome::Rejected
+                        };
+                        match self.s.auth_result(outcome, &mut self.out) {
+                            Some(Pop3Event::OpenMaildrop { account }) => {
+                                self.events.push(Pop3Event::OpenMaildrop { account });
+                                self.s.maildrop_opened((self.maildrop)(), &mut self.out);
+                            }
+                            Some(Pop3Event::Close) => {
+                                self.closed = true;
+                                break;
+                            }
+                            Some(other) => panic!("unexpected {other:?}"),
+                            None => {}
+                        }
+                    }
+                    Pop3Event::OpenMaildrop { .. } => panic!("OpenMaildrop from feed"),
+                    Pop3Event::Send { uid, top_lines } => {
+                        write_stuffed(body(uid), top_lines, &mut self.out);
+                    }
+                    Pop3Event::Commit { .. } => {
+                        self.s.commit_result(self.commit_ok, &mut self.out);
+                        assert!(self.s.is_closed());
+                        self.closed = true;
+                        break;
+                    }
+                    Pop3Event::StartTls => {
+                        buf.clear();
+                        self.s.tls_started();
+                    }
+                    Pop3Event::Close => {
+                        self.closed = true;
+                        break;
+                    }
+                }
+            }
+            String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+        }
+
+        fn login(&mut self) {
+            assert_eq!(
+                self.send("USER alice\r\nPASS secret\r\n"),
+                "+OK\r\n+OK Logged in.\r\n"
+            );
+            assert!(self.s.in_transaction());
+            assert_eq!(self.s.account(), Some("alice@example.org"));
+        }
+    }
+
+    const CAPA_TLS: &str = "+OK Capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+        AUTH-RESP-CODE\r\nPIPELINING\r\nSASL PLAIN LOGIN\r\nUTF8\r\nIMPLEMENTATION surel\r\n.\r\n";
+    const CAPA_PLAIN_STLS: &str = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+        AUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nUTF8\r\nIMPLEMENTATION surel\r\n.\r\n";
+    const CAPA_TRANSACTION: &str = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\n\
+        AUTH-RESP-CODE\r\nPIPELINING\r\nUTF8\r\nIMPLEMENTATION surel\r\n.\r\n";
+
+    #[test]
+    fn happy_path() {
+        let mut h = Harness::tls();
+        assert_eq!(h.send("CAPA\r\n"), CAPA_TLS);
+        h.login();
+        assert_eq!(
+            h.events[1],
+            Pop3Event::Authenticate {
+                username: "alice".into(),
+                password: "secret".into()
+            }
+        );
+        assert_eq!(
+            h.events[2],
+            Pop3Event::OpenMaildrop {
+                account: "alice@example.org".into()
+            }
+        );
+        assert_eq!(h.send("CAPA\r\n"), CAPA_TRANSACTION);
+        let total = M1.len() + M2.len() + M3.len();
+        assert_eq!(h.send("STAT\r\n"), format!("+OK 3 {total}\r\n"));
+        assert_eq!(
+            h.send("LIST\r\n"),
+            format!(
+                "+OK 3 messages ({total} octets)\r\n1 {}\r\n2 {}\r\n3 {}\r\n.\r\n",
+                M1.len(),
+                M2.len(),
+                M3.len()
+            )
+        );
+        assert_eq!(h.send("LIST 2\r\n"), format!("+OK 2 {}\r\n", M2.len()));
+        assert_eq!(
+            h.send("UIDL\r\n"),
+            "+OK\r\n1 0000123400000003\r\n2 0000123400000007\r\n3 000012340000000b\r\n.\r\n"
+        );
+        assert_eq!(h.send("UIDL 3\r\n"), "+OK 3 000012340000000b\r\n");
+        assert_eq!(
+            h.send("RETR 1\r\n"),
+            format!(
+                "+OK {} octets\r\nFrom: a@b\r\nSubject: one\r\n\r\nHello\r\n..dot line\r\nbye\r\n.\r\n",
+                M1.len()
+            )
+        );
+        assert_eq!(
+            h.events.last(),
+            Some(&Pop3Event::NeedInput),
+            "feeding continues after Send"
+        );
+        assert!(h.events.contains(&Pop3Event::Send {
+            uid: 3,
+            top_lines: None
+        }));
+        assert_eq!(
+            h.send("TOP 1 1\r\n"),
+            "+OK\r\nFrom: a@b\r\nSubject: one\r\n\r\nHello\r\n.\r\n"
+        );
+        assert_eq!(h.send("TOP 2 0\r\n"), "+OK\r\nSubject: two\r\n\r\n.\r\n");
+        assert_eq!(h.send("NOOP\r\n"), "+OK\r\n");
+        assert_eq!(h.send("DELE 1\r\n"), "+OK message 1 deleted\r\n");
+        assert_eq!(h.send("DELE 3\r\n"), "+OK message 3 deleted\r\n");
+        assert_eq!(h.send("STAT\r\n"), format!("+OK 1 {}\r\n", M2.len()));
+        assert_eq!(
+            h.send("LIST\r\n"),
+            format!(
+                "+OK 1 messages ({} octets)\r\n2 {}\r\n.\r\n",
+                M2.len(),
+                M2.len()
+            )
+        );
+        assert_eq!(h.send("UIDL\r\n"), "+OK\r\n2 0000123400000007\r\n.\r\n");
+        assert_eq!(
+            h.send("RSET\r\n"),
+            format!("+OK maildrop has 3 messages ({total} octets)\r\n")
+        );
+        assert_eq!(h.send("STAT\r\n"), format!("+OK 3 {total}\r\n"));
+        assert_eq!(h.send("DELE 2\r\n"), "+OK message 2 deleted\r\n");
+        assert_eq!(h.send("DELE 3\r\n"), "+OK message 3 deleted\r\n");
+        assert_eq!(h.send("QUIT\r\n"), "+OK Bye\r\n");
+        assert!(h.closed);
+        assert!(h.events.contains(&Pop3Event::Commit {
+            expunge_uids: vec![7, 11]
+        }));
+        // A closed session only says Close.
+        let mut out = Vec::new();
+        assert_eq!(h.s.feed(b"NOOP\r\n", &mut out), (6, Pop3Event::Close));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn quit_without_deletions_commits_nothing() {
+        let mut h = Harness::tls();
+        h.login();
+        assert_eq!(h.send("QUIT\r\n"), "+OK Bye\r\n");
+        assert_eq!(
+            h.events
+                .iter()
+                .rev()
+                .find(|e| matches!(e, Pop3Event::Commit { .. })),
+            Some(&Pop3Event::Commit {
+                expunge_uids: vec![]
+            })
+        );
+    }
+
+    #[test]
+    fn commit_failure() {
+        let mut h = Harness::tls();
+        h.commit_ok = false;
+        h.login();
+        h.send("DELE 1\r\n");
+        assert_eq!(
+            h.send("QUIT\r\n"),
+            "-ERR [SYS/TEMP] Some deleted messages were not removed\r\n"
+        );
+        assert!(h.s.is_closed());
+    }
+
+    #[test]
+    fn deleted_and_missing_messages() {
+        let mut h = Harness::tls();
+        h.login();
+        assert_eq!(h.send("DELE 2\r\n"), "+OK message 2 deleted\r\n");
+        for cmd in ["RETR 2", "DELE 2", "LIST 2", "UIDL 2", "TOP 2 1"] {
+            assert_eq!(
+                h.send(&format!("{cmd}\r\n")),
+                "-ERR message 2 already deleted\r\n",
+                "{cmd}"
+            );
+        }
+        for cmd in [
+            "RETR 0",
+            "RETR 4",
+            "LIST 0",
+            "UIDL 99",
+            "DELE 4294967295",
+            "TOP 4 0",
+        ] {
+            assert_eq!(
+                h.send(&format!("{cmd}\r\n")),
+                "-ERR no such message\r\n",
+                "{cmd}"
+            );
+        }
+        assert_eq!(h.send("RETR 99999999999\r\n"), "-ERR Invalid number\r\n");
+        assert!(
+            h.send("RSET\r\n")
+                .starts_with("+OK maildrop has 3 messages")
+        );
+        assert!(h.send("RETR 2\r\n").starts_with("+OK "));
+        // "no such message" is not counted as a protocol error.
+        assert_eq!(h.s.errors, 1);
+    }
+
+    #[test]
+    fn empty_maildrop() {
+        let mut h = Harness::tls();
+        h.maildrop = || {
+            MaildropOpen::Ok(MailboxSnapshot {
+                uidvalidity: 1,
+                uidnext: 1,
+                highest_modseq: 0,
+                messages: vec![],
+            })
+        };
+        h.login();
+        assert_eq!(h.send("STAT\r\n"), "+OK 0 0\r\n");
+        assert_eq!(h.send("LIST\r\n"), "+OK 0 messages (0 octets)\r\n.\r\n");
+        assert_eq!(h.send("UIDL\r\n"), "+OK\r\n.\r\n");
+        assert_eq!(h.send("RETR 1\r\n"), "-ERR no such message\r\n");
+    }
+
+    #[test]
+    fn quit_in_authorization() {
+        let mut h = Harness::tls();
+        assert_eq!(h.send("QUIT\r\nNOOP\r\n"), "+OK Bye\r\n");
+        assert!(h.closed);
+        assert!(
+            !h.events
+                .iter()
+                .any(|e| matches!(e, Pop3Event::Commit { .. }))
+        );
+        let mut h = Harness::tls();
+        assert_eq!(h.send("USER bob\r\nQUIT\r\n"), "+OK\r\n+OK Bye\r\n");
+    }
+
+    #[test]
+    fn pipelining() {
+        let mut h = Harness::tls();
+        let out = h.send(
+            "CAPA\r\nUSER alice\r\nPASS secret\r\nSTAT\r\nRETR 2\r\nDELE 2\r\nTOP 3 0\r\nLIST 2\r\nQUIT\r\n",
+        );
+        let expected = format!(
+            "{CAPA_TLS}+OK\r\n+OK Logged in.\r\n+OK 3 {}\r\n+OK {} octets\r\n\
+             Subject: two\r\n\r\nsecond\r\n.\r\n+OK message 2 deleted\r\n\
+             +OK\r\nSubject: three\r\n\r\n.\r\n-ERR message 2 already deleted\r\n+OK Bye\r\n",
+            M1.len() + M2.len() + M3.len(),
+            M2.len()
+        );
+        assert_eq!(out, expected);
+        assert!(h.events.contains(&Pop3Event::Commit {
+            expunge_uids: vec![7]
+        }));
+    }
+
+    #[test]
+    fn feed_stops_at_events_and_keeps_the_rest() {
+        let mut s = Pop3Session::new(Arc::new(Pop3Config::default()), true, false);
+        let mut out = Vec::new();
+        let input = b"USER a\r\nPASS b\r\nSTAT\r\n";
+        let (used, ev) = s.feed(input, &mut out);
+        assert_eq!(used, 16);
+        assert!(matches!(ev, Pop3Event::Authenticate { .. }));
+        // While the event is pending nothing is consumed.
+        assert_eq!(s.feed(&input[used..], &mut out), (0, Pop3Event::NeedInput));
+        assert_eq!(
+            s.auth_result(AuthOutcome::Accepted("a".into()), &mut out),
+            Some(Pop3Event::OpenMaildrop {
+                account: "a".into()
+            })
+        );
+        s.maildrop_opened(MaildropOpen::Ok(snapshot()), &mut out);
+        assert_eq!(s.feed(&input[used..], &mut out), (6, Pop3Event::NeedInput));
+        let total = M1.len() + M2.len() + M3.len();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("+OK Logged in.\r\n+OK 3 {total}\r\n")
+        );
+    }
+
+    #[test]
+    fn partial_lines_and_bare_lf() {
+        let mut s = Pop3Session::new(Arc::new(Pop3Config::default()), true, false);
+        let mut out = Vec::new();
+        assert_eq!(s.feed(b"CA", &mut out), (0, Pop3Event::NeedInput));
+        assert_eq!(s.feed(b"CAPA\r", &mut out), (0, Pop3Event::NeedInput));
+        assert!(out.is_empty());
+        assert_eq!(
+            s.feed(b"CAPA\r\nuser x\nNO", &mut out),
+            (13, Pop3Event::NeedInput)
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{CAPA_TLS}+OK\r\n")
+        );
+    }
+
+    #[test]
+    fn stls_and_capa_before_after_tls() {
+        let mut h = Harness::new(Pop3Config::default(), false, true);
+        assert_eq!(h.send("CAPA\r\n"), CAPA_PLAIN_STLS);
+        // The command after STLS in the same buffer is discarded (no injection).
+        assert_eq!(
+            h.send("STLS\r\nUSER evil\r\n"),
+            "+OK Begin TLS negotiation\r\n"
+        );
+        assert!(h.events.contains(&Pop3Event::StartTls));
+        assert_eq!(h.send("CAPA\r\n"), CAPA_TLS);
+        assert_eq!(h.send("STLS\r\n"), "-ERR TLS already active\r\n");
+        h.login();
+        assert_eq!(
+            h.send("STLS\r\n"),
+            "-ERR Command not valid in TRANSACTION state\r\n"
+        );
+    }
+
+    #[test]
+    fn stls_unavailable() {
+        let mut h = Harness::new(Pop3Config::default(), false, false);
+        assert_eq!(h.send("STLS\r\n"), "-ERR STLS not available\r\n");
+        assert!(!h.send("CAPA\r\n").contains("STLS"));
+        // Implicit TLS (pop3s): no STLS either.
+        let mut h = Harness::new(Pop3Config::default(), true, true);
+        assert!(!h.send("CAPA\r\n").contains("STLS"));
+        assert_eq!(h.send("STLS\r\n"), "-ERR TLS already active\r\n");
+    }
+
+    #[test]
+    fn plaintext_auth_refused() {
+        let mut h = Harness::new(Pop3Config::default(), false, true);
+        let refused = "-ERR [AUTH] Plaintext authentication disallowed on non-secure connection, use STLS\r\n";
+        assert_eq!(h.send("USER alice\r\n"), refused);
+        assert_eq!(h.send("PASS secret\r\n"), refused);
+        assert_eq!(h.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), refused);
+        assert_eq!(h.send("AUTH LOGIN\r\n"), refused);
+        assert_eq!(h.send("AUTH\r\n"), refused);
+        assert!(
+            !h.events
+                .iter()
+                .any(|e| matches!(e, Pop3Event::Authenticate { .. }))
+        );
+        let capa = h.send("CAPA\r\n");
+        assert!(!capa.contains("USER\r\n") && !capa.contains("SASL"));
+        // ... unless configured to allow it.
+        let config = Pop3Config {
+            allow_plaintext_auth: true,
+            ..Pop3Config::default()
+        };
+        let mut h = Harness::new(config, false, true);
+        let capa = h.send("CAPA\r\n");
+        assert!(capa.contains("USER\r\n") && capa.contains("SASL PLAIN LOGIN\r\n"));
+        assert!(capa.contains("STLS\r\n"));
+        h.login();
+    }
+
+    #[test]
+    fn wrong_password() {
+        let mut h = Harness::tls();
+        assert_eq!(
+            h.send("USER alice\r\nPASS wrong\r\n"),
+            "+OK\r\n-ERR [AUTH] Authentication failed\r\n"
+        );
+        assert!(!h.s.in_transaction());
+        // USER is forgotten after a failed PASS.
+        assert_eq!(
+            h.send("PASS secret\r\n"),
+            "-ERR No user name given, use USER first\r\n"
+        );
+        h.login();
+    }
+
+    #[test]
+    fn wrong_state() {
+        let mut h = Harness::tls();
+        for cmd in [
+            "STAT", "LIST", "RETR 1", "DELE 1", "NOOP", "RSET", "TOP 1 1", "UIDL",
+        ] {
+            assert_eq!(
+                h.send(&format!("{cmd}\r\n")),
+                "-ERR Command not valid in AUTHORIZATION state\r\n"
+            );
+        }
+        h.login();
+        for cmd in ["USER x", "PASS y", "AUTH PLAIN", "UTF8"] {
+            assert_eq!(
+                h.send(&format!("{cmd}\r\n")),
+                "-ERR Command not valid in TRANSACTION state\r\n"
+            );
+        }
+        assert_eq!(h.send("APOP a b\r\n"), "-ERR Unknown command\r\n");
+        assert_eq!(h.send("STAT 1\r\n"), "-ERR Too many arguments\r\n");
+        assert!(h.s.in_transaction());
+    }
+
+    #[test]
+    fn auth_plain() {
+        // With initial response.
+        let mut h = Harness::tls();
+        let ir = sasl::encode_base64(b"\0alice\0secret");
+        assert_eq!(
+            h.send(&format!("AUTH PLAIN {ir}\r\n")),
+            "+OK Logged in.\r\n"
+        );
+        assert!(h.events.contains(&Pop3Event::Authenticate {
+            username: "alice".into(),
+            password: "secret".into()
+        }));
+        // Without: empty continuation.
+        let mut h = Harness::tls();
+        assert_eq!(h.send("auth plain\r\n"), "+ \r\n");
+        assert_eq!(h.send(&format!("{ir}\r\n")), "+OK Logged in.\r\n");
+        // authzid equal to authcid is fine, a different one is not.
+        let mut h = Harness::tls();
+        let ir2 = sasl::encode_base64(b"alice\0alice\0secret");
+        assert_eq!(
+            h.send(&format!("AUTH PLAIN {ir2}\r\n")),
+            "+OK Logged in.\r\n"
+        );
+        let mut h = Harness::tls();
+        let ir3 = sasl::encode_base64(b"admin\0alice\0secret");
+        assert!(
+            h.send(&format!("AUTH PLAIN {ir3}\r\n"))
+                .starts_with("-ERR [AUTH] ")
+        );
+        // Wrong password.
+        let bad = sasl::encode_base64(b"\0alice\0nope");
+        assert_eq!(
+            h.send(&format!("AUTH PLAIN {bad}\r\n")),
+            "-ERR [AUTH] Authentication failed\r\n"
+        );
+        // Bad base64, malformed content, "=" (empty).
+        assert_eq!(
+            h.send("AUTH PLAIN !!!!\r\n"),
+            "-ERR Invalid base64 data\r\n"
+        );
+        assert_eq!(
+            h.send("AUTH PLAIN\r\n%%%%\r\n"),
+            "+ \r\n-ERR Invalid base64 data\r\n"
+        );
+        let junk = sasl::encode_base64(b"alice secret");
+        assert_eq!(
+            h.send(&format!("AUTH PLAIN {junk}\r\n")),
+            "-ERR Invalid SASL PLAIN response\r\n"
+        );
+        assert_eq!(
+            h.send("AUTH PLAIN =\r\n"),
+            "-ERR Invalid SASL PLAIN response\r\n"
+        );
+        // Cancel.
+        assert_eq!(
+            h.send("AUTH PLAIN\r\n*\r\n"),
+            "+ \r\n-ERR Authentication cancelled\r\n"
+        );
+        // Back in AUTHORIZATION and still usable.
+        assert_eq!(
+            h.send("AUTH X-UNKNOWN\r\n"),
+            "-ERR Unsupported authentication mechanism\r\n"
+        );
+        assert_eq!(h.send("AUTH\r\n"), "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+        h.login();
+    }
+
+    #[test]
+    fn auth_login() {
+        let user = sasl::encode_base64(b"alice");
+        let pass = sasl::encode_base64(b"secret");
+        let mut h = Harness::tls();
+        assert_eq!(h.send("AUTH LOGIN\r\n"), "+ VXNlcm5hbWU6\r\n");
+        assert_eq!(h.send(&format!("{user}\r\n")), "+ UGFzc3dvcmQ6\r\n");
+        assert_eq!(h.send(&format!("{pass}\r\n")), "+OK Logged in.\r\n");
+        // Pipelined, with initial response.
+        let mut h = Harness::tls();
+        assert_eq!(
+            h.send(&format!("AUTH LOGIN {user}\r\n{pass}\r\nSTAT\r\n")),
+            format!(
+                "+ UGFzc3dvcmQ6\r\n+OK Logged in.\r\n+OK 3 {}\r\n",
+                M1.len() + M2.len() + M3.len()
+            )
+        );
+        // Cancel at either step.
+        let mut h = Harness::tls();
+        assert_eq!(
+            h.send("AUTH LOGIN\r\n*\r\n"),
+            "+ VXNlcm5hbWU6\r\n-ERR Authentication cancelled\r\n"
+        );
+        assert_eq!(
+            h.send(&format!("AUTH LOGIN {user}\r\n*\r\n")),
+            "+ UGFzc3dvcmQ6\r\n-ERR Authentication cancelled\r\n"
+        );
+        assert_eq!(
+            h.send("AUTH LOGIN\r\n@@\r\n"),
+            "+ VXNlcm5hbWU6\r\n-ERR Invalid base64 data\r\n"
+        );
+        // Continuation lines are not commands ("QUIT" is valid base64 here).
+        assert_eq!(
+            h.send("AUTH LOGIN\r\nQUIT\r\n*\r\n"),
+            "+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n-ERR Authentication cancelled\r\n"
+        );
+        assert!(!h.closed);
+        assert_eq!(
+            h.send("AUTH LOGIN =\r\n*\r\n"),
+            "+ UGFzc3dvcmQ6\r\n-ERR Authentication cancelled\r\n"
+        );
+        let wrong = sasl::encode_base64(b"wrong");
+        assert_eq!(
+            h.send(&format!("AUTH LOGIN {user}\r\n{wrong}\r\n")),
+            "+ UGFzc3dvcmQ6\r\n-ERR [AUTH] Authentication failed\r\n"
+        );
+    }
+
+    #[test]
+    fn maildrop_in_use_and_failed() {
+        let mut h = Harness::tls();
+        h.maildrop = || MaildropOpen::InUse;
+        assert_eq!(
+            h.send("USER alice\r\nPASS secret\r\n"),
+            "+OK\r\n-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n"
+        );
+        assert!(!h.s.in_transaction());
+        assert_eq!(h.s.account(), None);
+        h.maildrop = || MaildropOpen::Failed;
+        assert_eq!(
+            h.send("USER alice\r\nPASS secret\r\n"),
+            "+OK\r\n-ERR [SYS/TEMP] Unable to open mailbox, try again later\r\n"
+        );
+        h.maildrop = || MaildropOpen::Ok(snapshot());
+        h.login();
+    }
+
+    #[test]
+    fn too_many_errors() {
+        let config = Pop3Config {
+            max_errors: 3,
+            ..Pop3Config::default()
+        };
+        let mut h = Harness::new(config, true, false);
+        assert_eq!(
+            h.send("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n"),
+            "-ERR Unknown command\r\n-ERR Unknown command\r\n-ERR Unknown command\r\n\
+             -ERR too many errors\r\n"
+        );
+        assert!(h.closed && h.s.is_closed());
+        // Failed logins count too.
+        let config = Pop3Config {
+            max_errors: 2,
+            ..Pop3Config::default()
+        };
+        let mut h = Harness::new(config, true, false);
+        assert_eq!(
+            h.send("USER a\r\nPASS x\r\nUSER a\r\nPASS y\r\nUSER a\r\n"),
+            "+OK\r\n-ERR [AUTH] Authentication failed\r\n+OK\r\n\
+             -ERR [AUTH] Authentication failed\r\n-ERR too many errors\r\n"
+        );
+        assert!(h.closed);
+    }
+
+    #[test]
+    fn default_error_limit_is_twenty() {
+        let mut h = Harness::tls();
+        let out = h.send(&"X\r\n".repeat(25));
+        assert_eq!(out.matches("-ERR Unknown command").count(), 20);
+        assert!(out.ends_with("-ERR too many errors\r\n"));
+    }
+
+    #[test]
+    fn overlong_lines() {
+        let config = Pop3Config {
+            max_line: 16,
+            ..Pop3Config::default()
+        };
+        let mut h = Harness::new(config, true, false);
+        // Complete over-long line in one buffer.
+        assert_eq!(
+            h.send(&format!("USER {}\r\nNOOP\r\nCAPA\r\n", "x".repeat(40))),
+            format!(
+                "-ERR line too long\r\n-ERR Command not valid in AUTHORIZATION state\r\n{CAPA_TLS}"
+            )
+        );
+        // Over-long line arriving in pieces: one error, the tail is discarded.
+        let mut out = Vec::new();
+        let s = &mut h.s;
+        assert_eq!(s.feed(&[b'a'; 20], &mut out), (20, Pop3Event::NeedInput));
+        assert_eq!(out, b"-ERR line too long\r\n");
+        out.clear();
+        assert_eq!(s.feed(&[b'b'; 30], &mut out), (30, Pop3Event::NeedInput));
+        assert_eq!(s.feed(b"bbb", &mut out), (3, Pop3Event::NeedInput));
+        assert!(out.is_empty());
+        assert_eq!(
+            s.feed(b"bb\r\nCAPA\r\n", &mut out),
+            (10, Pop3Event::NeedInput)
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), CAPA_TLS);
+        // A line of exactly max_line octets is fine.
+        assert_eq!(h.send("USER 0123456789a\r\n"), "+OK\r\n");
+    }
+
+    #[test]
+    fn overlong_sasl_response_aborts_exchange() {
+        let config = Pop3Config {
+            max_line: 16,
+            ..Pop3Config::default()
+        };
+        let mut h = Harness::new(config, true, false);
+        assert_eq!(
+            h.send(&format!("AUTH PLAIN\r\n{}\r\nCAPA\r\n", "A".repeat(40))),
+            format!("+ \r\n-ERR line too long\r\n{CAPA_TLS}")
+        );
+    }
+
+    #[test]
+    fn nul_in_line() {
+        let mut h = Harness::tls();
+        assert_eq!(h.send("NO\0OP\r\n"), "-ERR NUL byte in command line\r\n");
+        assert_eq!(h.send("USER a\0b\r\n"), "-ERR NUL byte in command line\r\n");
+        assert_eq!(h.s.errors, 2);
+    }
+
+    #[test]
+    fn empty_line_is_an_error() {
+        let mut h = Harness::tls();
+        assert_eq!(h.send("\r\n"), "-ERR Empty command\r\n");
+    }
+
+    #[test]
+    fn utf8_command() {
+        let mut h = Harness::tls();
+        assert_eq!(h.send("UTF8\r\n"), "+OK UTF8 enabled\r\n");
+        assert!(h.s.utf8_enabled());
+        h.password = "s\u{e9}cret";
+        assert_eq!(
+            h.send("USER j\u{f6}rg\r\nPASS s\u{e9}cret\r\n"),
+            "+OK\r\n+OK Logged in.\r\n"
+        );
+    }
+
+    #[test]
+    fn timeout_and_shutdown() {
+        let mut h = Harness::tls();
+        h.login();
+        h.send("DELE 1\r\n");
+        let mut out = Vec::new();
+        h.s.timeout(&mut out);
+        assert_eq!(out, b"-ERR Disconnected for inactivity\r\n");
+        assert!(h.s.is_closed());
+        // No UPDATE state: nothing is committed.
+        assert_eq!(h.s.feed(b"QUIT\r\n", &mut out), (6, Pop3Event::Close));
+        let mut h = Harness::tls();
+        let mut out = Vec::new();
+        h.s.shutdown(&mut out);
+        assert_eq!(out, b"-ERR [SYS/TEMP] Server shutting down\r\n");
+        h.s.shutdown(&mut out);
+        assert_eq!(
+            out, b"-ERR [SYS/TEMP] Server shutting down\r\n",
+            "only once"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_password() {
+        let ev = Pop3Event::Authenticate {
+            username: "alice".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{ev:?}").contains("hunter2"));
     }
 }

@@ -73,7 +73,11 @@ mod tests {
     fn stuffed(message: &[u8], top: Option<u32>) -> String {
         let mut out = b"+OK\r\n".to_vec();
         write_stuffed(message, top, &mut out);
-        String::from_utf8(out).unwrap().strip_prefix("+OK\r\n").unwrap().to_owned()
+        String::from_utf8(out)
+            .unwrap()
+            .strip_prefix("+OK\r\n")
+            .unwrap()
+            .to_owned()
     }
 
     const MSG: &[u8] = b"From: a@b\r\nSubject: x\r\n\r\nline1\r\n.line2\r\nline3\r\n";
@@ -92,24 +96,39 @@ mod tests {
         );
         assert_eq!(stuffed(b".\r\n", None), "..\r\n.\r\n");
         assert_eq!(stuffed(b"..\r\n.x\r\n", None), "...\r\n..x\r\n.\r\n");
-        assert_eq!(stuffed(b"a\r\n.\r\n.\r\nb\r\n", None), "a\r\n..\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"a\r\n.\r\n.\r\nb\r\n", None),
+            "a\r\n..\r\n..\r\nb\r\n.\r\n"
+        );
         // A dot that is not at a line start is untouched.
         assert_eq!(stuffed(b"a.b\r\n x.\r\n", None), "a.b\r\n x.\r\n.\r\n");
     }
 
     #[test]
     fn missing_final_crlf() {
-        assert_eq!(stuffed(b"H: v\r\n\r\nbody", None), "H: v\r\n\r\nbody\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"H: v\r\n\r\nbody", None),
+            "H: v\r\n\r\nbody\r\n.\r\n"
+        );
         assert_eq!(stuffed(b"H: v\r\n\r\n.", None), "H: v\r\n\r\n..\r\n.\r\n");
-        assert_eq!(stuffed(b"H: v\r\n\r\nbody\r", None), "H: v\r\n\r\nbody\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"H: v\r\n\r\nbody\r", None),
+            "H: v\r\n\r\nbody\r\n.\r\n"
+        );
     }
 
     #[test]
     fn bare_lf_content() {
-        assert_eq!(stuffed(b"H: v\n\nbody\n.\nend", None), "H: v\r\n\r\nbody\r\n..\r\nend\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"H: v\n\nbody\n.\nend", None),
+            "H: v\r\n\r\nbody\r\n..\r\nend\r\n.\r\n"
+        );
         assert_eq!(stuffed(b"\n", None), "\r\n.\r\n");
         assert_eq!(stuffed(b"a\r\nb\nc\r\n", None), "a\r\nb\r\nc\r\n.\r\n");
-        assert_eq!(stuffed(b"H: v\n\n1\n2\n3\n", Some(2)), "H: v\r\n\r\n1\r\n2\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"H: v\n\n1\n2\n3\n", Some(2)),
+            "H: v\r\n\r\n1\r\n2\r\n.\r\n"
+        );
     }
 
     #[test]
@@ -121,8 +140,14 @@ mod tests {
 
     #[test]
     fn top() {
-        assert_eq!(stuffed(MSG, Some(0)), "From: a@b\r\nSubject: x\r\n\r\n.\r\n");
-        assert_eq!(stuffed(MSG, Some(1)), "From: a@b\r\nSubject: x\r\n\r\nline1\r\n.\r\n");
+        assert_eq!(
+            stuffed(MSG, Some(0)),
+            "From: a@b\r\nSubject: x\r\n\r\n.\r\n"
+        );
+        assert_eq!(
+            stuffed(MSG, Some(1)),
+            "From: a@b\r\nSubject: x\r\n\r\nline1\r\n.\r\n"
+        );
         assert_eq!(
             stuffed(MSG, Some(2)),
             "From: a@b\r\nSubject: x\r\n\r\nline1\r\n..line2\r\n.\r\n"
@@ -135,9 +160,15 @@ mod tests {
         // Header only, ending with the blank line.
         assert_eq!(stuffed(b"A: 1\r\n\r\n", Some(0)), "A: 1\r\n\r\n.\r\n");
         // Empty body lines count as lines.
-        assert_eq!(stuffed(b"A: 1\r\n\r\n\r\n\r\nx\r\n", Some(2)), "A: 1\r\n\r\n\r\n\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"A: 1\r\n\r\n\r\n\r\nx\r\n", Some(2)),
+            "A: 1\r\n\r\n\r\n\r\n.\r\n"
+        );
         // Message starting with the blank line (no header).
-        assert_eq!(stuffed(b"\r\nbody\r\nmore\r\n", Some(1)), "\r\nbody\r\n.\r\n");
+        assert_eq!(
+            stuffed(b"\r\nbody\r\nmore\r\n", Some(1)),
+            "\r\nbody\r\n.\r\n"
+        );
     }
 
     #[test]
