@@ -1181,7 +1181,7 @@ mod tests {
         let total = M1.len() + M2.len() + M3.len();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("+OK Logged in.\r\n+OK 3 {total}\r\n")
+            format!("+OK\r\n+OK Logged in.\r\n+OK 3 {total}\r\n")
         );
     }
 
