@@ -885,6 +885,25 @@ mod tests {
         /// Feed `input` as one buffer, driving events to completion; returns the output.
         fn send(&mut self, input: &str) -> String {
             let mut buf = input.as_bytes().to_vec();
+            self.drive(&mut buf);
+            String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+        }
+
+        /// Feed `input` in chunks of `n` bytes, as a driver reading a slow socket would.
+        fn send_chunked(&mut self, input: &str, n: usize) -> String {
+            let mut buf = Vec::new();
+            for chunk in input.as_bytes().chunks(n) {
+                if self.closed {
+                    break;
+                }
+                buf.extend_from_slice(chunk);
+                self.drive(&mut buf);
+            }
+            String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+        }
+
+        /// Feed `buf` (keeping its unconsumed tail), driving events to completion.
+        fn drive(&mut self, buf: &mut Vec<u8>) {
             loop {
                 let (used, ev) = self.s.feed(&buf, &mut self.out);
                 assert!(used <= buf.len());
@@ -936,7 +955,6 @@ mod tests {
                     }
                 }
             }
-            String::from_utf8(std::mem::take(&mut self.out)).unwrap()
         }
 
         fn login(&mut self) {
@@ -1158,6 +1176,34 @@ mod tests {
         assert!(h.events.contains(&Pop3Event::Commit {
             expunge_uids: vec![7]
         }));
+    }
+
+    #[test]
+    fn output_independent_of_read_boundaries() {
+        let user = sasl::encode_base64(b"alice");
+        let pass = sasl::encode_base64(b"secret");
+        let script = format!(
+            "CAPA\r\nBOGUS\nAUTH LOGIN\r\n{user}\r\n{pass}\r\nSTAT\r\nLIST\nUIDL 2\r\n\
+             RETR 1\r\nTOP 2 0\r\nDELE 1\r\nRETR 1\r\n{}\r\nRSET\r\nDELE 3\r\nQUIT\r\nNOOP\r\n",
+            "x".repeat(100)
+        );
+        let config = || Pop3Config {
+            max_line: 64,
+            ..Pop3Config::default()
+        };
+        let mut whole = Harness::new(config(), true, false);
+        let expected = whole.send(&script);
+        assert!(expected.ends_with("+OK Bye\r\n"), "{expected}");
+        assert!(expected.contains("-ERR line too long\r\n"));
+        let commit = Pop3Event::Commit {
+            expunge_uids: vec![11],
+        };
+        assert!(whole.events.contains(&commit));
+        for n in 1..=17 {
+            let mut h = Harness::new(config(), true, false);
+            assert_eq!(h.send_chunked(&script, n), expected, "chunks of {n}");
+            assert!(h.events.contains(&commit));
+        }
     }
 
     #[test]
