@@ -905,7 +905,7 @@ mod tests {
         /// Feed `buf` (keeping its unconsumed tail), driving events to completion.
         fn drive(&mut self, buf: &mut Vec<u8>) {
             loop {
-                let (used, ev) = self.s.feed(&buf, &mut self.out);
+                let (used, ev) = self.s.feed(buf, &mut self.out);
                 assert!(used <= buf.len());
                 buf.drain(..used);
                 self.events.push(ev.clone());

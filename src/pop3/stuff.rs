@@ -213,7 +213,7 @@ mod tests {
             seed ^= seed << 17;
             let len = (seed % 40) as usize;
             let message: Vec<u8> = (0..len)
-                .map(|i| alphabet[((seed >> (i % 50)) as usize ^ i * 7) % alphabet.len()])
+                .map(|i| alphabet[((seed >> (i % 50)) as usize ^ (i * 7)) % alphabet.len()])
                 .collect();
             let mut wire = Vec::new();
             write_stuffed(&message, None, &mut wire);
