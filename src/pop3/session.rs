@@ -169,33 +169,35 @@ impl Maildrop {
     }
 }
 
-/// Session states (RFC 1939 §3, plus the waits on the driver):
+/// Session states (RFC 1939 §3, plus the states waiting on the driver):
 ///
 /// ```text
-///            greeting
-///               │
-///               ▼
-///   ┌──────► AUTHORIZATION ──── QUIT ─────────────────────► closed ("+OK Bye")
-///   │  USER/PASS, AUTH │  ▲ STLS → WaitTls → tls_started()
-///   │  (SaslPlain,     │  │ (same state, TLS now active)
-///   │   SaslLogin*)    ▼  │
-///   │             WaitAuth ── Rejected ──┐ (back to AUTHORIZATION)
-///   │                  │ Accepted        │
-///   │                  ▼                 │
-///   │           WaitMaildrop ── InUse/Failed ─► AUTHORIZATION
-///   │                  │ Ok(snapshot)
-///   │                  ▼
-///   │            TRANSACTION   STAT LIST RETR TOP DELE UIDL NOOP RSET
-///   │                  │ QUIT
-///   │                  ▼
-///   │            UPDATE (WaitCommit: driver expunges DELE'd UIDs)
-///   │                  │ commit_result()
-///   │                  ▼
-///   │               closed ("+OK Bye" / "-ERR [SYS/TEMP] ...")
+///   greeting
+///      │
+///      ▼
+///  AUTHORIZATION ◄──────────────────────────────┐   CAPA UTF8 USER PASS AUTH STLS QUIT
+///      │ │ │ │                                  │
+///      │ │ │ └─ QUIT ──► closed ("+OK Bye", nothing expunged)
+///      │ │ └─ STLS ──► WaitTls ── tls_started() ─┤   (same state, TLS now active)
+///      │ └─ AUTH ──► SaslPlain / SaslLogin* ─────┤   ("*", bad base64: -ERR)
+///      │               │                         │
+///      └─ PASS ────────┴─► WaitAuth ── Rejected ─┤   (-ERR [AUTH])
+///                              │ Accepted        │
+///                              ▼                 │
+///                        WaitMaildrop ── InUse / Failed   (-ERR [IN-USE] / [SYS/TEMP])
+///                              │ Ok(snapshot)
+///                              ▼
+///                         TRANSACTION        STAT LIST UIDL RETR TOP DELE NOOP RSET CAPA
+///                              │ QUIT
+///                              ▼
+///                    UPDATE (WaitCommit: driver expunges the DELE'd UIDs)
+///                              │ commit_result()
+///                              ▼
+///                           closed ("+OK Bye" / "-ERR [SYS/TEMP] ...")
 /// ```
 ///
-/// A connection that ends in any other way (timeout, shutdown, drop) never enters UPDATE:
-/// nothing is expunged.
+/// A connection that ends any other way (timeout, shutdown, too many errors, drop) never
+/// enters UPDATE: nothing is expunged.
 #[derive(Debug)]
 enum State {
     Authorization {
