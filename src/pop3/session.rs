@@ -175,16 +175,16 @@ impl Maildrop {
 ///   greeting
 ///      │
 ///      ▼
-///  AUTHORIZATION ◄──────────────────────────────┐   CAPA UTF8 USER PASS AUTH STLS QUIT
-///      │ │ │ │                                  │
-///      │ │ │ └─ QUIT ──► closed ("+OK Bye", nothing expunged)
-///      │ │ └─ STLS ──► WaitTls ── tls_started() ─┤   (same state, TLS now active)
-///      │ └─ AUTH ──► SaslPlain / SaslLogin* ─────┤   ("*", bad base64: -ERR)
-///      │               │                         │
-///      └─ PASS ────────┴─► WaitAuth ── Rejected ─┤   (-ERR [AUTH])
-///                              │ Accepted        │
-///                              ▼                 │
-///                        WaitMaildrop ── InUse / Failed   (-ERR [IN-USE] / [SYS/TEMP])
+///  AUTHORIZATION ◄───────────────────────────────────┐   CAPA UTF8 USER PASS AUTH STLS QUIT
+///      │ │ │ │                                       │
+///      │ │ │ └─ QUIT ──► closed ("+OK Bye")          │
+///      │ │ └─ STLS ──► WaitTls ── tls_started() ─────┤   (same state, TLS now active)
+///      │ └─ AUTH ──► SaslPlain / SaslLogin* ─────────┤   ("*", bad base64: -ERR)
+///      │               │                             │
+///      └─ PASS ────────┴─► WaitAuth ── Rejected ─────┤   (-ERR [AUTH])
+///                              │ Accepted            │
+///                              ▼                     │
+///                        WaitMaildrop ─ InUse/Failed─┘   (-ERR [IN-USE] / [SYS/TEMP])
 ///                              │ Ok(snapshot)
 ///                              ▼
 ///                         TRANSACTION        STAT LIST UIDL RETR TOP DELE NOOP RSET CAPA
