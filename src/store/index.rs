@@ -61,7 +61,9 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub fn find(&self, uid: u32) -> Option<usize> {
-        self.messages.binary_search_by_key(&uid, |m| m.meta.uid).ok()
+        self.messages
+            .binary_search_by_key(&uid, |m| m.meta.uid)
+            .ok()
     }
 
     pub fn get(&self, uid: u32) -> Option<&Message> {
@@ -332,8 +334,7 @@ pub fn combine_flags(old: &Flags, op: super::FlagOp, f: &Flags) -> Flags {
 pub fn same_flags(a: &Flags, b: &Flags) -> bool {
     a.system == b.system
         && a.keywords.len() == b.keywords.len()
-        && a
-            .keywords
+        && a.keywords
             .iter()
             .all(|k| b.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)))
 }

@@ -203,9 +203,18 @@ pub enum FlagOp {
 /// A change to a mailbox, pushed to subscribers after it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MailboxChange {
-    Appended { uid: u32, modseq: u64 },
-    FlagsChanged { uid: u32, modseq: u64 },
-    Expunged { uid: u32, modseq: u64 },
+    Appended {
+        uid: u32,
+        modseq: u64,
+    },
+    FlagsChanged {
+        uid: u32,
+        modseq: u64,
+    },
+    Expunged {
+        uid: u32,
+        modseq: u64,
+    },
     /// The mailbox was deleted or renamed away.
     Gone,
 }
@@ -468,11 +477,7 @@ impl LogStore {
         &self.inner.shards[self.shard_of(account)]
     }
 
-    fn send(
-        &self,
-        shard: usize,
-        op: Op,
-    ) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
+    fn send(&self, shard: usize, op: Op) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
         let (reply, rx) = oneshot::channel();
         let guard = self.inner.shards[shard]
             .tx
@@ -501,7 +506,8 @@ impl LogStore {
             .index
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        f(ix.mailbox(account, mailbox).ok_or(StoreError::NoSuchMailbox)?)
+        f(ix.mailbox(account, mailbox)
+            .ok_or(StoreError::NoSuchMailbox)?)
     }
 
     fn body_loc(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<index::BodyLoc> {
@@ -514,14 +520,17 @@ impl LogStore {
 }
 
 fn unexpected() -> StoreError {
-    StoreError::Io(std::io::Error::other("store writer sent a mismatched reply"))
+    StoreError::Io(std::io::Error::other(
+        "store writer sent a mismatched reply",
+    ))
 }
 
 impl MailStore for LogStore {
     async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
         let n = messages.len();
-        let mut per_shard: Vec<(Vec<usize>, Vec<NewMessage>)> =
-            (0..self.inner.shards.len()).map(|_| Default::default()).collect();
+        let mut per_shard: Vec<(Vec<usize>, Vec<NewMessage>)> = (0..self.inner.shards.len())
+            .map(|_| Default::default())
+            .collect();
         for (i, m) in messages.into_iter().enumerate() {
             let s = self.shard_of(&m.account);
             per_shard[s].0.push(i);

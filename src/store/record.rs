@@ -542,7 +542,10 @@ mod tests {
             let body_at = r.encode(&mut buf);
             assert_eq!(buf.len() - before, r.encoded_len(), "{r:?}");
             if let Record::MessageAppend { body, .. } = &r {
-                assert_eq!(&buf[before + body_at..before + body_at + body.len()], &body[..]);
+                assert_eq!(
+                    &buf[before + body_at..before + body_at + body.len()],
+                    &body[..]
+                );
             }
         }
         let mut pos = 0;
@@ -560,7 +563,11 @@ mod tests {
         samples()[5].encode(&mut buf);
         // Truncated header and truncated payload (length past end of input).
         for cut in [0, 1, 5, HEADER_LEN - 1, HEADER_LEN, buf.len() - 1] {
-            assert_eq!(decode(&buf[..cut]).unwrap_err(), DecodeError::Truncated, "{cut}");
+            assert_eq!(
+                decode(&buf[..cut]).unwrap_err(),
+                DecodeError::Truncated,
+                "{cut}"
+            );
         }
         // Flipped payload byte.
         let mut bad = buf.clone();

@@ -57,9 +57,9 @@ pub fn open_shard(
             let from = if n == start.segment { start.offset } else { 0 };
             let is_last = i + 1 == segs.len();
             let end = scan_segment(&file, n, from, is_last, |rec, body| {
-                index
-                    .apply(&rec, body)
-                    .map_err(|e| StoreError::Corrupt(format!("{}: segment {n}: {e}", dir.display())))
+                index.apply(&rec, body).map_err(|e| {
+                    StoreError::Corrupt(format!("{}: segment {n}: {e}", dir.display()))
+                })
             })?;
             replayed += end.records;
             since_checkpoint += end.good_len - from;

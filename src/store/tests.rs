@@ -43,7 +43,9 @@ fn seen() -> Flags {
 }
 
 async fn append_one(s: &LogStore, account: &str, mailbox: &str, b: &str) -> Appended {
-    s.append(vec![msg(account, mailbox, b)]).await.expect("append")[0]
+    s.append(vec![msg(account, mailbox, b)])
+        .await
+        .expect("append")[0]
 }
 
 type Dump = Vec<(String, u32, u32, u64, Vec<(u32, Flags, u64, Vec<u8>)>)>;
@@ -63,7 +65,13 @@ fn dump(s: &LogStore, account: &str) -> Dump {
                     (m.uid, m.flags.clone(), m.modseq, bytes)
                 })
                 .collect();
-            (mb.name, snap.uidvalidity, snap.uidnext, snap.highest_modseq, msgs)
+            (
+                mb.name,
+                snap.uidvalidity,
+                snap.uidnext,
+                snap.highest_modseq,
+                msgs,
+            )
         })
         .collect()
 }
@@ -71,9 +79,9 @@ fn dump(s: &LogStore, account: &str) -> Dump {
 /// Subscribers are notified just after the callers are answered, so poll briefly.
 fn next_change(rx: &mut ChangeReceiver) -> MailboxChange {
     for _ in 0..5000 {
-        match rx.try_next() {
-            Ok(Some(c)) => return c,
-            Ok(None) => panic!("change stream closed"),
+        match rx.try_recv() {
+            Ok(c) => return c,
+            Err(futures_channel::mpsc::TryRecvError::Closed) => panic!("change stream closed"),
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
         }
     }
@@ -96,7 +104,10 @@ fn append_read_back_and_uids_increase() {
         assert_eq!((a.uid, b.uid), (1, 2));
         assert_eq!(a.uidvalidity, b.uidvalidity);
         assert!(b.modseq > a.modseq);
-        assert_eq!(s.read("alice@example.org", "INBOX", 1).unwrap(), body(1).as_bytes());
+        assert_eq!(
+            s.read("alice@example.org", "INBOX", 1).unwrap(),
+            body(1).as_bytes()
+        );
         let snap = s.snapshot("ALICE@example.org", "Inbox").unwrap();
         assert_eq!(snap.uidnext, 3);
         assert!(!snap.messages[0].needs_dot_stuffing);
@@ -130,7 +141,10 @@ fn append_read_back_and_uids_increase() {
         let res = s.append(many).await.unwrap();
         assert!(res.iter().all(|a| a.uid == 1));
         for i in 0..10 {
-            assert_eq!(s.read(&format!("user{i}"), "INBOX", 1).unwrap(), body(i).as_bytes());
+            assert_eq!(
+                s.read(&format!("user{i}"), "INBOX", 1).unwrap(),
+                body(i).as_bytes()
+            );
         }
     });
 }
@@ -163,7 +177,14 @@ fn flags_expunge_and_condstore() {
             keywords: vec!["$Work".into()],
         };
         let ch3 = s
-            .store_flags("bob", "INBOX", &[1, 3], FlagOp::Replace, kw.clone(), Some(guard))
+            .store_flags(
+                "bob",
+                "INBOX",
+                &[1, 3],
+                FlagOp::Replace,
+                kw.clone(),
+                Some(guard),
+            )
             .await
             .unwrap();
         assert_eq!(ch3.iter().map(|c| c.0).collect::<Vec<_>>(), vec![3]);
@@ -178,10 +199,17 @@ fn flags_expunge_and_condstore() {
         let gone = s.expunge("bob", "INBOX", &[2, 9]).await.unwrap();
         assert_eq!(gone, vec![2]);
         let snap = s.snapshot("bob", "INBOX").unwrap();
-        assert_eq!(snap.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            snap.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert!(snap.highest_modseq > hm);
         assert_eq!(s.expunged_since("bob", "INBOX", hm).unwrap(), vec![2]);
-        assert!(s.expunged_since("bob", "INBOX", snap.highest_modseq).unwrap().is_empty());
+        assert!(
+            s.expunged_since("bob", "INBOX", snap.highest_modseq)
+                .unwrap()
+                .is_empty()
+        );
     });
 }
 
@@ -241,8 +269,16 @@ fn restart_preserves_everything() {
         let s = LogStore::open(config(dir.path(), 3)).unwrap();
         let after: Vec<_> = accounts.iter().map(|a| dump(&s, a)).collect();
         assert_eq!(before, after);
-        assert!(s.list_mailboxes("ann").iter().any(|m| m.name == "Lists" && !m.subscribed));
-        assert!(s.list_mailboxes("ann").iter().any(|m| m.name == "Lists/rust" && m.subscribed));
+        assert!(
+            s.list_mailboxes("ann")
+                .iter()
+                .any(|m| m.name == "Lists" && !m.subscribed)
+        );
+        assert!(
+            s.list_mailboxes("ann")
+                .iter()
+                .any(|m| m.name == "Lists/rust" && m.subscribed)
+        );
         assert_eq!(s.replayed_records() > 0, expect_replay);
         s.close();
     };
@@ -284,7 +320,10 @@ fn torn_tail_is_truncated() {
         let expect = if garbage { 5 } else { 4 };
         assert_eq!(snap.messages.len(), expect, "garbage={garbage}");
         for i in 0..expect {
-            assert_eq!(s.read("t", "INBOX", i as u32 + 1).unwrap(), body(i).as_bytes());
+            assert_eq!(
+                s.read("t", "INBOX", i as u32 + 1).unwrap(),
+                body(i).as_bytes()
+            );
         }
         let a = block_on(append_one(&s, "t", "INBOX", "after"));
         assert_eq!(a.uid, expect as u32 + 1);
@@ -313,7 +352,10 @@ fn corruption_in_older_segment_is_refused() {
     assert!(segs.len() > 3, "{segs:?}");
     // Reads span segments.
     for i in 0..10 {
-        assert_eq!(s.read("r", "INBOX", i + 1).unwrap(), body(i as usize).as_bytes());
+        assert_eq!(
+            s.read("r", "INBOX", i + 1).unwrap(),
+            body(i as usize).as_bytes()
+        );
     }
     std::mem::forget(s);
     let _ = std::fs::remove_file(d.join("checkpoint"));
@@ -349,7 +391,10 @@ fn checkpoint_bounds_replay() {
         let s = LogStore::open(cfg.clone()).unwrap();
         assert_eq!(dump(&s, "k"), before);
         let replayed = s.replayed_records();
-        assert!(replayed > 0 && replayed < total / 2, "replayed {replayed} of {total}");
+        assert!(
+            replayed > 0 && replayed < total / 2,
+            "replayed {replayed} of {total}"
+        );
         s.close();
     }
     // A damaged checkpoint falls back to a full replay with the same result.
@@ -406,9 +451,18 @@ fn group_commit_shares_fsyncs() {
     let records = st.records - base.records;
     let fsyncs = st.fsyncs - base.fsyncs;
     assert_eq!(records, 200);
-    assert!(fsyncs * 4 <= records, "{fsyncs} fsyncs for {records} records");
+    assert!(
+        fsyncs * 4 <= records,
+        "{fsyncs} fsyncs for {records} records"
+    );
     for t in 0..4 {
-        assert_eq!(s.snapshot(&format!("g{t}"), "INBOX").unwrap().messages.len(), 51);
+        assert_eq!(
+            s.snapshot(&format!("g{t}"), "INBOX")
+                .unwrap()
+                .messages
+                .len(),
+            51
+        );
     }
 }
 
@@ -430,8 +484,20 @@ fn subscribers_see_changes() {
         assert_eq!(e, vec![1]);
         s.delete_mailbox("sub", "Tmp").await.unwrap();
         let got: Vec<_> = (0..3).map(|_| next_change(&mut rx)).collect();
-        assert_eq!(got[0], MailboxChange::Appended { uid: 2, modseq: a.modseq });
-        assert_eq!(got[1], MailboxChange::FlagsChanged { uid: 2, modseq: f[0].2 });
+        assert_eq!(
+            got[0],
+            MailboxChange::Appended {
+                uid: 2,
+                modseq: a.modseq
+            }
+        );
+        assert_eq!(
+            got[1],
+            MailboxChange::FlagsChanged {
+                uid: 2,
+                modseq: f[0].2
+            }
+        );
         assert!(matches!(got[2], MailboxChange::Expunged { uid: 1, .. }));
         assert_eq!(next_change(&mut tmp), MailboxChange::Gone);
         // Dropped receivers are pruned; commits still work.
@@ -471,7 +537,10 @@ fn mailbox_admin_rules() {
         let old = s.snapshot("m", "Old").unwrap();
         assert_eq!(old.messages.len(), 2);
         assert_eq!(old.messages[1].flags, seen());
-        assert_eq!(s.read("m", "Old", old.messages[0].uid).unwrap(), body(1).as_bytes());
+        assert_eq!(
+            s.read("m", "Old", old.messages[0].uid).unwrap(),
+            body(1).as_bytes()
+        );
         let inbox = s.snapshot("m", "INBOX").unwrap();
         assert!(inbox.messages.is_empty());
         assert_eq!((inbox.uidvalidity, inbox.uidnext), (inbox_uv, 3));
@@ -485,7 +554,10 @@ fn mailbox_admin_rules() {
         append_one(&s, "m", "a/b", "child").await;
         s.rename_mailbox("m", "a", "z").await.unwrap();
         let names: Vec<_> = s.list_mailboxes("m").into_iter().map(|m| m.name).collect();
-        assert!(names.contains(&"z".into()) && names.contains(&"z/b".into()), "{names:?}");
+        assert!(
+            names.contains(&"z".into()) && names.contains(&"z/b".into()),
+            "{names:?}"
+        );
         assert!(!names.iter().any(|n| n.starts_with("a")), "{names:?}");
         assert_eq!(s.read("m", "z/b", 1).unwrap(), b"child");
         assert!(matches!(
@@ -502,7 +574,10 @@ fn mailbox_admin_rules() {
         // Deleted and re-created mailbox gets a new, larger UIDVALIDITY and fresh UIDs.
         let uv = s.snapshot("m", "Old").unwrap().uidvalidity;
         s.delete_mailbox("m", "Old").await.unwrap();
-        assert!(matches!(s.snapshot("m", "Old"), Err(StoreError::NoSuchMailbox)));
+        assert!(matches!(
+            s.snapshot("m", "Old"),
+            Err(StoreError::NoSuchMailbox)
+        ));
         s.create_mailbox("m", "Old").await.unwrap();
         let again = s.snapshot("m", "Old").unwrap();
         assert!(again.uidvalidity > uv);
@@ -538,5 +613,8 @@ fn shard_hash_is_stable() {
     assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
     let dir = tempfile::tempdir().unwrap();
     let s = LogStore::open(config(dir.path(), 4)).unwrap();
-    assert_eq!(s.shard_of("User@Example.org"), s.shard_of("user@example.org"));
+    assert_eq!(
+        s.shard_of("User@Example.org"),
+        s.shard_of("user@example.org")
+    );
 }

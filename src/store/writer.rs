@@ -274,11 +274,7 @@ impl Writer {
 
         let nrec = self.pending.len() as u64;
         {
-            let mut ix = self
-                .shared
-                .index
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut ix = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
             for (rec, body) in self.pending.drain(..) {
                 if let Err(e) = ix.apply(&rec, body) {
                     // The private copy accepted this record, so this is a bug, not bad input.
@@ -351,9 +347,8 @@ impl Writer {
         self.pending.clear();
         self.changes.clear();
         if self.rolled {
-            self.poisoned = Some(
-                "an earlier write failed after a segment roll-over; restart the store".into(),
-            );
+            self.poisoned =
+                Some("an earlier write failed after a segment roll-over; restart the store".into());
         } else if let Err(e) = self.cur_file.set_len(self.batch_start.offset) {
             self.poisoned = Some(format!("cannot roll back a failed write ({e}); restart"));
         } else {
@@ -386,8 +381,7 @@ impl Writer {
     }
 
     fn maybe_checkpoint(&mut self, force: bool) {
-        if self.since_checkpoint == 0 || (!force && self.since_checkpoint < self.checkpoint_bytes)
-        {
+        if self.since_checkpoint == 0 || (!force && self.since_checkpoint < self.checkpoint_bytes) {
             return;
         }
         let pos = Position {
@@ -397,7 +391,10 @@ impl Writer {
         match checkpoint::write(&self.dir, &self.private, pos) {
             Ok(()) => {
                 self.since_checkpoint = 0;
-                self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
             }
             // Not fatal: the log is the truth; start-up just replays more.
             Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "checkpoint failed"),
@@ -690,12 +687,7 @@ impl Writer {
 
     /// Bodies of the given messages, read back from the segments. Bodies written earlier in
     /// this batch are still in the buffer, so it is flushed (not synced) first.
-    fn read_bodies(
-        &mut self,
-        key: &str,
-        id: u64,
-        uids: &[u32],
-    ) -> StoreResult<Vec<(u32, Vec<u8>, Flags, i64)>> {
+    fn read_bodies(&mut self, key: &str, id: u64, uids: &[u32]) -> StoreResult<Vec<StoredCopy>> {
         self.flush_buf()?;
         let mb = self.mailbox(key, id)?;
         let mut out = Vec::new();
@@ -835,6 +827,9 @@ impl Writer {
         )
     }
 }
+
+/// (source uid, body, flags, internal date) of a message about to be copied.
+type StoredCopy = (u32, Vec<u8>, Flags, i64);
 
 fn validate_name(name: &str) -> StoreResult<()> {
     if name.is_empty()
