@@ -353,6 +353,9 @@ struct ShardHandle {
 }
 
 struct Inner {
+    /// flock'ed until close: two stores appending to the same segments would interleave
+    /// records and corrupt both.
+    lock: Mutex<Option<std::fs::File>>,
     shards: Vec<ShardHandle>,
     stats: Arc<Stats>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -369,6 +372,8 @@ impl Inner {
                 tracing::error!("store writer thread panicked");
             }
         }
+        // Released only after the writers are done with the files.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -400,6 +405,24 @@ impl LogStore {
             return Err(StoreError::NotAllowed("shards must be at least 1"));
         }
         std::fs::create_dir_all(&config.dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(config.dir.join("store.lock"))?;
+        // SAFETY: flock on a valid, owned file descriptor; no memory is involved.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(StoreError::NotAllowed(
+                "data directory is already in use by another open store",
+            ));
+        }
         check_meta(&config)?;
         let stats = Arc::new(Stats::default());
         let mut opened = Vec::with_capacity(config.shards);
@@ -427,6 +450,7 @@ impl LogStore {
             });
         }
         let inner = Arc::new(Inner {
+            lock: Mutex::new(Some(lock)),
             shards,
             stats,
             threads: Mutex::new(threads),
@@ -442,6 +466,17 @@ impl LogStore {
     /// checkpoint per shard. Later calls on any clone fail with [`StoreError::Closed`].
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// Closes like after a crash: everything acknowledged is on disk, but no final
+    /// checkpoint is written, so the next open must replay.
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        self.inner
+            .stats
+            .skip_final_checkpoint
+            .store(true, Ordering::Relaxed);
+        self.close();
     }
 
     pub fn stats(&self) -> StoreStats {

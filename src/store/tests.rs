@@ -304,7 +304,7 @@ fn torn_tail_is_truncated() {
         let seg = last_segment(dir.path(), 0);
         let len_before_last = s.locate("t", "INBOX", 5).unwrap().offset;
         // Simulate a crash: no clean close (no checkpoint), then damage the tail.
-        std::mem::forget(s);
+        s.crash();
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         if garbage {
             use std::io::{Seek, Write};
@@ -332,6 +332,7 @@ fn torn_tail_is_truncated() {
         let s = LogStore::open(config(dir.path(), 1)).unwrap();
         assert_eq!(s.snapshot("t", "INBOX").unwrap().messages.len(), expect + 1);
         s.close();
+        drop(s);
     }
 }
 
@@ -357,7 +358,7 @@ fn corruption_in_older_segment_is_refused() {
             body(i as usize).as_bytes()
         );
     }
-    std::mem::forget(s);
+    s.crash();
     let _ = std::fs::remove_file(d.join("checkpoint"));
     let first = segment::segment_path(&d, segs[1]);
     let mut bytes = std::fs::read(&first).unwrap();
@@ -387,7 +388,7 @@ fn checkpoint_bounds_replay() {
         before = dump(&s, "k");
         let total = s.stats().records;
         // Crash without the final checkpoint: replay must start at the last periodic one.
-        std::mem::forget(s);
+        s.crash();
         let s = LogStore::open(cfg.clone()).unwrap();
         assert_eq!(dump(&s, "k"), before);
         let replayed = s.replayed_records();
@@ -594,6 +595,18 @@ fn mailbox_admin_rules() {
     assert_eq!(s.read("m", "z/b", 1).unwrap(), b"child");
     assert!(s.snapshot("m", "Old").unwrap().messages.is_empty());
     assert!(s.snapshot("m", "INBOX").unwrap().messages.is_empty());
+}
+
+#[test]
+fn second_open_of_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    assert!(matches!(
+        LogStore::open(config(dir.path(), 1)),
+        Err(StoreError::NotAllowed(_))
+    ));
+    drop(s);
+    LogStore::open(config(dir.path(), 1)).unwrap();
 }
 
 #[test]

@@ -113,6 +113,8 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub checkpoints: AtomicU64,
     pub replayed_records: AtomicU64,
+    /// Test hook: writers exit without the final checkpoint, as after a crash.
+    pub skip_final_checkpoint: std::sync::atomic::AtomicBool,
 }
 
 pub type Subscribers = HashMap<(String, u64), Vec<UnboundedSender<MailboxChange>>>;
@@ -224,7 +226,13 @@ impl Writer {
             }
             self.run_batch(batch);
         }
-        if self.poisoned.is_none() {
+        if self.poisoned.is_none()
+            && !self
+                .shared
+                .stats
+                .skip_final_checkpoint
+                .load(Ordering::Relaxed)
+        {
             self.maybe_checkpoint(true);
         }
     }
