@@ -171,11 +171,13 @@ impl ShardIndex {
                 special_use,
                 subscribed,
             } => {
-                let acc = self.accounts.entry(account.clone()).or_default();
                 let key = canonical_name(name).into_owned();
-                if acc.by_name.contains_key(&key) || acc.mailboxes.contains_key(mailbox) {
+                if let Some(acc) = self.accounts.get(account)
+                    && (acc.by_name.contains_key(&key) || acc.mailboxes.contains_key(mailbox))
+                {
                     return Err(format!("mailbox {name:?} created twice"));
                 }
+                let acc = self.accounts.entry(account.clone()).or_default();
                 acc.by_name.insert(key.clone(), *mailbox);
                 acc.mailboxes.insert(
                     *mailbox,

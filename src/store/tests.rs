@@ -598,6 +598,71 @@ fn mailbox_admin_rules() {
 }
 
 #[test]
+fn small_segments_roll_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.segment_bytes = 300;
+    cfg.checkpoint_bytes = 1000;
+    let before;
+    {
+        let s = LogStore::open(cfg.clone()).unwrap();
+        block_on(async {
+            for i in 0..30 {
+                append_one(&s, "seg", "INBOX", &body(i)).await;
+            }
+            s.copy("seg", "INBOX", "Archive", &[1, 15, 30])
+                .await
+                .unwrap();
+            s.expunge("seg", "INBOX", &[2, 3]).await.unwrap();
+        });
+        before = dump(&s, "seg");
+        s.crash();
+    }
+    let d = recovery::shard_dir(dir.path(), 0);
+    assert!(segment::list_segments(&d).unwrap().len() > 10);
+    let s = LogStore::open(cfg.clone()).unwrap();
+    assert_eq!(dump(&s, "seg"), before);
+    let a = block_on(append_one(&s, "seg", "INBOX", "more"));
+    assert_eq!(a.uid, 31);
+    drop(s);
+    let _ = std::fs::remove_file(d.join("checkpoint"));
+    let s = LogStore::open(cfg).unwrap();
+    assert_eq!(s.read("seg", "Archive", 3).unwrap(), body(29).as_bytes());
+    assert_eq!(s.read("seg", "INBOX", 31).unwrap(), b"more");
+}
+
+#[test]
+fn failed_request_does_not_disturb_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(async {
+        append_one(&s, "b", "INBOX", "first").await;
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let s = s.clone();
+                let mailbox = if i % 3 == 1 { "Missing" } else { "INBOX" };
+                monoio::spawn(async move { s.append(vec![msg("b", mailbox, &body(i))]).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await {
+                Ok(_) => {
+                    assert_ne!(i % 3, 1);
+                    ok += 1;
+                }
+                Err(StoreError::NoSuchMailbox) => assert_eq!(i % 3, 1),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 20);
+        let snap = s.snapshot("b", "INBOX").unwrap();
+        assert_eq!(snap.messages.len(), 21);
+        assert_eq!(snap.uidnext, 22);
+    });
+}
+
+#[test]
 fn second_open_of_same_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = LogStore::open(config(dir.path(), 1)).unwrap();
