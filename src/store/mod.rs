@@ -21,6 +21,16 @@
 //! (start-up of a shard). On disk: `<dir>/store.meta` (shard count) and per shard
 //! `shard-<S>/seg-<N>.log` plus `shard-<S>/checkpoint`.
 //!
+//! Writer design: the writer validates requests against a private copy of the index that
+//! already includes the records of the current batch (so create-then-append in one batch
+//! works), writes the batch with one `pwrite`, fdatasyncs once, applies the same records to the
+//! shared index, answers the callers, then notifies subscribers. Logical errors
+//! (`NoSuchMailbox`, ...) fail only their request. An I/O error fails the whole batch: the
+//! segment is truncated back to the batch start and the private index reset; if that is not
+//! possible (error after a mid-batch segment roll), the shard refuses writes until restart,
+//! because disk and memory may disagree. A multi-account `append` is atomic per shard only.
+//! `read`/`locate` of a UID that is not in the mailbox return `NotAllowed("no such message")`.
+//!
 //! Compaction (not implemented yet): the log is never rewritten, so space of expunged
 //! messages and deleted mailboxes is only reclaimed by compaction. It would take a sealed
 //! (non-tail) segment, keep the records still live per the index (append records whose UID is
