@@ -276,10 +276,11 @@ mod tests {
 
     #[test]
     fn byte_by_byte_is_identical() {
-        let input = b"a\r\n..b\r\n.\rc\r\n\n.\n\r.\r\r\n.\r\n..\r\n.\r\n";
+        let input = b"a\r\n..b\r\n.\rc\r\n\n.\n\r.\r\r\n...\r\n.x\r\n.\r\n";
         let (whole, n, done, _) = run(input);
         assert!(done);
         assert_eq!(n, input.len());
+        assert_eq!(whole, b"a\r\n.b\r\n\rc\r\n\n.\n\r.\r\r\n..\r\nx\r\n");
         for split in 1..4 {
             let mut r = DataReceiver::new(1 << 20, 1000);
             let mut m = Vec::new();
