@@ -17,7 +17,9 @@ fn commands(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_command");
     for line in lines {
         let name = String::from_utf8_lossy(&line[..4]).to_string();
-        g.bench_function(name, |b| b.iter(|| black_box(parse_command(black_box(line)))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(parse_command(black_box(line))))
+        });
     }
     g.finish();
 }

@@ -172,7 +172,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
         no_args(Command::StartTls)
     } else if is("AUTH") {
         let mut it = args.split(' ');
-        let mechanism = it.next().filter(|m| !m.is_empty()).ok_or(CommandError::Syntax)?;
+        let mechanism = it
+            .next()
+            .filter(|m| !m.is_empty())
+            .ok_or(CommandError::Syntax)?;
         let initial = it.next();
         if it.next().is_some() || initial == Some("") {
             return Err(CommandError::Syntax);
@@ -265,7 +268,10 @@ pub fn valid_mailbox(s: &str) -> bool {
             return false;
         };
         let local = &s[..at];
-        if local.is_empty() || !local.split('.').all(|a| !a.is_empty() && a.chars().all(is_atext))
+        if local.is_empty()
+            || !local
+                .split('.')
+                .all(|a| !a.is_empty() && a.chars().all(is_atext))
         {
             return false;
         }
@@ -296,7 +302,9 @@ fn valid_address_literal(lit: &str) -> bool {
         Some((tag, content)) => {
             valid_label(tag)
                 && !content.is_empty()
-                && content.bytes().all(|c| (33..=126).contains(&c) && c != b'[' && c != b']' && c != b'\\')
+                && content
+                    .bytes()
+                    .all(|c| (33..=126).contains(&c) && c != b'[' && c != b']' && c != b'\\')
         }
         None => false,
     }
@@ -305,7 +313,8 @@ fn valid_address_literal(lit: &str) -> bool {
 fn valid_label(l: &str) -> bool {
     !l.is_empty()
         && l.len() <= 63
-        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+        && l.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
         && !l.starts_with('-')
         && !l.ends_with('-')
 }
@@ -413,18 +422,29 @@ mod tests {
     fn mail_from() {
         assert_eq!(
             p("MAIL FROM:<a@example.org>"),
-            Ok(C::Mail { path: "a@example.org", params: MailParams::default() })
+            Ok(C::Mail {
+                path: "a@example.org",
+                params: MailParams::default()
+            })
         );
         assert_eq!(
             p("mail from:<>"),
-            Ok(C::Mail { path: "", params: MailParams::default() })
+            Ok(C::Mail {
+                path: "",
+                params: MailParams::default()
+            })
         );
         assert_eq!(
             p("MAIL FROM: <a@b.c>"),
-            Ok(C::Mail { path: "a@b.c", params: MailParams::default() })
+            Ok(C::Mail {
+                path: "a@b.c",
+                params: MailParams::default()
+            })
         );
         assert_eq!(
-            p("MAIL FROM:<@relay.example,@r2.example:a@b.c> SIZE=100 BODY=8BITMIME SMTPUTF8 AUTH=<>"),
+            p(
+                "MAIL FROM:<@relay.example,@r2.example:a@b.c> SIZE=100 BODY=8BITMIME SMTPUTF8 AUTH=<>"
+            ),
             Ok(C::Mail {
                 path: "a@b.c",
                 params: MailParams {
@@ -439,14 +459,20 @@ mod tests {
             p("MAIL FROM:<\"john > doe\"@b.c> body=7bit"),
             Ok(C::Mail {
                 path: "\"john > doe\"@b.c",
-                params: MailParams { body: Some(Body::SevenBit), ..Default::default() }
+                params: MailParams {
+                    body: Some(Body::SevenBit),
+                    ..Default::default()
+                }
             })
         );
         assert_eq!(
             p("MAIL FROM:<a@[192.0.2.1]> SIZE=99999999999999999999999"),
             Ok(C::Mail {
                 path: "a@[192.0.2.1]",
-                params: MailParams { size: Some(usize::MAX), ..Default::default() }
+                params: MailParams {
+                    size: Some(usize::MAX),
+                    ..Default::default()
+                }
             })
         );
         assert!(p("MAIL FROM:<a@[IPv6:2001:db8::1]>").is_ok());
@@ -464,7 +490,10 @@ mod tests {
         assert_eq!(p("MAIL FROM:<a@b> SIZE=-1"), Err(E::Syntax));
         assert_eq!(p("MAIL FROM:<a@b> SIZE=1 SIZE=2"), Err(E::Syntax));
         assert_eq!(p("MAIL FROM:<a@b> SMTPUTF8=yes"), Err(E::Syntax));
-        assert_eq!(p("MAIL FROM:<a@b> BODY=BINARYMIME"), Err(E::UnknownParameter));
+        assert_eq!(
+            p("MAIL FROM:<a@b> BODY=BINARYMIME"),
+            Err(E::UnknownParameter)
+        );
         assert_eq!(p("MAIL FROM:<a@b> RET=FULL"), Err(E::UnknownParameter));
         assert_eq!(p("MAIL FROM:<ab>"), Err(E::BadSender));
         assert_eq!(p("MAIL FROM:<a@>"), Err(E::BadSender));
@@ -485,22 +514,55 @@ mod tests {
 
     #[test]
     fn rcpt_to() {
-        assert_eq!(p("RCPT TO:<bob@example.org>"), Ok(C::Rcpt { path: "bob@example.org" }));
-        assert_eq!(p("rcpt to:<Postmaster>"), Ok(C::Rcpt { path: "Postmaster" }));
-        assert_eq!(p("RCPT TO:<@x.y:bob@example.org>"), Ok(C::Rcpt { path: "bob@example.org" }));
-        assert_eq!(p("RCPT TO:<\"a b\"@example.org>"), Ok(C::Rcpt { path: "\"a b\"@example.org" }));
+        assert_eq!(
+            p("RCPT TO:<bob@example.org>"),
+            Ok(C::Rcpt {
+                path: "bob@example.org"
+            })
+        );
+        assert_eq!(
+            p("rcpt to:<Postmaster>"),
+            Ok(C::Rcpt { path: "Postmaster" })
+        );
+        assert_eq!(
+            p("RCPT TO:<@x.y:bob@example.org>"),
+            Ok(C::Rcpt {
+                path: "bob@example.org"
+            })
+        );
+        assert_eq!(
+            p("RCPT TO:<\"a b\"@example.org>"),
+            Ok(C::Rcpt {
+                path: "\"a b\"@example.org"
+            })
+        );
         assert_eq!(p("RCPT TO:<>"), Err(E::BadRecipient));
         assert_eq!(p("RCPT TO:<bob>"), Err(E::BadRecipient));
         assert_eq!(p("RCPT TO:<@x.y,bob@example.org>"), Err(E::BadRecipient));
         assert_eq!(p("RCPT TO:bob@example.org"), Err(E::Syntax));
         assert_eq!(p("RCPT FROM:<bob@example.org>"), Err(E::Syntax));
-        assert_eq!(p("RCPT TO:<bob@example.org> NOTIFY=NEVER"), Err(E::UnknownParameter));
+        assert_eq!(
+            p("RCPT TO:<bob@example.org> NOTIFY=NEVER"),
+            Err(E::UnknownParameter)
+        );
     }
 
     #[test]
     fn bdat() {
-        assert_eq!(p("BDAT 100"), Ok(C::Bdat { size: 100, last: false }));
-        assert_eq!(p("bdat 0 last"), Ok(C::Bdat { size: 0, last: true }));
+        assert_eq!(
+            p("BDAT 100"),
+            Ok(C::Bdat {
+                size: 100,
+                last: false
+            })
+        );
+        assert_eq!(
+            p("bdat 0 last"),
+            Ok(C::Bdat {
+                size: 0,
+                last: true
+            })
+        );
         assert_eq!(p("BDAT"), Err(E::Syntax));
         assert_eq!(p("BDAT x"), Err(E::Syntax));
         assert_eq!(p("BDAT -1"), Err(E::Syntax));
@@ -511,9 +573,27 @@ mod tests {
 
     #[test]
     fn auth() {
-        assert_eq!(p("AUTH PLAIN"), Ok(C::Auth { mechanism: "PLAIN", initial: None }));
-        assert_eq!(p("auth plain AGEAYg=="), Ok(C::Auth { mechanism: "plain", initial: Some("AGEAYg==") }));
-        assert_eq!(p("AUTH LOGIN ="), Ok(C::Auth { mechanism: "LOGIN", initial: Some("=") }));
+        assert_eq!(
+            p("AUTH PLAIN"),
+            Ok(C::Auth {
+                mechanism: "PLAIN",
+                initial: None
+            })
+        );
+        assert_eq!(
+            p("auth plain AGEAYg=="),
+            Ok(C::Auth {
+                mechanism: "plain",
+                initial: Some("AGEAYg==")
+            })
+        );
+        assert_eq!(
+            p("AUTH LOGIN ="),
+            Ok(C::Auth {
+                mechanism: "LOGIN",
+                initial: Some("=")
+            })
+        );
         assert_eq!(p("AUTH"), Err(E::Syntax));
         assert_eq!(p("AUTH PLAIN a b"), Err(E::Syntax));
     }

@@ -55,9 +55,7 @@ pub mod session;
 
 pub use command::{Body, Command, CommandError, MailParams, parse_command};
 pub use data::{BdatReceiver, DataOutcome, DataReceiver};
-pub use session::{
-    DeliveryFailure, ListenerKind, SmtpConfig, SmtpEvent, SmtpSession, Transaction,
-};
+pub use session::{DeliveryFailure, ListenerKind, SmtpConfig, SmtpEvent, SmtpSession, Transaction};
 
 #[cfg(test)]
 mod tests;

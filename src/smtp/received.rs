@@ -138,17 +138,26 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 +0000");
+        assert_eq!(
+            rfc5322_date(1_700_000_000),
+            "Tue, 14 Nov 2023 22:13:20 +0000"
+        );
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(rfc5322_date(951_868_799), "Tue, 29 Feb 2000 23:59:59 +0000");
-        assert_eq!(rfc5322_date(4_102_444_800), "Fri, 01 Jan 2100 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(4_102_444_800),
+            "Fri, 01 Jan 2100 00:00:00 +0000"
+        );
     }
 
     #[test]
     fn queue_ids_are_unique_and_safe() {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| queue_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|id| id.bytes().all(|b| b.is_ascii_alphanumeric())));
+        assert!(
+            ids.iter()
+                .all(|id| id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub const START_DATA: &[u8] = b"354 Start mail input; end with <CRLF>.<CRLF>\r\n
 pub const READY_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
 pub const VRFY: &[u8] =
     b"252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n";
-pub const HELP: &[u8] = b"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH\r\n";
+pub const HELP: &[u8] =
+    b"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH\r\n";
 pub const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
 pub const AUTH_PLAIN_CHALLENGE: &[u8] = b"334 \r\n";
 /// `334 base64("Username:")`
@@ -56,10 +57,8 @@ pub const AUTH_FAILED: &[u8] = b"535 5.7.8 Authentication credentials invalid\r\
 pub const ENCRYPTION_REQUIRED: &[u8] =
     b"538 5.7.11 Encryption required for requested authentication mechanism\r\n";
 pub const UNKNOWN_USER: &[u8] = b"550 5.1.1 Recipient address rejected: User unknown\r\n";
-pub const MESSAGE_TOO_BIG: &[u8] =
-    b"552 5.3.4 Message size exceeds fixed maximum message size\r\n";
-pub const UTF8_REQUIRED: &[u8] =
-    b"553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n";
+pub const MESSAGE_TOO_BIG: &[u8] = b"552 5.3.4 Message size exceeds fixed maximum message size\r\n";
+pub const UTF8_REQUIRED: &[u8] = b"553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n";
 pub const RELAY_DENIED: &[u8] = b"554 5.7.1 Relay access denied\r\n";
 pub const NO_VALID_RECIPIENTS: &[u8] = b"554 5.5.1 No valid recipients\r\n";
 pub const UNKNOWN_PARAMETER: &[u8] = b"555 5.5.4 Unsupported parameter\r\n";
@@ -112,8 +111,15 @@ pub fn delivery_permanent(out: &mut Vec<u8>, text: &str) {
 /// Append `text` (control characters replaced by spaces so it cannot break the reply framing)
 /// and CRLF; `fallback` if `text` is empty.
 fn push_text(out: &mut Vec<u8>, text: &str, fallback: &str) {
-    let text = if text.trim().is_empty() { fallback } else { text };
-    out.extend(text.bytes().map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b }));
+    let text = if text.trim().is_empty() {
+        fallback
+    } else {
+        text
+    };
+    out.extend(
+        text.bytes()
+            .map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b }),
+    );
     out.extend_from_slice(b"\r\n");
 }
 
@@ -143,7 +149,10 @@ mod tests {
     fn ehlo_lines() {
         let mut out = Vec::new();
         ehlo(&mut out, "mx", "client", &["PIPELINING", "SIZE 10"]);
-        assert_eq!(out, b"250-mx Hello client\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+        assert_eq!(
+            out,
+            b"250-mx Hello client\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
     }
 
     #[test]

@@ -118,7 +118,10 @@ mod tests {
     fn all_bytes_round_trip() {
         let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         for n in 0..data.len() {
-            assert_eq!(base64_decode(base64_encode(&data[..n]).as_bytes()).unwrap(), &data[..n]);
+            assert_eq!(
+                base64_decode(base64_encode(&data[..n]).as_bytes()).unwrap(),
+                &data[..n]
+            );
         }
     }
 

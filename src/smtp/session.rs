@@ -347,9 +347,7 @@ impl SmtpSession {
                             self.reject(out, r);
                             None
                         }
-                        BdatMode::TooBig => {
-                            self.finish_message(DataOutcome::TooBig, 0, out)
-                        }
+                        BdatMode::TooBig => self.finish_message(DataOutcome::TooBig, 0, out),
                         BdatMode::Store => {
                             let body_len = match self.tx.as_mut() {
                                 Some(tx) => {
@@ -498,7 +496,10 @@ impl SmtpSession {
                     self.reject(out, reply::AUTH_REQUIRED);
                 } else if !path.is_ascii() && !params.smtputf8 {
                     self.reject(out, reply::UTF8_REQUIRED);
-                } else if params.size.is_some_and(|s| s > self.config.max_message_size) {
+                } else if params
+                    .size
+                    .is_some_and(|s| s > self.config.max_message_size)
+                {
                     out.extend_from_slice(reply::MESSAGE_TOO_BIG);
                 } else {
                     self.tx = Some(Tx {

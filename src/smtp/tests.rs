@@ -17,10 +17,9 @@ impl Directory for FakeDir {
         match lower.rsplit_once('@') {
             Some((local, "example.org")) => match local {
                 "alice" | "bob" => Recipient::Local(vec![format!("{local}@example.org")]),
-                "team" => Recipient::Local(vec![
-                    "alice@example.org".into(),
-                    "bob@example.org".into(),
-                ]),
+                "team" => {
+                    Recipient::Local(vec!["alice@example.org".into(), "bob@example.org".into()])
+                }
                 "postmaster" => Recipient::Local(vec!["admin@example.org".into()]),
                 _ => Recipient::UnknownLocal,
             },
@@ -191,7 +190,11 @@ fn pipelined_transaction_replies_in_order() {
     assert!(lines.contains(&"250-CHUNKING"));
     assert!(lines.contains(&"250 STARTTLS"));
     assert!(!out.contains("AUTH"), "AUTH offered without TLS: {out}");
-    let rest: Vec<&str> = lines.iter().skip_while(|l| l.starts_with("250-") || **l == "250 STARTTLS").copied().collect();
+    let rest: Vec<&str> = lines
+        .iter()
+        .skip_while(|l| l.starts_with("250-") || **l == "250 STARTTLS")
+        .copied()
+        .collect();
     assert_eq!(rest[0], "250 2.1.0 Ok");
     assert_eq!(rest[1], "250 2.1.5 Ok");
     assert_eq!(rest[2], "250 2.1.5 Ok");
@@ -206,11 +209,20 @@ fn pipelined_transaction_replies_in_order() {
     assert_eq!(
         t.recipients,
         vec![
-            ("alice@example.org".to_string(), vec!["alice@example.org".to_string()]),
-            ("bob@example.org".to_string(), vec!["bob@example.org".to_string()]),
+            (
+                "alice@example.org".to_string(),
+                vec!["alice@example.org".to_string()]
+            ),
+            (
+                "bob@example.org".to_string(),
+                vec!["bob@example.org".to_string()]
+            ),
         ]
     );
-    assert_eq!(body(t), b"Subject: hi\r\n\r\n.leading dot\r\n..two\r\nbody\r\n");
+    assert_eq!(
+        body(t),
+        b"Subject: hi\r\n\r\n.leading dot\r\n..two\r\nbody\r\n"
+    );
     assert_eq!(t.size, body(t).len());
     assert_eq!(t.authenticated_as, None);
     assert!(rest[4].ends_with(&t.queue_id));
@@ -278,7 +290,11 @@ fn smuggling_variants_are_content() {
         assert_eq!(h.delivered.len(), 1, "{fake:?}");
         let b = body(&h.delivered[0]);
         assert!(
-            memchr::memmem::find(b, b"MAIL FROM:<evil@remote.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nevil\r\n").is_some(),
+            memchr::memmem::find(
+                b,
+                b"MAIL FROM:<evil@remote.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nevil\r\n"
+            )
+            .is_some(),
             "{fake:?}: {:?}",
             String::from_utf8_lossy(b)
         );
@@ -312,9 +328,15 @@ fn dot_unstuffing() {
 fn nul_in_data_is_stored_nul_in_command_rejected() {
     let mut h = H::mx();
     h.send("EHLO c\r\nNOOP\0\r\nMAIL FROM:<a@remote.example>\0\r\nNOOP\r\n");
-    assert_eq!(h.codes(), codes(&["250", "501 5.5.2", "501 5.5.2", "250 2.0.0"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["250", "501 5.5.2", "501 5.5.2", "250 2.0.0"])
+    );
     h.send("MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\na\0b\r\n.\r\n");
-    assert_eq!(h.codes(), codes(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"])
+    );
     assert_eq!(body(&h.delivered[0]), b"a\0b\r\n");
 }
 
@@ -331,7 +353,9 @@ fn overlong_command_line() {
     h.send("x".repeat(4096));
     assert_eq!(h.codes(), codes(&["500 5.5.2"]));
     assert!(h.buf.is_empty());
-    h.send("y".repeat(10000)).send("MAIL FROM:<x@y.z>\r\n").send("NOOP\r\n");
+    h.send("y".repeat(10000))
+        .send("MAIL FROM:<x@y.z>\r\n")
+        .send("NOOP\r\n");
     // The MAIL line ends the discarded line; NOOP works.
     assert_eq!(h.codes(), codes(&["250 2.0.0"]));
     // Exactly at the limit (4096 incl. CRLF) is fine.
@@ -367,7 +391,10 @@ fn too_many_errors_closes() {
     assert_eq!(c[20], "421 4.7.0");
     // Closed sessions stay closed.
     let mut out = Vec::new();
-    assert_eq!(h.s.feed(b"NOOP\r\n", &mut out, &FakeDir), (0, SmtpEvent::Close));
+    assert_eq!(
+        h.s.feed(b"NOOP\r\n", &mut out, &FakeDir),
+        (0, SmtpEvent::Close)
+    );
     assert!(out.is_empty());
 }
 
@@ -379,7 +406,14 @@ fn sequence_errors() {
     h.send("HELO c\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nMAIL FROM:<a@b.c>\r\nDATA\r\nMAIL FROM:<a@b.c>\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250", "503 5.5.1", "503 5.5.1", "250 2.1.0", "554 5.5.1", "503 5.5.1"])
+        codes(&[
+            "250",
+            "503 5.5.1",
+            "503 5.5.1",
+            "250 2.1.0",
+            "554 5.5.1",
+            "503 5.5.1"
+        ])
     );
     // RSET ends the transaction.
     h.send("RSET\r\nRCPT TO:<alice@example.org>\r\nMAIL FROM:<a@b.c>\r\n");
@@ -396,12 +430,21 @@ fn sequence_errors() {
 #[test]
 fn misc_commands() {
     let mut h = H::mx();
-    h.send("NOOP\r\nnoop x\r\nVRFY alice\r\nEXPN list\r\nHELP\r\nRSET\r\nFOO\r\nRSET x\r\nEHLO\r\n");
+    h.send(
+        "NOOP\r\nnoop x\r\nVRFY alice\r\nEXPN list\r\nHELP\r\nRSET\r\nFOO\r\nRSET x\r\nEHLO\r\n",
+    );
     assert_eq!(
         h.codes(),
         codes(&[
-            "250 2.0.0", "250 2.0.0", "252 2.5.2", "502 5.5.1", "214 2.0.0", "250 2.0.0",
-            "500 5.5.1", "501 5.5.4", "501 5.5.4"
+            "250 2.0.0",
+            "250 2.0.0",
+            "252 2.5.2",
+            "502 5.5.1",
+            "214 2.0.0",
+            "250 2.0.0",
+            "500 5.5.1",
+            "501 5.5.4",
+            "501 5.5.4"
         ])
     );
     h.send("helo x.y\r\n");
@@ -418,7 +461,13 @@ fn helo_gives_smtp_protocol() {
     let t = &h.delivered[0];
     let m = String::from_utf8_lossy(&t.message);
     assert!(m.contains("with SMTP id"), "{m}");
-    assert_eq!(t.recipients[1], ("postmaster".to_string(), vec!["admin@example.org".to_string()]));
+    assert_eq!(
+        t.recipients[1],
+        (
+            "postmaster".to_string(),
+            vec!["admin@example.org".to_string()]
+        )
+    );
 }
 
 #[test]
@@ -456,7 +505,14 @@ fn recipients_on_mx() {
     h.send("EHLO c\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<team@example.org>\r\nRCPT TO:<postmaster>\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250", "250 2.1.0", "550 5.1.1", "554 5.7.1", "250 2.1.5", "250 2.1.5"])
+        codes(&[
+            "250",
+            "250 2.1.0",
+            "550 5.1.1",
+            "554 5.7.1",
+            "250 2.1.5",
+            "250 2.1.5"
+        ])
     );
     h.send("DATA\r\nx\r\n.\r\n");
     let t = &h.delivered[0];
@@ -474,7 +530,15 @@ fn max_recipients() {
     h.send("EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<team@example.org>\r\nDATA\r\nx\r\n.\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250", "250 2.1.0", "250 2.1.5", "250 2.1.5", "452 4.5.3", "354", "250 2.0.0"])
+        codes(&[
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.1.5",
+            "452 4.5.3",
+            "354",
+            "250 2.0.0"
+        ])
     );
     assert_eq!(h.delivered[0].recipients.len(), 2);
     assert_eq!(h.delivered[0].mail_from, "");
@@ -488,14 +552,20 @@ fn message_size_limit() {
     h.send("EHLO c\r\n");
     assert!(h.take().contains("250-SIZE 10\r\n"));
     h.send("MAIL FROM:<a@b.c> SIZE=11\r\nMAIL FROM:<a@b.c> SIZE=10\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
-    assert_eq!(h.codes(), codes(&["552 5.3.4", "250 2.1.0", "250 2.1.5", "354"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["552 5.3.4", "250 2.1.0", "250 2.1.5", "354"])
+    );
     h.send("0123456789\r\n.\r\nNOOP\r\n");
     assert_eq!(h.codes(), codes(&["552 5.3.4", "250 2.0.0"]));
     assert!(h.delivered.is_empty());
     assert!(h.s.is_idle());
     // Exactly at the limit is accepted.
     h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n01234567\r\n.\r\n");
-    assert_eq!(h.codes(), codes(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"])
+    );
     assert_eq!(h.delivered[0].size, 10);
 }
 
@@ -520,7 +590,10 @@ fn delivery_failures() {
     assert_eq!(h.take(), "451 4.3.0 disk full\r\n");
     h.fail_delivery = Some(DeliveryFailure::Permanent("no".into()));
     h.send("MAIL FROM:<>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n.\r\n");
-    assert_eq!(h.codes(), codes(&["250 2.1.0", "250 2.1.5", "354", "554 5.3.0"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "354", "554 5.3.0"])
+    );
 }
 
 #[test]
@@ -529,7 +602,14 @@ fn bdat_chunks() {
     h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 5\r\nab\r\n.BDAT 3 LAST\r\nxyzNOOP\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250", "250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.0.0", "250 2.0.0"])
+        codes(&[
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.0.0",
+            "250 2.0.0",
+            "250 2.0.0"
+        ])
     );
     assert_eq!(body(&h.delivered[0]), b"ab\r\n.xyz");
     assert_eq!(h.delivered[0].size, 8);
@@ -555,7 +635,10 @@ fn bdat_zero_last_and_sequence_errors() {
     let mut h = H::mx();
     // BDAT without MAIL: 503, but the chunk octets are consumed, not run as commands.
     h.send("EHLO c\r\nBDAT 6\r\nQUIT\r\nBDAT 0 LAST\r\nNOOP\r\n");
-    assert_eq!(h.codes(), codes(&["250", "503 5.5.1", "503 5.5.1", "250 2.0.0"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["250", "503 5.5.1", "503 5.5.1", "250 2.0.0"])
+    );
     assert!(!h.closed);
     h.send("MAIL FROM:<a@b.c>\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n");
     assert_eq!(h.codes(), codes(&["250 2.1.0", "554 5.5.1", "250 2.0.0"]));
@@ -572,14 +655,24 @@ fn bdat_size_limit() {
     h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 6\r\n123456BDAT 5 LAST\r\n12345NOOP\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250", "250 2.1.0", "250 2.1.5", "250 2.0.0", "552 5.3.4", "250 2.0.0"])
+        codes(&[
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.0.0",
+            "552 5.3.4",
+            "250 2.0.0"
+        ])
     );
     assert!(h.delivered.is_empty());
     // A huge declared chunk is discarded without buffering and the session goes on.
     h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 1000000\r\n");
     h.send(vec![b'x'; 1_000_000]);
     h.send("NOOP\r\n");
-    assert_eq!(h.codes(), codes(&["250 2.1.0", "250 2.1.5", "552 5.3.4", "250 2.0.0"]));
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "552 5.3.4", "250 2.0.0"])
+    );
 }
 
 fn submission() -> H {
@@ -591,8 +684,14 @@ fn submission_requires_starttls_then_auth() {
     let mut h = submission();
     h.send("EHLO c\r\n");
     let ehlo = h.take();
-    assert!(ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
-    h.send(format!("AUTH PLAIN {}\r\nMAIL FROM:<alice@example.org>\r\n", auth_plain("alice@example.org", "secret")));
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    h.send(format!(
+        "AUTH PLAIN {}\r\nMAIL FROM:<alice@example.org>\r\n",
+        auth_plain("alice@example.org", "secret")
+    ));
     assert_eq!(h.codes(), codes(&["538 5.7.11", "530 5.7.0"]));
     assert!(h.auths.is_empty());
     // STARTTLS; pipelined bytes after it are discarded by the driver.
@@ -607,10 +706,16 @@ fn submission_requires_starttls_then_auth() {
     assert!(!out.contains("STARTTLS"));
     h.send("STARTTLS\r\nMAIL FROM:<alice@example.org>\r\n");
     assert_eq!(h.codes(), codes(&["503 5.5.1", "530 5.7.0"]));
-    h.send(format!("AUTH PLAIN {}\r\n", auth_plain("alice@example.org", "secret")));
+    h.send(format!(
+        "AUTH PLAIN {}\r\n",
+        auth_plain("alice@example.org", "secret")
+    ));
     assert_eq!(h.take(), "235 2.7.0 Authentication successful\r\n");
     assert_eq!(h.s.authenticated_as(), Some("alice@example.org"));
-    h.send(format!("AUTH PLAIN {}\r\n", auth_plain("alice@example.org", "secret")));
+    h.send(format!(
+        "AUTH PLAIN {}\r\n",
+        auth_plain("alice@example.org", "secret")
+    ));
     assert_eq!(h.codes(), codes(&["503 5.5.1"]));
     h.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<x@remote.example>\r\nDATA\r\nhi\r\n.\r\n");
     assert_eq!(
@@ -627,7 +732,10 @@ fn tls_started_forgets_auth() {
     let mut cfg = config();
     cfg.allow_plaintext_auth = true;
     let mut h = H::with(cfg, ListenerKind::Submission, false, true);
-    h.send(format!("EHLO c\r\nAUTH PLAIN {}\r\n", auth_plain("alice@example.org", "secret")));
+    h.send(format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\n",
+        auth_plain("alice@example.org", "secret")
+    ));
     assert_eq!(h.codes(), codes(&["250", "235 2.7.0"]));
     h.send("STARTTLS\r\n");
     assert_eq!(h.tls_starts, 1);
@@ -641,13 +749,19 @@ fn submissions_auth_mechanisms() {
     let mut h = H::new(ListenerKind::Submissions, true, false);
     h.send("EHLO c\r\n");
     let ehlo = h.take();
-    assert!(ehlo.ends_with("250 AUTH PLAIN LOGIN\r\n") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        ehlo.ends_with("250 AUTH PLAIN LOGIN\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
     // PLAIN without initial response.
     h.send("AUTH PLAIN\r\n");
     assert_eq!(h.take(), "334 \r\n");
     h.send(format!("{}\r\n", auth_plain("bob@example.org", "wrong")));
     assert_eq!(h.take(), "535 5.7.8 Authentication credentials invalid\r\n");
-    assert_eq!(h.auths, vec![("bob@example.org".to_string(), "wrong".to_string())]);
+    assert_eq!(
+        h.auths,
+        vec![("bob@example.org".to_string(), "wrong".to_string())]
+    );
     // Cancel.
     h.send("AUTH PLAIN\r\n*\r\n");
     assert_eq!(h.codes(), codes(&["334", "501 5.7.0"]));
@@ -673,7 +787,10 @@ fn submissions_auth_mechanisms() {
 #[test]
 fn auth_login_with_initial_response_and_cancel() {
     let mut h = H::new(ListenerKind::Submissions, true, false);
-    h.send(format!("EHLO c\r\nAUTH LOGIN {}\r\n*\r\n", base64_encode(b"bob")));
+    h.send(format!(
+        "EHLO c\r\nAUTH LOGIN {}\r\n*\r\n",
+        base64_encode(b"bob")
+    ));
     assert_eq!(h.codes(), codes(&["250", "334", "501 5.7.0"]));
     h.send(format!(
         "AUTH LOGIN {}\r\n{}\r\n",
@@ -690,12 +807,18 @@ fn auth_rules() {
     h.send("AUTH PLAIN\r\nHELO c\r\nAUTH PLAIN\r\n");
     assert_eq!(h.codes(), codes(&["503 5.5.1", "250", "503 5.5.1"]));
     // Authorization identity different from the authentication identity is refused.
-    h.send(format!("EHLO c\r\nAUTH PLAIN {}\r\n", base64_encode(b"admin\0bob\0secret")));
+    h.send(format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\n",
+        base64_encode(b"admin\0bob\0secret")
+    ));
     assert_eq!(h.codes(), codes(&["250", "535 5.7.8"]));
     assert!(h.auths.is_empty());
     // Mx without TLS: AUTH not offered and refused.
     let mut h = H::mx();
-    h.send(format!("EHLO c\r\nAUTH PLAIN {}\r\n", auth_plain("a", "secret")));
+    h.send(format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\n",
+        auth_plain("a", "secret")
+    ));
     assert_eq!(h.codes(), codes(&["250", "538 5.7.11"]));
     // Relay denied on 25 for an unauthenticated client.
     h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<victim@remote.example>\r\n");
@@ -726,7 +849,10 @@ fn shutdown_and_timeout() {
     let mut out = Vec::new();
     h.s.shutdown(&mut out);
     assert_eq!(out, b"421 4.3.2 Service shutting down\r\n");
-    assert_eq!(h.s.feed(b"NOOP\r\n", &mut out, &FakeDir).1, SmtpEvent::Close);
+    assert_eq!(
+        h.s.feed(b"NOOP\r\n", &mut out, &FakeDir).1,
+        SmtpEvent::Close
+    );
     let mut h = H::mx();
     let mut out = Vec::new();
     h.s.timeout(&mut out);
@@ -753,7 +879,10 @@ fn partial_line_left_unconsumed() {
         false,
     );
     let mut out = Vec::new();
-    assert_eq!(s.feed(b"NOOP\r\nNO", &mut out, &FakeDir), (6, SmtpEvent::NeedInput));
+    assert_eq!(
+        s.feed(b"NOOP\r\nNO", &mut out, &FakeDir),
+        (6, SmtpEvent::NeedInput)
+    );
     assert_eq!(out, b"250 2.0.0 Ok\r\n");
     assert_eq!(s.feed(b"NO", &mut out, &FakeDir), (0, SmtpEvent::NeedInput));
 }
@@ -770,24 +899,35 @@ fn deliver_then_pipelined_commands_continue() {
     let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.org>\r\nBDAT 1 LAST\r\nyQUIT\r\n";
     let mut out = Vec::new();
     let (n, ev) = s.feed(input, &mut out, &FakeDir);
-    let SmtpEvent::Deliver(t) = ev else { panic!("{ev:?}") };
+    let SmtpEvent::Deliver(t) = ev else {
+        panic!("{ev:?}")
+    };
     assert_eq!(&input[n..n + 4], b"MAIL");
     assert!(!s.is_idle());
     s.delivery_result(Ok(()), &mut out);
     let out_text = String::from_utf8(out.clone()).unwrap();
     assert!(out_text.ends_with(&format!("250 2.0.0 Ok: queued as {}\r\n", t.queue_id)));
     let (n2, ev) = s.feed(&input[n..], &mut out, &FakeDir);
-    let SmtpEvent::Deliver(t2) = ev else { panic!("{ev:?}") };
+    let SmtpEvent::Deliver(t2) = ev else {
+        panic!("{ev:?}")
+    };
     assert_ne!(t.queue_id, t2.queue_id);
     s.delivery_result(Ok(()), &mut out);
     let (n3, ev) = s.feed(&input[n + n2..], &mut out, &FakeDir);
     assert_eq!(ev, SmtpEvent::Close);
     assert_eq!(n + n2 + n3, input.len());
-    assert!(String::from_utf8(out).unwrap().ends_with("221 2.0.0 Bye\r\n"));
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .ends_with("221 2.0.0 Bye\r\n")
+    );
 }
 
 #[test]
 fn event_debug_redacts_password() {
-    let e = SmtpEvent::Authenticate { username: "u".into(), password: "hunter2".into() };
+    let e = SmtpEvent::Authenticate {
+        username: "u".into(),
+        password: "hunter2".into(),
+    };
     assert!(!format!("{e:?}").contains("hunter2"));
 }
