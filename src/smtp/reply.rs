@@ -45,7 +45,7 @@ pub const TLS_NOT_AVAILABLE: &[u8] = b"502 5.5.1 STARTTLS not available\r\n";
 pub const NEED_HELO: &[u8] = b"503 5.5.1 Send HELO/EHLO first\r\n";
 pub const NEED_EHLO: &[u8] = b"503 5.5.1 Send EHLO first\r\n";
 pub const NEED_MAIL: &[u8] = b"503 5.5.1 Need MAIL command first\r\n";
-pub const NEED_RCPT: &[u8] = b"503 5.5.1 Need RCPT command first\r\n";
+pub const NEED_RCPT: &[u8] = b"503 5.5.1 Need RCPT command first (no valid recipients)\r\n";
 pub const NESTED_MAIL: &[u8] = b"503 5.5.1 Nested MAIL command\r\n";
 pub const ALREADY_AUTHENTICATED: &[u8] = b"503 5.5.1 Already authenticated\r\n";
 pub const AUTH_IN_TRANSACTION: &[u8] = b"503 5.5.1 AUTH not allowed during a mail transaction\r\n";
@@ -60,7 +60,6 @@ pub const UNKNOWN_USER: &[u8] = b"550 5.1.1 Recipient address rejected: User unk
 pub const MESSAGE_TOO_BIG: &[u8] = b"552 5.3.4 Message size exceeds fixed maximum message size\r\n";
 pub const UTF8_REQUIRED: &[u8] = b"553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n";
 pub const RELAY_DENIED: &[u8] = b"554 5.7.1 Relay access denied\r\n";
-pub const NO_VALID_RECIPIENTS: &[u8] = b"554 5.5.1 No valid recipients\r\n";
 pub const UNKNOWN_PARAMETER: &[u8] = b"555 5.5.4 Unsupported parameter\r\n";
 
 /// `220 <hostname> ESMTP surel`

@@ -524,7 +524,13 @@ impl SmtpSession {
                 } else if !path.is_ascii() && !tx.smtputf8 {
                     self.reject(out, reply::UTF8_REQUIRED);
                 } else {
-                    match directory.resolve(path) {
+                    // `postmaster` without a domain (RFC 5321 §4.5.1) is resolved by the directory.
+                    let lookup = if path.eq_ignore_ascii_case("postmaster") {
+                        "postmaster"
+                    } else {
+                        path
+                    };
+                    match directory.resolve(lookup) {
                         Recipient::Local(accounts) => {
                             if let Some(tx) = self.tx.as_mut() {
                                 tx.recipients.push((path.to_string(), accounts));
@@ -543,7 +549,7 @@ impl SmtpSession {
                 None => self.reject(out, reply::NEED_MAIL),
                 Some(tx) if tx.bdat => self.reject(out, reply::DATA_AFTER_BDAT),
                 Some(tx) if tx.recipients.is_empty() => {
-                    self.reject(out, reply::NO_VALID_RECIPIENTS);
+                    self.reject(out, reply::NEED_RCPT);
                 }
                 Some(_) => {
                     self.start_message();
@@ -559,12 +565,13 @@ impl SmtpSession {
                 let mode = match self.tx.as_mut() {
                     None => BdatMode::Reject(reply::NEED_MAIL),
                     Some(tx) if tx.recipients.is_empty() => {
-                        BdatMode::Reject(reply::NO_VALID_RECIPIENTS)
+                        BdatMode::Reject(reply::NEED_RCPT)
                     }
                     Some(tx) if size > (max - tx.body_len.min(max)) as u64 => BdatMode::TooBig,
                     Some(tx) => {
                         tx.bdat = true;
-                        tx.message.reserve(size as usize);
+                        // Bounded: a declared size is not a promise to send it.
+                        tx.message.reserve((size as usize).min(1 << 20));
                         BdatMode::Store
                     }
                 };
