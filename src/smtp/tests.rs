@@ -932,3 +932,102 @@ fn event_debug_redacts_password() {
     };
     assert!(!format!("{e:?}").contains("hunter2"));
 }
+
+/// Deterministic xorshift PRNG for the hostile-input property test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random streams of commands and hostile fragments: the session never panics, and feeding the
+/// stream at random split points gives the same replies and messages as feeding it whole.
+#[test]
+fn random_streams_are_split_invariant() {
+    const TOKENS: &[&str] = &[
+        "EHLO c\r\n",
+        "HELO c\r\n",
+        "MAIL FROM:<a@b.c>\r\n",
+        "MAIL FROM:<>\r\n",
+        "MAIL FROM:<a@b.c> SIZE=50\r\n",
+        "RCPT TO:<alice@example.org>\r\n",
+        "RCPT TO:<x@remote.example>\r\n",
+        "RCPT TO:<nobody@example.org>\r\n",
+        "DATA\r\n",
+        "BDAT 3\r\n",
+        "BDAT 2 LAST\r\n",
+        "BDAT 0 LAST\r\n",
+        "RSET\r\n",
+        "NOOP\r\n",
+        "STARTTLS\r\n",
+        "AUTH PLAIN\r\n",
+        "AUTH LOGIN\r\n",
+        "*\r\n",
+        "Ym9i\r\n",
+        "c2VjcmV0\r\n",
+        "AGJvYgBzZWNyZXQ=\r\n",
+        ".\r\n",
+        ".\r\n",
+        "..\r\n",
+        "\r\n",
+        "\n",
+        "\r",
+        ".",
+        "x",
+        "\0",
+        "\u{e9}",
+        "NOOP 0123456789012345678901234567890123456789\r\n",
+        "Subject: fuzz\r\n",
+    ];
+    let cfg = || SmtpConfig {
+        hostname: "mx.example.org".into(),
+        max_message_size: 60,
+        max_recipients: 3,
+        max_command_line: 40,
+        max_data_line: 30,
+        max_errors: 1000,
+        allow_plaintext_auth: true,
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut delivered, mut replies) = (0, 0);
+    for round in 0..1000 {
+        let mut input = Vec::new();
+        if round % 3 != 0 {
+            input.extend_from_slice(
+                b"EHLO c\r\nAUTH PLAIN AGJvYgBzZWNyZXQ=\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\n",
+            );
+        }
+        for _ in 0..rng.below(60) {
+            input.extend_from_slice(TOKENS[rng.below(TOKENS.len())].as_bytes());
+        }
+        let kind = [ListenerKind::Mx, ListenerKind::Submission][round % 2];
+        let run = |splits: &mut dyn FnMut(usize) -> usize| {
+            let mut h = H::with(cfg(), kind, false, false);
+            let mut pos = 0;
+            while pos < input.len() && !h.closed {
+                let n = splits(input.len() - pos).max(1);
+                h.send(&input[pos..pos + n]);
+                pos += n;
+            }
+            let bodies: Vec<Vec<u8>> = h.delivered.iter().map(|t| body(t).to_vec()).collect();
+            (h.codes(), bodies)
+        };
+        let whole = run(&mut |rest| rest);
+        let mut r2 = Rng(rng.next() | 1);
+        let split = run(&mut |rest| 1 + r2.below(rest.min(7)));
+        assert_eq!(whole, split, "round {round}: {:?}", String::from_utf8_lossy(&input));
+        let bytes = run(&mut |_| 1);
+        assert_eq!(whole, bytes, "round {round}");
+        delivered += whole.1.len();
+        replies += whole.0.len();
+    }
+    // The streams do exercise deliveries, not just errors.
+    assert!(delivered > 100 && replies > 10000, "{delivered} {replies}");
+}
