@@ -343,4 +343,60 @@ mod tests {
         assert_eq!(b.feed(b"xyz", None), 3);
         assert_eq!(b.remaining(), u64::MAX - 3);
     }
+
+    /// Straightforward reference: frame with the DATA command's CRLF, find the first
+    /// `CRLF.CRLF`, split the content into CRLF lines and unstuff each.
+    fn reference(input: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let mut framed = b"\r\n".to_vec();
+        framed.extend_from_slice(input);
+        let end = memchr::memmem::find(&framed, b"\r\n.\r\n")?;
+        let content = &framed[2..end + 2];
+        let mut out = Vec::new();
+        let mut rest = content;
+        while !rest.is_empty() {
+            let n = memchr::memmem::find(rest, b"\r\n").unwrap() + 2;
+            let line = &rest[..n];
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+            rest = &rest[n..];
+        }
+        Some((out, end + 3))
+    }
+
+    #[test]
+    fn random_input_matches_reference() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let input: Vec<u8> = (0..len).map(|_| b"\r\n.a"[(next() % 4) as usize]).collect();
+            let mut r = DataReceiver::new(1 << 20, 1 << 20);
+            let mut m = Vec::new();
+            let mut consumed = 0;
+            let mut done = false;
+            // Random split points.
+            while consumed < input.len() && !done {
+                let n = 1 + (next() as usize % (input.len() - consumed));
+                let (c, d) = r.feed(&input[consumed..consumed + n], &mut m);
+                assert!(c <= n);
+                consumed += c;
+                done = d;
+                if !d {
+                    assert_eq!(c, n);
+                }
+            }
+            match reference(&input) {
+                Some((expected, n)) => {
+                    assert!(done, "{input:?}");
+                    assert_eq!(consumed, n, "{input:?}");
+                    assert_eq!(m, expected, "{input:?}");
+                }
+                None => assert!(!done, "{input:?}"),
+            }
+        }
+    }
 }
