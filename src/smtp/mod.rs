@@ -18,23 +18,29 @@
 //! # State diagram (RFC 5321 §3, §4.1.4)
 //!
 //! ```text
-//!   connect ──> 220 greeting
-//!                   │
-//!                   v
-//!   ┌──────> [no HELO] ──EHLO/HELO──> [ready] <──────────── RSET / EHLO / HELO (any state
-//!   │            │                    │   ^    AUTH ─> 334 ─> (auth_result)  below: reset)
-//!   │            │ STARTTLS           │   │
-//!   │            v                    │   └── 250 queued / 451 / 554 (delivery_result)
-//!   └─ tls_started() <── 220 ─────────┤                       ^
-//!      (forget HELO, AUTH)            │ MAIL FROM             │ Deliver
-//!                                     v                       │
-//!                                 [mail] ──RCPT TO──> [rcpt] ─┤── DATA ─> 354 ─> [data] ─ CRLF.CRLF
-//!                                                       │  ^  └── BDAT n ─> [chunk] ─ n octets ──┐
-//!                                                       └──┘        ^  (not LAST: 250, back) │
-//!                                                  RCPT TO          └────────────────────────┘
-//!
-//!   QUIT (any command state) ─> 221, Close          too many errors ─> 421 4.7.0, Close
-//!   shutdown() ─> 421 4.3.2, closed                 timeout() ─> 421 4.4.2, closed
+//!  connect
+//!     │ 220 greeting
+//!     v
+//!  ┌──────────┐  EHLO/HELO   ┌──────────┐  MAIL FROM   ┌──────────┐  RCPT TO   ┌──────────┐
+//!  │ no HELO  │─────────────>│  ready   │─────────────>│   mail   │───────────>│   rcpt   │──┐
+//!  └──────────┘              └──────────┘   250 2.1.0  └──────────┘  250 2.1.5 └──────────┘  │
+//!     ^   STARTTLS: 220,         ^  │ ^                      │ RSET/EHLO/HELO     │  ^  RCPT │
+//!     │   tls_started() forgets  │  │ │ AUTH: 334... ─> Authenticate ─> 235/535 │  └───────┘
+//!     └── HELO/EHLO and AUTH     │  │ └──── auth_result()                        │
+//!                                │  │                                             │ DATA: 354
+//!                                │  │       ┌───────────────────────────┐         v
+//!                                │  │       │ data: until CRLF.CRLF     │<────────┤
+//!                                │  │       │ (dot-unstuffing, limits)  │         │ BDAT n [LAST]
+//!                                │  │       └─────────────┬─────────────┘         v
+//!                                │  │                     │        ┌─────────────────────────┐
+//!                                │  │                     │        │ chunk: exactly n octets │
+//!                                │  │                     │        │ not LAST: 250, to rcpt  │
+//!                                │  │                     v        └────────────┬────────────┘
+//!                                │  │            Deliver(Transaction) <─── LAST ┘
+//!                                └──┼──── delivery_result(): 250 queued / 451 / 554
+//!                                   │
+//!  QUIT (in any command state): 221, Close.        Too many errors: 421 4.7.0, Close.
+//!  shutdown(): 421 4.3.2.   timeout(): 421 4.4.2.   RSET, EHLO, HELO: back to `ready`.
 //! ```
 //!
 //! Port rules ([`ListenerKind`]): on `Mx` (25) anyone may send to local recipients and

@@ -564,9 +564,7 @@ impl SmtpSession {
                 let max = self.config.max_message_size;
                 let mode = match self.tx.as_mut() {
                     None => BdatMode::Reject(reply::NEED_MAIL),
-                    Some(tx) if tx.recipients.is_empty() => {
-                        BdatMode::Reject(reply::NEED_RCPT)
-                    }
+                    Some(tx) if tx.recipients.is_empty() => BdatMode::Reject(reply::NEED_RCPT),
                     Some(tx) if size > (max - tx.body_len.min(max)) as u64 => BdatMode::TooBig,
                     Some(tx) => {
                         tx.bdat = true;

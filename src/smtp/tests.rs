@@ -1022,7 +1022,12 @@ fn random_streams_are_split_invariant() {
         let whole = run(&mut |rest| rest);
         let mut r2 = Rng(rng.next() | 1);
         let split = run(&mut |rest| 1 + r2.below(rest.min(7)));
-        assert_eq!(whole, split, "round {round}: {:?}", String::from_utf8_lossy(&input));
+        assert_eq!(
+            whole,
+            split,
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&input)
+        );
         let bytes = run(&mut |_| 1);
         assert_eq!(whole, bytes, "round {round}");
         delivered += whole.1.len();
