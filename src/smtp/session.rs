@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
-use super::command::{Command, CommandError, parse_command};
+use super::command::{Command, CommandError, MailParams, parse_command};
 use super::data::{BdatReceiver, DataOutcome, DataReceiver};
 use super::received::{TraceInfo, queue_id, unix_now, write_received};
 use super::reply;
@@ -212,8 +212,10 @@ impl SmtpSession {
     }
 
     /// Record the client's verified reverse DNS name (used in the Received header).
+    /// Non-printable characters are dropped so the name cannot break the header.
     pub fn set_peer_name(&mut self, name: String) {
-        self.ptr = Some(name);
+        let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
+        self.ptr = (!name.is_empty()).then_some(name);
     }
 
     /// `220 <hostname> ESMTP surel`
@@ -494,6 +496,9 @@ impl SmtpSession {
                     self.reject(out, reply::NESTED_MAIL);
                 } else if self.kind != ListenerKind::Mx && self.authenticated_as.is_none() {
                     self.reject(out, reply::AUTH_REQUIRED);
+                } else if params != MailParams::default() && !matches!(self.helo, Some((_, true))) {
+                    // Service extensions were not negotiated (RFC 5321 §4.1.1.2).
+                    self.reject(out, reply::PARAMS_NEED_EHLO);
                 } else if !path.is_ascii() && !params.smtputf8 {
                     self.reject(out, reply::UTF8_REQUIRED);
                 } else if params
@@ -519,7 +524,10 @@ impl SmtpSession {
                     self.reject(out, reply::NEED_MAIL);
                     return None;
                 };
-                if tx.recipients.len() >= self.config.max_recipients {
+                if tx.bdat {
+                    // The Received header (with its `for` clause) is already written.
+                    self.reject(out, reply::RCPT_AFTER_BDAT);
+                } else if tx.recipients.len() >= self.config.max_recipients {
                     out.extend_from_slice(reply::TOO_MANY_RECIPIENTS);
                 } else if !path.is_ascii() && !tx.smtputf8 {
                     self.reject(out, reply::UTF8_REQUIRED);

@@ -469,6 +469,15 @@ fn helo_gives_smtp_protocol() {
             vec!["admin@example.org".to_string()]
         )
     );
+    // No service extensions without EHLO.
+    h.send("MAIL FROM:<a@b.c> SIZE=10\r\nMAIL FROM:<a@b.c> BODY=8BITMIME\r\n");
+    let all = h.take();
+    assert!(
+        all.ends_with(
+            "555 5.5.4 MAIL parameters require EHLO\r\n555 5.5.4 MAIL parameters require EHLO\r\n"
+        ),
+        "{all}"
+    );
 }
 
 #[test]
@@ -623,9 +632,9 @@ fn bdat_chunks() {
     // 5 octets received reply text.
     h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 2\r\nhi");
     assert!(h.take().ends_with("250 2.0.0 2 octets received\r\n"));
-    // DATA after BDAT is refused.
-    h.send("DATA\r\n");
-    assert_eq!(h.codes(), codes(&["503 5.5.1"]));
+    // DATA and RCPT after BDAT are refused.
+    h.send("DATA\r\nRCPT TO:<bob@example.org>\r\n");
+    assert_eq!(h.codes(), codes(&["503 5.5.1", "503 5.5.1"]));
     h.send("BDAT 0 LAST\r\n");
     assert_eq!(h.codes(), codes(&["250 2.0.0"]));
     assert_eq!(body(&h.delivered[1]), b"hi");
@@ -868,6 +877,19 @@ fn in_data_is_not_idle() {
     assert!(!h.s.is_idle());
     h.send("x\r\n.\r\n");
     assert!(h.s.is_idle());
+}
+
+#[test]
+fn peer_name_in_received() {
+    let mut h = H::mx();
+    h.s.set_peer_name("client.example\r\nX-Evil: 1".into());
+    start_data(&mut h);
+    h.send(".\r\n");
+    let m = String::from_utf8_lossy(&h.delivered[0].message).to_string();
+    assert!(
+        m.starts_with("Received: from c (client.exampleX-Evil:1 [192.0.2.7])\r\n"),
+        "{m}"
+    );
 }
 
 #[test]
