@@ -781,6 +781,9 @@ fn submissions_auth_mechanisms() {
     // Valid base64, invalid PLAIN structure.
     h.send(format!("AUTH PLAIN {}\r\n", base64_encode(b"nonul")));
     assert_eq!(h.codes(), codes(&["501 5.5.2"]));
+    // "=" is an empty initial response: invalid for both mechanisms.
+    h.send("AUTH PLAIN =\r\nAUTH LOGIN =\r\n");
+    assert_eq!(h.codes(), codes(&["501 5.5.2", "501 5.5.2"]));
     // Unknown mechanism.
     h.send("AUTH CRAM-MD5\r\n");
     assert_eq!(h.codes(), codes(&["504 5.5.4"]));
