@@ -3,6 +3,7 @@
 //! one module per protocol (`smtp`, `pop3`), `delivery` (local delivery, MDA) and `store`.
 
 pub mod auth;
+pub mod config;
 pub mod delivery;
 pub mod net;
 pub mod pop3;

@@ -1,1 +1,243 @@
-fn main() {}
+//! The `surel` command: run the server, manage accounts, print the default configuration.
+
+use std::io::{IsTerminal, Read};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use surel::auth::UserDb;
+use surel::config::{Config, DEFAULT_CONFIG};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "surel",
+    version,
+    about = "A thread-per-core mail server: SMTP, POP3, IMAP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (on the embedded default configuration unless --config is given).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Add N to every port (e.g. 10000: 10025, 10587, 10465, 10110, ...), to run unprivileged.
+        #[arg(long, default_value_t = 0)]
+        port_offset: u16,
+        /// Worker threads, one per core (default: all cores).
+        #[arg(long)]
+        cores: Option<usize>,
+        /// Address to listen on (overrides `listen_address`).
+        #[arg(long)]
+        listen: Option<IpAddr>,
+    },
+    /// Manage accounts (takes effect in a running server without a restart).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create an account; the password is read from standard input.
+    Add {
+        address: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Change an account's password, read from standard input.
+    Passwd {
+        address: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Delete an account (its stored mail is kept).
+    Remove {
+        address: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List accounts, one per line.
+    List {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the embedded default configuration.
+    Default,
+    /// Check a configuration file and print the effective values.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("surel: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, String> {
+    let mut cfg = Config::load(config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(dir) = data_dir {
+        cfg.data_dir = dir;
+    }
+    Ok(cfg)
+}
+
+fn read_password() -> Result<String, String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("reading the password: {e}"))?;
+    let password = input.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        return Err("empty password on standard input".into());
+    }
+    Ok(password)
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            port_offset,
+            cores,
+            listen,
+        } => {
+            init_logging();
+            let mut cfg = load_config(config, data_dir)?;
+            if let Some(n) = cores {
+                cfg.cores = n;
+            }
+            if let Some(addr) = listen {
+                cfg.listen_address = addr;
+            }
+            apply_port_offset(&mut cfg, port_offset)?;
+            surel::runtime::serve(cfg).map_err(|e| e.to_string())
+        }
+        Command::User { action } => user_command(action),
+        Command::Config { action } => match action {
+            ConfigAction::Default => {
+                print!("{DEFAULT_CONFIG}");
+                Ok(())
+            }
+            ConfigAction::Check { file } => {
+                let cfg = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+                println!("{cfg:#?}");
+                Ok(())
+            }
+        },
+    }
+}
+
+fn user_command(action: UserAction) -> Result<(), String> {
+    let open = |config, data_dir| -> Result<UserDb, String> {
+        let cfg = load_config(config, data_dir)?;
+        UserDb::open(&cfg.data_dir).map_err(|e| e.to_string())
+    };
+    match action {
+        UserAction::Add {
+            address,
+            data_dir,
+            config,
+            ..
+        } => {
+            let db = open(config, data_dir)?;
+            let password = read_password()?;
+            db.add(&address, &password).map_err(|e| e.to_string())
+        }
+        UserAction::Passwd {
+            address,
+            data_dir,
+            config,
+            ..
+        } => {
+            let db = open(config, data_dir)?;
+            let password = read_password()?;
+            db.set_password(&address, &password)
+                .map_err(|e| e.to_string())
+        }
+        UserAction::Remove {
+            address,
+            data_dir,
+            config,
+        } => open(config, data_dir)?
+            .remove(&address)
+            .map_err(|e| e.to_string()),
+        UserAction::List { data_dir, config } => {
+            for address in open(config, data_dir)?.list().map_err(|e| e.to_string())? {
+                println!("{address}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn apply_port_offset(cfg: &mut Config, offset: u16) -> Result<(), String> {
+    if offset == 0 {
+        return Ok(());
+    }
+    let p = &mut cfg.ports;
+    for (name, port) in [
+        ("smtp", &mut p.smtp),
+        ("submission", &mut p.submission),
+        ("submissions", &mut p.submissions),
+        ("pop3", &mut p.pop3),
+        ("pop3s", &mut p.pop3s),
+        ("imap", &mut p.imap),
+        ("imaps", &mut p.imaps),
+    ] {
+        if *port != 0 {
+            *port = port.checked_add(offset).ok_or_else(|| {
+                format!("--port-offset {offset} pushes the {name} port past 65535")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUREL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

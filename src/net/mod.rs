@@ -1,1 +1,11 @@
-//! net
+//! Networking shared by every protocol: the buffered connection and session loop, TLS set-up,
+//! and shutdown notification.
+
+pub mod conn;
+pub mod shutdown;
+pub mod tls;
+pub mod upgrade;
+
+pub use conn::{Connection, Ended, ProtocolSession, Timeouts};
+pub use shutdown::ShutdownSignal;
+pub use upgrade::{Flow, SessionDriver, TlsSetup, serve_connection};

@@ -10,6 +10,7 @@
 //! * [`sasl`]: base64 and SASL PLAIN decoding (protocol-neutral; to move to `net`).
 
 pub mod command;
+pub mod driver;
 pub mod sasl;
 pub mod session;
 pub mod stuff;

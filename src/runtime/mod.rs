@@ -1,1 +1,352 @@
-//! runtime
+//! The engine: one pinned worker thread per core, each with its own monoio runtime (io_uring,
+//! or the epoll driver where io_uring is unavailable or `MONOIO_FORCE_LEGACY_DRIVER=1`), its own
+//! SO_REUSEPORT listeners, and its own connections. Cores share nothing on the hot path but
+//! [`Services`] (immutable config plus the store and auth handles, which shard internally).
+//!
+//! Shutdown: SIGTERM/SIGINT set a process-wide flag; each core notices it, stops accepting,
+//! tells idle sessions goodbye, lets sessions inside a transaction finish for up to
+//! `shutdown_grace_secs`, then returns. The store is closed (flushed, checkpointed) last.
+
+pub mod limits;
+pub mod listeners;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+use monoio::{FusionDriver, FusionRuntime, RuntimeBuilder};
+
+use crate::auth::{
+    AuthConfig, Authenticator, DirectoryConfig, LocalDirectory, ThrottleConfig, UserDb,
+};
+use crate::config::Config;
+use crate::net::{ShutdownSignal, Timeouts};
+use crate::store::{LogStore, StoreConfig};
+pub use limits::ConnectionLimits;
+pub use listeners::Protocol;
+
+/// Everything a connection may need, shared by all cores. Each field is safe to use from any
+/// core without a global lock.
+pub struct Services {
+    pub config: Config,
+    pub hostname: String,
+    pub store: LogStore,
+    pub users: UserDb,
+    pub directory: LocalDirectory,
+    pub auth: Authenticator,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub limits: Arc<ConnectionLimits>,
+    pub smtp: Arc<crate::smtp::SmtpConfig>,
+    pub pop3: Arc<crate::pop3::Pop3Config>,
+    pub pop3_locks: crate::pop3::driver::MaildropLocks,
+    pub timeouts: Timeouts,
+}
+
+/// Per-core state, owned by the core's thread.
+pub struct Core {
+    pub services: Arc<Services>,
+    pub shutdown: ShutdownSignal,
+    pub tls: monoio_rustls::TlsAcceptor,
+}
+
+#[derive(Debug)]
+pub struct ServerError(pub String);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ServerError {}
+
+/// Set by the signal handler thread; read by every core.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+pub fn request_shutdown() {
+    SHUTDOWN.store(true, Ordering::Release);
+}
+
+impl Services {
+    pub fn open(config: Config) -> Result<Arc<Services>, ServerError> {
+        let hostname = config.effective_hostname();
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| ServerError(format!("{}: {e}", data_dir.display())))?;
+        let cores = config.effective_cores();
+        let store = LogStore::open(StoreConfig {
+            dir: data_dir.join("store"),
+            shards: cores,
+            fsync: config.store.fsync,
+            segment_bytes: config.store.segment_mb.max(1) << 20,
+            checkpoint_bytes: config.store.checkpoint_mb.max(1) << 20,
+        })
+        .map_err(|e| ServerError(format!("opening the store: {e}")))?;
+        let users = UserDb::open(&data_dir).map_err(|e| ServerError(e.to_string()))?;
+        let directory = LocalDirectory::new(
+            users.clone(),
+            DirectoryConfig {
+                local_domains: config.local_domains.clone(),
+                aliases: config.aliases.clone(),
+                postmaster: (!config.postmaster.is_empty()).then(|| config.postmaster.clone()),
+            },
+        )
+        .map_err(|e| ServerError(format!("directory: {e}")))?;
+        let auth = Authenticator::new(
+            users.clone(),
+            AuthConfig {
+                threads: config.auth.verifier_threads.max(1),
+                throttle: ThrottleConfig {
+                    free_failures: config.auth.throttle_after_failures,
+                    max_delay: Duration::from_secs(config.auth.throttle_max_delay_secs),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .map_err(|e| ServerError(format!("authenticator: {e}")))?;
+        let none_if_empty = |s: &str| (!s.is_empty()).then(|| Path::new(s).to_path_buf());
+        let tls = crate::net::tls::server_config(
+            none_if_empty(&config.tls.cert).as_deref(),
+            none_if_empty(&config.tls.key).as_deref(),
+            &data_dir,
+            &hostname,
+        )
+        .map_err(|e| ServerError(format!("TLS: {e}")))?;
+        let limits = ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        let l = &config.limits;
+        let smtp = Arc::new(crate::smtp::SmtpConfig {
+            hostname: hostname.clone(),
+            max_message_size: l.max_message_size,
+            max_recipients: l.max_recipients,
+            max_command_line: l.max_command_line,
+            max_data_line: l.max_data_line,
+            max_errors: l.max_errors,
+            allow_plaintext_auth: config.auth.allow_plaintext,
+        });
+        let pop3 = Arc::new(crate::pop3::Pop3Config {
+            hostname: hostname.clone(),
+            max_line: l.max_command_line,
+            max_errors: l.max_errors,
+            allow_plaintext_auth: config.auth.allow_plaintext,
+        });
+        let timeouts = Timeouts {
+            idle: Duration::from_secs(l.idle_timeout_secs.max(1)),
+            command: Duration::from_secs(l.command_timeout_secs.max(1)),
+        };
+        Ok(Arc::new(Services {
+            config,
+            hostname,
+            store,
+            users,
+            directory,
+            auth,
+            tls,
+            limits,
+            smtp,
+            pop3,
+            pop3_locks: Default::default(),
+            timeouts,
+        }))
+    }
+}
+
+/// Binds every enabled listener, starts one worker per core and blocks until shutdown.
+pub fn serve(config: Config) -> Result<(), ServerError> {
+    let cores = config.effective_cores();
+    let services = Services::open(config)?;
+    let cfg = &services.config;
+    let mut bound = Vec::new();
+    for protocol in Protocol::ALL {
+        if !cfg.is_enabled(protocol.name()) || !protocol.implemented() {
+            continue;
+        }
+        let addr = SocketAddr::new(cfg.listen_address, protocol.configured_port(&cfg.ports));
+        let listener = listeners::bind(protocol, addr, cores)
+            .map_err(|e| ServerError(format!("{} listener on {addr}: {e}", protocol.name())))?;
+        tracing::info!(protocol = protocol.name(), address = %listener.address, "listening");
+        bound.push(listener);
+    }
+    write_ports_file(&cfg.data_dir, &bound)?;
+    install_signal_handlers()?;
+
+    let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let mut threads = Vec::new();
+    for index in 0..cores {
+        let sockets: Vec<(Protocol, std::net::TcpListener)> = bound
+            .iter_mut()
+            .map(|b| (b.protocol, b.per_core.pop().expect("one socket per core")))
+            .collect();
+        let services = services.clone();
+        let core_id = core_ids.get(index % core_ids.len().max(1)).copied();
+        let handle = std::thread::Builder::new()
+            .name(format!("core-{index}"))
+            .spawn(move || run_core(index, core_id, sockets, services))
+            .map_err(|e| ServerError(format!("spawning core {index}: {e}")))?;
+        threads.push(handle);
+    }
+    let mut failed = None;
+    for t in threads {
+        if let Ok(Err(e)) | Err(e) = t.join().map_err(|_| ServerError("a core panicked".into())) {
+            failed = Some(e);
+        }
+    }
+    services.store.close();
+    let _ = std::fs::remove_file(cfg.data_dir.join("ports"));
+    tracing::info!("stopped");
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `<data_dir>/ports`: one `name address` line per listener, written once every listener is
+/// bound, so scripts and tests know where to connect (and that the server is ready).
+fn write_ports_file(
+    data_dir: &Path,
+    bound: &[listeners::BoundListener],
+) -> Result<(), ServerError> {
+    let mut text = String::new();
+    for b in bound {
+        text.push_str(&format!("{} {}\n", b.protocol.name(), b.address));
+    }
+    let tmp = data_dir.join("ports.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, data_dir.join("ports")))
+        .map_err(|e| ServerError(format!("writing ports file: {e}")))
+}
+
+fn install_signal_handlers() -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| ServerError(format!("signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down");
+                request_shutdown();
+            }
+        })
+        .map_err(|e| ServerError(format!("signal thread: {e}")))?;
+    Ok(())
+}
+
+fn run_core(
+    index: usize,
+    core_id: Option<core_affinity::CoreId>,
+    sockets: Vec<(Protocol, std::net::TcpListener)>,
+    services: Arc<Services>,
+) -> Result<(), ServerError> {
+    if let Some(id) = core_id
+        && !core_affinity::set_for_current(id)
+    {
+        tracing::warn!(core = index, "could not pin the worker to its core");
+    }
+    let runtime = RuntimeBuilder::<FusionDriver>::new()
+        .with_entries(1024)
+        .enable_timer()
+        .build()
+        .map_err(|e| ServerError(format!("core {index}: runtime: {e}")))?;
+    let driver = match runtime {
+        FusionRuntime::Uring(_) => "io_uring",
+        FusionRuntime::Legacy(_) => "epoll",
+    };
+    tracing::info!(core = index, driver, "core started");
+    let mut runtime = runtime;
+    runtime.block_on(async move {
+        let core = Rc::new(Core {
+            tls: monoio_rustls::TlsAcceptor::from(services.tls.clone()),
+            services,
+            shutdown: ShutdownSignal::new(),
+        });
+        for (protocol, std_listener) in sockets {
+            let listener = TcpListener::from_std(std_listener)
+                .map_err(|e| ServerError(format!("core {index}: listener: {e}")))?;
+            monoio::spawn(accept_loop(protocol, listener, core.clone()));
+        }
+        while !SHUTDOWN.load(Ordering::Acquire) {
+            monoio::time::sleep(Duration::from_millis(100)).await;
+        }
+        core.shutdown.trigger();
+        drain(&core).await;
+        Ok(())
+    })
+}
+
+/// Waits for this process's connections to finish, up to the grace period.
+async fn drain(core: &Core) {
+    let grace = Duration::from_secs(core.services.config.limits.shutdown_grace_secs);
+    let deadline = Instant::now() + grace;
+    while core.services.limits.active() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn accept_loop(protocol: Protocol, listener: TcpListener, core: Rc<Core>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = core.shutdown.wait() => None,
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                match core.services.limits.admit(peer.ip()) {
+                    Some(admission) => {
+                        monoio::spawn(handle(protocol, stream, peer, core.clone(), admission));
+                    }
+                    None => {
+                        monoio::spawn(refuse(protocol, stream));
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(protocol = protocol.name(), error = %e, "accept failed");
+                monoio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn handle(
+    protocol: Protocol,
+    stream: TcpStream,
+    peer: SocketAddr,
+    core: Rc<Core>,
+    _admission: limits::Admission,
+) {
+    match protocol {
+        Protocol::Smtp | Protocol::Submission | Protocol::Submissions => {
+            crate::smtp::driver::serve(protocol, stream, peer, &core).await
+        }
+        Protocol::Pop3 | Protocol::Pop3s => {
+            crate::pop3::driver::serve(protocol, stream, peer, &core).await
+        }
+        Protocol::Imap | Protocol::Imaps => {}
+    }
+}
+
+/// Tells a client over the connection cap why it is turned away, in its protocol's words.
+async fn refuse(protocol: Protocol, mut stream: TcpStream) {
+    use monoio::io::AsyncWriteRentExt;
+    let line: &'static [u8] = match protocol {
+        Protocol::Smtp | Protocol::Submission => b"421 4.7.0 Too many connections, try later\r\n",
+        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try later\r\n",
+        Protocol::Imap => b"* BYE Too many connections, try later\r\n",
+        // Implicit-TLS ports cannot say anything before the handshake.
+        Protocol::Submissions | Protocol::Pop3s | Protocol::Imaps => return,
+    };
+    let _ = stream.write_all(line).await;
+}

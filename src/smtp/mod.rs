@@ -63,5 +63,6 @@ pub use command::{Body, Command, CommandError, MailParams, parse_command};
 pub use data::{BdatReceiver, DataOutcome, DataReceiver};
 pub use session::{DeliveryFailure, ListenerKind, SmtpConfig, SmtpEvent, SmtpSession, Transaction};
 
+pub mod driver;
 #[cfg(test)]
 mod tests;

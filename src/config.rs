@@ -1,0 +1,250 @@
+//! Server configuration: an embedded default (`surel config default` prints it), overridden by
+//! an optional TOML file and then by command-line flags.
+//!
+//! Every limit has a safe default here, so a server started with no file is strict: no open
+//! relay, no cleartext AUTH, TLS 1.2+, bounded lines, messages, recipients and connections.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The embedded default configuration, documented key by key.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name used in greetings and Received headers; empty = the system's host name.
+    #[serde(default)]
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    /// Worker threads (one per core, each pinned); 0 = all cores.
+    pub cores: usize,
+    pub listen_address: IpAddr,
+    /// Domains that are local in addition to `localhost` and the domains of existing users.
+    pub local_domains: Vec<String>,
+    /// Account that receives mail for `postmaster@<local domain>`; empty = first account created.
+    pub postmaster: String,
+    pub ports: Ports,
+    /// Listeners not to start, by name (`smtp`, `submission`, `submissions`, `pop3`, `pop3s`, ...).
+    pub disable: Vec<String>,
+    pub limits: Limits,
+    pub tls: Tls,
+    pub auth: Auth,
+    pub store: Store,
+    /// alias address → one or more target addresses.
+    pub aliases: HashMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    pub smtp: u16,
+    pub submission: u16,
+    pub submissions: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+    pub imap: u16,
+    pub imaps: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_command_line: usize,
+    pub max_data_line: usize,
+    pub max_errors: usize,
+    pub read_buffer: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain and key; empty = a self-signed pair generated in `<data_dir>/tls/`.
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Allow AUTH/LOGIN/USER+PASS without TLS. Unsafe outside tests and loopback benchmarks.
+    pub allow_plaintext: bool,
+    pub verifier_threads: usize,
+    pub throttle_after_failures: u32,
+    pub throttle_max_delay_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// fdatasync before acknowledging. `false` is UNSAFE (acknowledged mail can be lost on a
+    /// crash or power loss) and only meant for benchmarks.
+    pub fsync: bool,
+    pub segment_mb: u64,
+    pub checkpoint_mb: u64,
+}
+
+impl Config {
+    /// Parses a TOML document layered over the embedded default: keys the file leaves out keep
+    /// their default values.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = DEFAULT_CONFIG
+            .parse()
+            .map_err(|e| ConfigError(format!("embedded default config: {e}")))?;
+        let user: toml::Table = text.parse().map_err(|e| ConfigError(describe(&e, text)))?;
+        merge(&mut merged, user);
+        let serialized = toml::to_string(&merged).map_err(|e| ConfigError(e.to_string()))?;
+        // Unknown keys and bad types are found here; report them against the user's text.
+        toml::from_str::<Config>(&serialized).map_err(|e| {
+            let key = e.message().to_string();
+            match locate_key(&key, text) {
+                Some(line) => ConfigError(format!("line {line}: {key}")),
+                None => ConfigError(key),
+            }
+        })
+    }
+
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::from_toml(""),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                Config::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))
+            }
+        }
+    }
+
+    /// The host name to announce: the configured one, else the system's.
+    pub fn effective_hostname(&self) -> String {
+        if !self.hostname.is_empty() {
+            return self.hostname.clone();
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: buf is valid for its length; gethostname NUL-terminates on success.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            if let Ok(name) = std::str::from_utf8(&buf[..end])
+                && !name.is_empty()
+            {
+                return name.to_ascii_lowercase();
+            }
+        }
+        "localhost".to_string()
+    }
+
+    pub fn effective_cores(&self) -> usize {
+        if self.cores > 0 {
+            return self.cores;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+
+    pub fn is_enabled(&self, listener: &str) -> bool {
+        !self
+            .disable
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(listener))
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if key != "aliases" => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
+/// Finds the line of the first backquoted key named in a serde message (e.g. "unknown field
+/// `prot`"), so the operator is told where to look.
+fn locate_key(message: &str, text: &str) -> Option<usize> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    let key = &message[start..end];
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.ports.smtp, 25);
+        assert_eq!(c.ports.imaps, 993);
+        assert!(c.store.fsync);
+        assert!(!c.auth.allow_plaintext);
+    }
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let c = Config::from_toml("[ports]\nsmtp = 2525\n[limits]\nmax_recipients = 7\n").unwrap();
+        assert_eq!(c.ports.smtp, 2525);
+        assert_eq!(c.ports.submission, 587);
+        assert_eq!(c.limits.max_recipients, 7);
+        assert_eq!(c.limits.max_errors, 20);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml("hostname = \"x\"\n[ports]\nsmtpp = 1\n").unwrap_err();
+        assert!(err.0.contains("smtpp"), "{err}");
+        assert!(err.0.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let err = Config::from_toml("a = 1\nb = = 2\n").unwrap_err();
+        assert!(err.0.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn aliases_replace_not_merge() {
+        let c = Config::from_toml("[aliases]\n\"info@x.test\" = [\"a@x.test\", \"b@x.test\"]\n")
+            .unwrap();
+        assert_eq!(c.aliases["info@x.test"].len(), 2);
+    }
+}

@@ -1,0 +1,206 @@
+//! The buffered connection every protocol shares, and the loop that feeds a sans-IO session.
+//!
+//! A protocol session ([`ProtocolSession`]) never touches a socket: it consumes bytes from the
+//! connection's read buffer and appends replies to its write buffer. [`Connection::next_event`]
+//! runs that loop — feed, flush, read — until the session asks the driver to do something
+//! (authenticate, store a message, start TLS, close). Pipelined commands are therefore answered
+//! from one pass over the buffer, and all replies produced by one read go out in one write.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use super::shutdown::ShutdownSignal;
+
+/// A protocol state machine over bytes (SMTP, POP3, IMAP).
+pub trait ProtocolSession {
+    /// What the session asks its driver to do.
+    type Event;
+    /// Consumes what it can of `input`, appending replies to `out`. Returns the bytes consumed
+    /// and `None` when it needs more input.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Option<Self::Event>);
+    /// True between commands, when closing the connection loses nothing.
+    fn is_idle(&self) -> bool;
+    /// Writes the protocol's "timed out, closing" reply.
+    fn on_timeout(&mut self, out: &mut Vec<u8>);
+    /// Writes the protocol's "server shutting down" reply.
+    fn on_shutdown(&mut self, out: &mut Vec<u8>);
+}
+
+/// Why [`Connection::next_event`] returned without an event.
+#[derive(Debug)]
+pub enum Ended {
+    /// The peer closed the connection.
+    PeerClosed,
+    /// Idle or command timeout; the session's reply was sent.
+    TimedOut,
+    /// The server is shutting down; the session's reply was sent.
+    Shutdown,
+    Io(io::Error),
+    /// A session consumed nothing from a full buffer: a protocol bug, not a client error.
+    Stalled,
+}
+
+impl From<io::Error> for Ended {
+    fn from(e: io::Error) -> Self {
+        Ended::Io(e)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Between commands.
+    pub idle: Duration,
+    /// Inside a command or a message transfer, without progress.
+    pub command: Duration,
+}
+
+/// A stream with a reusable read buffer and write buffer.
+pub struct Connection<S> {
+    stream: S,
+    /// Received bytes; `input[consumed..]` is not yet processed. Allocated once per connection.
+    input: Vec<u8>,
+    consumed: usize,
+    output: Vec<u8>,
+    capacity: usize,
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
+    pub fn new(stream: S, read_buffer: usize) -> Self {
+        Connection {
+            stream,
+            input: Vec::with_capacity(read_buffer),
+            consumed: 0,
+            output: Vec::with_capacity(1024),
+            capacity: read_buffer,
+        }
+    }
+
+    /// Unprocessed input.
+    pub fn buffered(&self) -> &[u8] {
+        &self.input[self.consumed..]
+    }
+
+    /// The reply buffer; written out by [`flush`](Self::flush).
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.output
+    }
+
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Gives the stream back for a TLS upgrade. Unprocessed input is dropped on purpose: bytes a
+    /// client pipelined after STARTTLS/STLS must not be read as if they came over TLS
+    /// (CVE-2011-0411 and its kin).
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.output);
+        let (res, mut buf) = self.stream.write_all(buf).await;
+        buf.clear();
+        self.output = buf;
+        res.map(|_| ())
+    }
+
+    /// Writes `bytes` after whatever is queued, without copying them into the reply buffer.
+    pub async fn write_owned<B: monoio::buf::IoBuf>(&mut self, bytes: B) -> io::Result<B> {
+        self.flush().await?;
+        let (res, bytes) = self.stream.write_all(bytes).await;
+        res.map(|_| bytes)
+    }
+
+    /// Reads more input. Returns the number of new bytes (0 = peer closed).
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.consumed == self.input.len() {
+            self.input.clear();
+            self.consumed = 0;
+        } else if self.consumed > 0 && self.input.len() == self.input.capacity() {
+            self.input.drain(..self.consumed);
+            self.consumed = 0;
+        }
+        if self.input.len() == self.input.capacity() {
+            return Err(io::Error::other("read buffer full"));
+        }
+        let mut buf = std::mem::take(&mut self.input);
+        let start = buf.len();
+        let end = buf.bytes_total();
+        let (res, slice) = self.stream.read(buf.slice_mut(start..end)).await;
+        self.input = slice.into_inner();
+        res
+    }
+
+    /// Runs the session until it produces an event, the peer leaves, a timeout hits, or (while
+    /// the session is idle) the server shuts down.
+    pub async fn next_event<P: ProtocolSession>(
+        &mut self,
+        session: &mut P,
+        timeouts: Timeouts,
+        shutdown: &ShutdownSignal,
+    ) -> Result<P::Event, Ended> {
+        loop {
+            let (used, event) = session.feed(&self.input[self.consumed..], &mut self.output);
+            self.consumed += used;
+            if let Some(event) = event {
+                return Ok(event);
+            }
+            self.flush().await?;
+            if self.consumed == 0 && self.input.len() == self.capacity {
+                return Err(Ended::Stalled);
+            }
+            let idle = session.is_idle();
+            let limit = if idle {
+                timeouts.idle
+            } else {
+                timeouts.command
+            };
+            if idle && shutdown.is_triggered() {
+                return self.end_for_shutdown(session).await;
+            }
+            // A cancelled read may lose bytes already received; that only happens here when the
+            // connection is being closed anyway (timeout or shutdown).
+            let read = monoio::time::timeout(limit, self.fill());
+            let outcome = if idle {
+                monoio::select! {
+                    r = read => Some(r),
+                    _ = shutdown.wait() => None,
+                }
+            } else {
+                Some(read.await)
+            };
+            match outcome {
+                None => {
+                    self.input = Vec::with_capacity(self.capacity);
+                    self.consumed = 0;
+                    return self.end_for_shutdown(session).await;
+                }
+                Some(Err(_elapsed)) => {
+                    self.input = Vec::with_capacity(self.capacity);
+                    self.consumed = 0;
+                    session.on_timeout(&mut self.output);
+                    let _ = self.flush().await;
+                    return Err(Ended::TimedOut);
+                }
+                Some(Ok(Ok(0))) => return Err(Ended::PeerClosed),
+                Some(Ok(Ok(_))) => {}
+                Some(Ok(Err(e))) => return Err(Ended::Io(e)),
+            }
+        }
+    }
+
+    async fn end_for_shutdown<P: ProtocolSession>(
+        &mut self,
+        session: &mut P,
+    ) -> Result<P::Event, Ended> {
+        session.on_shutdown(&mut self.output);
+        let _ = self.flush().await;
+        Err(Ended::Shutdown)
+    }
+}
