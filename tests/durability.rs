@@ -61,15 +61,29 @@ fn restart_keeps_messages_uids_and_uidvalidity() {
     deliver_numbered(&server, 0, 5);
     server.stop();
     let before = stored_uids_and_bodies(&server);
-    let uidvalidity = server.open_store().snapshot(ACCOUNT, "INBOX").unwrap().uidvalidity;
+    let uidvalidity = server
+        .open_store()
+        .snapshot(ACCOUNT, "INBOX")
+        .unwrap()
+        .uidvalidity;
     assert_eq!(before.len(), 5);
     server.launch();
     deliver_numbered(&server, 5, 6);
     server.stop();
     let after = stored_uids_and_bodies(&server);
     assert_eq!(&after[..5], &before[..]);
-    assert!(after[5].0 > before[4].0, "UIDs keep increasing across restarts");
-    assert_eq!(server.open_store().snapshot(ACCOUNT, "INBOX").unwrap().uidvalidity, uidvalidity);
+    assert!(
+        after[5].0 > before[4].0,
+        "UIDs keep increasing across restarts"
+    );
+    assert_eq!(
+        server
+            .open_store()
+            .snapshot(ACCOUNT, "INBOX")
+            .unwrap()
+            .uidvalidity,
+        uidvalidity
+    );
 }
 
 #[test]
@@ -83,13 +97,19 @@ fn torn_tail_is_cut_and_everything_before_it_survives() {
     // A crash in the middle of writing a record: a header promising more than what follows.
     let mut bytes = std::fs::read(&segment).unwrap();
     let good_len = bytes.len();
-    bytes.extend_from_slice(&[0x00, 0x10, 0x00, 0x00, 0x06, 0xde, 0xad, 0xbe, 0xef, b'R', b'e']);
+    bytes.extend_from_slice(&[
+        0x00, 0x10, 0x00, 0x00, 0x06, 0xde, 0xad, 0xbe, 0xef, b'R', b'e',
+    ]);
     std::fs::write(&segment, &bytes).unwrap();
     server.launch();
     deliver_numbered(&server, 3, 4);
     server.stop();
     let after = stored_uids_and_bodies(&server);
-    assert_eq!(&after[..3], &before[..], "nothing before the torn record is lost");
+    assert_eq!(
+        &after[..3],
+        &before[..],
+        "nothing before the torn record is lost"
+    );
     assert_eq!(after.len(), 4);
     assert!(contains(&after[3].1, "id-3"));
 
@@ -98,7 +118,10 @@ fn torn_tail_is_cut_and_everything_before_it_survives() {
     let segment = largest_segment(&server);
     let len = std::fs::metadata(&segment).unwrap().len();
     assert!(len > good_len as u64);
-    let f = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
     f.set_len(len - 20).unwrap();
     drop(f);
     server.launch();
@@ -135,7 +158,10 @@ fn sigkill_during_delivery_loses_no_acknowledged_message() {
                     {
                         break;
                     }
-                    c.send(&format!("Subject: {id}\r\nX-Test-Id: <{id}>\r\n\r\n{}\r\n", "z".repeat(2000)));
+                    c.send(&format!(
+                        "Subject: {id}\r\nX-Test-Id: <{id}>\r\n\r\n{}\r\n",
+                        "z".repeat(2000)
+                    ));
                     if c.cmd(".").0 == 250 {
                         acked.lock().unwrap().push(id);
                     }
@@ -151,7 +177,11 @@ fn sigkill_during_delivery_loses_no_acknowledged_message() {
     }
     let acked = acked.lock().unwrap().clone();
     eprintln!("{} messages acknowledged before SIGKILL", acked.len());
-    assert!(acked.len() > 10, "the load ran: {} acknowledged", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the load ran: {} acknowledged",
+        acked.len()
+    );
 
     // Recovery happens at start-up.
     server.launch();
@@ -169,11 +199,18 @@ fn sigkill_during_delivery_loses_no_acknowledged_message() {
                 .and_then(|r| r.split('>').next())
                 .expect("test id")
                 .to_string();
-            assert!(text.ends_with(&format!("{}\r\n", "z".repeat(2000))), "intact body");
+            assert!(
+                text.ends_with(&format!("{}\r\n", "z".repeat(2000))),
+                "intact body"
+            );
             *seen.entry(id).or_default() += 1;
         }
         for id in &acked {
-            assert_eq!(seen.get(id), Some(&1), "{account}: acknowledged {id} must be stored exactly once");
+            assert_eq!(
+                seen.get(id),
+                Some(&1),
+                "{account}: acknowledged {id} must be stored exactly once"
+            );
         }
         assert!(seen.values().all(|&n| n == 1), "no duplicates");
     }

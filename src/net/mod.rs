@@ -2,6 +2,7 @@
 //! and shutdown notification.
 
 pub mod conn;
+pub mod sasl;
 pub mod shutdown;
 pub mod tls;
 pub mod upgrade;

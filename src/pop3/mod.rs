@@ -11,7 +11,6 @@
 
 pub mod command;
 pub mod driver;
-pub mod sasl;
 pub mod session;
 pub mod stuff;
 

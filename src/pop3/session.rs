@@ -27,7 +27,7 @@ use crate::auth::AuthOutcome;
 use crate::store::MailboxSnapshot;
 
 use super::command::{Command, Line, parse_command, split_line};
-use super::sasl;
+use crate::net::sasl;
 
 /// Static configuration shared by all POP3 sessions of a listener.
 #[derive(Clone, Debug)]

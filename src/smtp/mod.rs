@@ -10,7 +10,6 @@
 //! * [`session`]: the state machine; every reply decision is made there.
 //! * [`reply`]: every reply code and text.
 //! * [`received`]: `Received:` header, RFC 5322 dates, queue ids.
-//! * [`sasl`]: protocol-neutral base64 and SASL PLAIN helpers (reused by POP3).
 //!
 //! Extensions: PIPELINING (RFC 2920), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531),
 //! ENHANCEDSTATUSCODES (2034), CHUNKING (3030), STARTTLS (3207), AUTH PLAIN LOGIN (4954).
@@ -56,7 +55,6 @@ pub mod command;
 pub mod data;
 pub mod received;
 pub mod reply;
-pub mod sasl;
 pub mod session;
 
 pub use command::{Body, Command, CommandError, MailParams, parse_command};

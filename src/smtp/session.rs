@@ -10,8 +10,8 @@ use super::command::{Command, CommandError, MailParams, parse_command};
 use super::data::{BdatReceiver, DataOutcome, DataReceiver};
 use super::received::{TraceInfo, queue_id, unix_now, write_received};
 use super::reply;
-use super::sasl;
 use crate::auth::{AuthOutcome, Directory, Recipient};
+use crate::net::sasl;
 
 /// Which listener accepted the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -741,25 +741,25 @@ impl SmtpSession {
         if line == b"=" {
             return Ok(Vec::new());
         }
-        sasl::base64_decode(line).ok_or_else(|| self.reject(out, reply::BAD_BASE64))
+        sasl::decode_base64(line).map_err(|_| self.reject(out, reply::BAD_BASE64))
     }
 
     fn auth_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
         let decoded = self.sasl_decode(line, out).ok()?;
         match sasl::parse_plain(&decoded) {
             // A different authorization identity (acting for someone else) is not supported.
-            Some((authzid, authcid, password)) if authzid.is_empty() || authzid == authcid => {
+            Ok(creds) if creds.authzid.as_ref().is_none_or(|z| *z == creds.authcid) => {
                 self.state = State::WaitAuth;
                 Some(SmtpEvent::Authenticate {
-                    username: authcid,
-                    password,
+                    username: creds.authcid,
+                    password: creds.password,
                 })
             }
-            Some(_) => {
+            Ok(_) => {
                 self.reject(out, reply::AUTH_FAILED);
                 None
             }
-            None => {
+            Err(_) => {
                 self.reject(out, reply::BAD_BASE64);
                 None
             }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::sasl::base64_encode;
 use super::*;
 use crate::auth::{AuthOutcome, Directory, Recipient};
+use crate::net::sasl::encode_base64 as base64_encode;
 
 struct FakeDir;
 

@@ -1,8 +1,6 @@
 //! Base64 (RFC 4648) and SASL PLAIN (RFC 4616) / LOGIN helpers.
 //!
-//! **Protocol-neutral: to be moved to `src/net/sasl.rs` and shared with SMTP** (the SMTP
-//! engineer writes the same thing in `src/smtp/sasl.rs`; the integrator merges the two).
-//! Nothing in here knows about POP3.
+//! Shared by SMTP AUTH, POP3 AUTH and IMAP AUTHENTICATE; nothing in here knows a protocol.
 //!
 //! Decoding is strict about the alphabet (no whitespace, no URL-safe characters) and about
 //! padding placement, but accepts unpadded input, since some SASL clients omit the `=`.
