@@ -65,6 +65,15 @@ enum UserAction {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Create many accounts at once from FILE ("-" = standard input): one `address password`
+    /// per line. Hashes on all cores and rewrites the accounts file once.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Change an account's password, read from standard input.
     Passwd {
         address: String,
@@ -181,6 +190,36 @@ fn user_command(action: UserAction) -> Result<(), String> {
             let db = open(config, data_dir)?;
             let password = read_password()?;
             db.add(&address, &password).map_err(|e| e.to_string())
+        }
+        UserAction::Import {
+            file,
+            data_dir,
+            config,
+        } => {
+            let db = open(config, data_dir)?;
+            let text = if file.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut t)
+                    .map_err(|e| format!("reading standard input: {e}"))?;
+                t
+            } else {
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
+            };
+            let mut accounts = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let (address, password) = line
+                    .split_once(char::is_whitespace)
+                    .filter(|(_, p)| !p.trim().is_empty())
+                    .ok_or_else(|| format!("line {}: expected `address password`", n + 1))?;
+                accounts.push((address.to_string(), password.trim().to_string()));
+            }
+            db.add_many(&accounts).map_err(|e| e.to_string())?;
+            println!("imported {} accounts", accounts.len());
+            Ok(())
         }
         UserAction::Passwd {
             address,

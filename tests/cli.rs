@@ -43,6 +43,20 @@ fn user_management_round_trip() {
         "passwords must be Argon2id hashes"
     );
     assert!(!users.contains("pw3"));
+
+    let list = data.join("import.txt");
+    std::fs::write(&list, "c@x.test pw-c\nd@x.test  pw d\n").unwrap();
+    assert_eq!(
+        ok(
+            &["user", "import", list.to_str().unwrap(), "--data-dir"],
+            None
+        ),
+        "imported 2 accounts\n"
+    );
+    assert_eq!(
+        ok(&["user", "list", "--data-dir"], None),
+        "b@x.test\nc@x.test\nd@x.test\n"
+    );
 }
 
 #[test]
