@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn fixed_size_exact() {
-        for s in [200usize, 1000, 4096, 10_000, 100_000] {
+        for s in [400usize, 1000, 4096, 4097, 10_000, 100_000] {
             let g = generator(SizeSpec::Fixed(s));
             for n in 0..20 {
                 let m = g.build(n, &["u@x".into()]);
