@@ -283,6 +283,10 @@ fn real_main() -> Result<bool, String> {
         );
         return Ok(false);
     }
+    if summary.jobs_ok == 0 && summary.jobs_failed > 0 {
+        eprintln!("loadgen: every {} failed", summary.job);
+        return Ok(false);
+    }
     Ok(true)
 }
 

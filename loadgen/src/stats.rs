@@ -204,8 +204,21 @@ impl Summary {
             self.protocol, self.target, self.run_id, self.cores, self.connections, model, self.driver
         );
         s += &format!("  duration      {:>12.2} s\n", self.duration_s);
-        s += &format!("  {:<13} {:>12} ok   {:>8} failed   {:>10.1} /s\n", format!("{}s", self.job), self.jobs_ok, self.jobs_failed, self.jobs_per_s);
-        s += &format!("  messages      {:>12}      {:>10.1} msg/s\n", self.messages, self.messages_per_s);
+        if self.job == "message" {
+            s += &format!(
+                "  messages      {:>12} ok   {:>8} failed   {:>10.1} msg/s\n",
+                self.jobs_ok, self.jobs_failed, self.messages_per_s
+            );
+        } else {
+            s += &format!(
+                "  {:<13} {:>12} ok   {:>8} failed   {:>10.1} /s\n",
+                format!("{}s", self.job),
+                self.jobs_ok,
+                self.jobs_failed,
+                self.jobs_per_s
+            );
+            s += &format!("  messages      {:>12} fetched       {:>10.1} msg/s\n", self.messages, self.messages_per_s);
+        }
         s += &format!("  data          {:>12.2} MB   {:>10.2} MB/s\n", self.bytes as f64 / 1e6, self.mb_per_s);
         let l = &self.latency;
         s += &format!(
