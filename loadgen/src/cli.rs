@@ -20,6 +20,9 @@ pub enum Cmd {
     Pop3(Pop3Args),
     /// IMAP sessions: LOGIN, SELECT INBOX, UID FETCH 1:*, optional STORE/EXPUNGE, LOGOUT.
     Imap(ImapArgs),
+    /// End-to-end delivery latency: SMTP delivery while IMAP IDLE sessions watch every
+    /// recipient's INBOX; latency = 250 after DATA → `* n EXISTS` seen.
+    E2e(E2eArgs),
     /// Fill --users accounts with --per-user messages each, quickly (pipelined, many per connection).
     Seed(SeedArgs),
 }
@@ -203,6 +206,39 @@ pub struct ImapArgs {
     /// Mark everything \Deleted and EXPUNGE.
     #[arg(long)]
     pub expunge: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct E2eArgs {
+    /// SMTP side (--target is the SMTP server; one IDLE watcher per account in --users).
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub msg: MessageArgs,
+    /// IMAP server to watch: imap://HOST:PORT or imaps://HOST:PORT (default imap://<target host>:143).
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// Upgrade SMTP with STARTTLS after EHLO.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Implicit TLS for SMTP.
+    #[arg(long)]
+    pub tls: bool,
+    /// AUTH PLAIN as USER:PASS or `each`.
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// Pipeline MAIL/RCPT/DATA (on|off).
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub pipelining: bool,
+    /// Messages per SMTP connection.
+    #[arg(long, default_value_t = 1)]
+    pub msgs_per_conn: u64,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    pub rcpts: u32,
+    /// After the last delivery, wait at most this many seconds for outstanding EXISTS.
+    #[arg(long, default_value_t = 30.0)]
+    pub e2e_wait: f64,
 }
 
 #[derive(Args, Debug, Clone)]

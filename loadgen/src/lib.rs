@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod e2e;
 pub mod message;
 pub mod plot;
 pub mod runner;

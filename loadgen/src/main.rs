@@ -100,6 +100,7 @@ fn smtp_work(s: &SmtpSetup) -> Result<SmtpWork, String> {
             date: rfc5322_now(),
         },
         track_delivered: s.track,
+        e2e: None,
     })
 }
 
@@ -188,6 +189,7 @@ fn real_main() -> Result<bool, String> {
         Cmd::Pop3(a) => &a.common,
         Cmd::Imap(a) => &a.common,
         Cmd::Seed(a) => &a.common,
+        Cmd::E2e(a) => &a.common,
     };
     if common.legacy_driver {
         // SAFETY: no other threads exist yet.
@@ -247,6 +249,38 @@ fn real_main() -> Result<bool, String> {
             let total = a.common.users.max(1) * a.per_user;
             ("seed", plan_for(&a.common, Some(total)), Work::Smtp(Arc::new(w)), None)
         }
+        Cmd::E2e(a) => {
+            let setup = SmtpSetup {
+                common: &a.common,
+                msg: &a.msg,
+                starttls: a.starttls,
+                tls: a.tls,
+                auth: a.auth.as_deref(),
+                pipelining: a.pipelining,
+                msgs_per_conn: a.msgs_per_conn,
+                rcpts: a.rcpts,
+                track: false,
+                run_id: rid.clone(),
+            };
+            let mut w = smtp_work(&setup)?;
+            let url = a.watch.clone().unwrap_or_else(|| format!("imap://{}:143", w.addr.ip()));
+            let (via, waddr) = verify::parse_via(&url)?;
+            if !matches!(via, Via::Imap | Via::Imaps) {
+                return Err("--watch must be imap:// or imaps://".into());
+            }
+            let mut watch_common = a.common.clone();
+            watch_common.target = waddr.to_string();
+            let watch = fetch_work(&watch_common, via == Via::Imaps, false, true)?;
+            let shared = Arc::new(loadgen::e2e::Shared::new(w.users as usize));
+            w.e2e = Some(shared.clone());
+            let work = Work::E2e {
+                smtp: Arc::new(w),
+                watch: Arc::new(watch),
+                shared,
+                wait: Duration::from_secs_f64(a.e2e_wait),
+            };
+            ("e2e", plan_for(&a.common, None), work, None)
+        }
         Cmd::Pop3(a) => {
             let mut w = fetch_work(&a.common, a.tls, a.stls, false)?;
             w.dele = a.dele;
@@ -262,12 +296,24 @@ fn real_main() -> Result<bool, String> {
     };
     let target = match &work {
         Work::Smtp(w) => w.addr.to_string(),
+        Work::E2e { smtp, watch, .. } => format!("{} (watching {})", smtp.addr, watch.addr),
         Work::Pop3(w) | Work::Imap(w) => w.addr.to_string(),
     };
     let plan = Arc::new(plan);
     let mut out = runner::run(plan.clone(), work.clone());
     let delivered = std::mem::take(&mut out.delivered);
     let mut summary = finish(protocol, target, rid, &plan, &work, out);
+    let mut e2e_lost = 0;
+    if let Work::E2e { shared, .. } = &work {
+        let (unseen, unmatched) = shared.leftovers();
+        e2e_lost = unseen;
+        if unseen > 0 {
+            summary.errors.insert("not-seen-by-idle".into(), unseen);
+        }
+        if unmatched > 0 {
+            summary.errors.insert("unmatched-exists".into(), unmatched);
+        }
+    }
     if let Some(vj) = verify_job {
         eprintln!("verify: fetching {} delivered messages back via {:?} {}", delivered.len(), vj.via, vj.addr);
         summary.verify = Some(verify::verify(&vj, &delivered));
@@ -281,6 +327,10 @@ fn real_main() -> Result<bool, String> {
             "\n!!! VERIFY FAILED: {} lost, {} duplicated, {} corrupted (of {} expected) !!!",
             v.lost, v.duplicated, v.corrupted, v.expected
         );
+        return Ok(false);
+    }
+    if e2e_lost > 0 {
+        eprintln!("\n!!! E2E: {e2e_lost} accepted messages were never seen by the IDLE watchers !!!");
         return Ok(false);
     }
     if summary.jobs_ok == 0 && summary.jobs_failed > 0 {

@@ -127,6 +127,8 @@ pub struct SmtpWork {
     pub password: String,
     pub generator: Generator,
     pub track_delivered: bool,
+    /// e2e mode: report each 250 to the watchers' shared state instead of recording SMTP latency.
+    pub e2e: Option<Arc<crate::e2e::Shared>>,
 }
 
 pub struct FetchWork {
@@ -148,12 +150,14 @@ pub enum Work {
     Smtp(Arc<SmtpWork>),
     Pop3(Arc<FetchWork>),
     Imap(Arc<FetchWork>),
+    /// SMTP senders plus IMAP IDLE watchers (one per account).
+    E2e { smtp: Arc<SmtpWork>, watch: Arc<FetchWork>, shared: Arc<crate::e2e::Shared>, wait: Duration },
 }
 
 impl Work {
     pub fn job_name(&self) -> &'static str {
         match self {
-            Work::Smtp(_) => "message",
+            Work::Smtp(_) | Work::E2e { .. } => "message",
             _ => "session",
         }
     }
@@ -175,7 +179,7 @@ pub struct Outcome {
     pub legacy: bool,
 }
 
-fn tls_pair(t: &Option<Tls>) -> Option<(&TlsConnector, ServerName<'static>)> {
+pub(crate) fn tls_pair(t: &Option<Tls>) -> Option<(&TlsConnector, ServerName<'static>)> {
     t.as_ref().map(|t| (&t.connector, t.name.clone()))
 }
 
@@ -216,7 +220,18 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
         match c.send_message(&w.from, &rcpts, &msg, w.pipelining, last).await {
             Ok(sent) => {
                 let mut l = local.borrow_mut();
-                l.record_ok(t0.elapsed(), 1, msg.len() as u64);
+                match &w.e2e {
+                    Some(sh) => {
+                        let now = Instant::now();
+                        l.record_count(1, msg.len() as u64);
+                        for &i in &sent.accepted {
+                            if let Some(d) = sh.delivered(users[i], now) {
+                                l.record_latency(d);
+                            }
+                        }
+                    }
+                    None => l.record_ok(t0.elapsed(), 1, msg.len() as u64),
+                }
                 for code in &sent.rejected {
                     l.note(format!("rcpt-{code}"));
                 }
@@ -361,17 +376,36 @@ fn worker(core: usize, core_id: Option<core_affinity::CoreId>, plan: Arc<Plan>, 
                 }
             });
         }
-        let mut handles = Vec::with_capacity(conns);
-        for _ in 0..conns {
-            let (plan, local) = (plan.clone(), local.clone());
-            handles.push(match &work {
-                Work::Smtp(w) => monoio::spawn(smtp_conn_task(plan, w.clone(), local)),
-                Work::Pop3(w) => monoio::spawn(fetch_conn_task(plan, w.clone(), false, local)),
-                Work::Imap(w) => monoio::spawn(fetch_conn_task(plan, w.clone(), true, local)),
-            });
-        }
-        for h in handles {
-            h.await;
+        let spawn_all = |work: &Work| {
+            let mut handles = Vec::with_capacity(conns);
+            for _ in 0..conns {
+                let (plan, local) = (plan.clone(), local.clone());
+                handles.push(match work {
+                    Work::Smtp(w) | Work::E2e { smtp: w, .. } => monoio::spawn(smtp_conn_task(plan, w.clone(), local)),
+                    Work::Pop3(w) => monoio::spawn(fetch_conn_task(plan, w.clone(), false, local)),
+                    Work::Imap(w) => monoio::spawn(fetch_conn_task(plan, w.clone(), true, local)),
+                });
+            }
+            handles
+        };
+        match &work {
+            Work::E2e { watch, shared, wait, .. } => {
+                let senders = || {
+                    let handles = spawn_all(&work);
+                    async move {
+                        for h in handles {
+                            h.await;
+                        }
+                    }
+                };
+                crate::e2e::core_main(core, plan.cores, watch.clone(), shared.clone(), plan.timeout, *wait, local.clone(), senders)
+                    .await;
+            }
+            _ => {
+                for h in spawn_all(&work) {
+                    h.await;
+                }
+            }
         }
         done.set(true);
         let d = std::mem::take(&mut *local.borrow_mut());
@@ -406,7 +440,7 @@ pub fn run(plan: Arc<Plan>, work: Work) -> Outcome {
     }
     drop(tx);
     let unit = match work {
-        Work::Smtp(_) => "msg/s",
+        Work::Smtp(_) | Work::E2e { .. } => "msg/s",
         _ => "sess/s",
     };
     let mut total = Delta::default();

@@ -50,6 +50,15 @@ impl Delta {
         self.bytes += bytes;
         self.hist.saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
     }
+    /// Count a completed job without a latency sample (e2e: latency comes from the watcher).
+    pub fn record_count(&mut self, msgs: u64, bytes: u64) {
+        self.ok += 1;
+        self.msgs += msgs;
+        self.bytes += bytes;
+    }
+    pub fn record_latency(&mut self, latency: Duration) {
+        self.hist.saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
+    }
     pub fn record_err(&mut self, key: String) {
         self.failed += 1;
         *self.errors.entry(key).or_default() += 1;
@@ -59,7 +68,7 @@ impl Delta {
         *self.errors.entry(key).or_default() += 1;
     }
     pub fn is_empty(&self) -> bool {
-        self.ok == 0 && self.failed == 0 && self.errors.is_empty() && self.delivered.is_empty()
+        self.ok == 0 && self.failed == 0 && self.hist.is_empty() && self.errors.is_empty() && self.delivered.is_empty()
     }
     pub fn merge(&mut self, o: &Delta) {
         self.ok += o.ok;

@@ -27,6 +27,7 @@ pub struct Conn {
     rbuf: Vec<u8>,
     rpos: usize,
     timeout: Duration,
+    fd: std::os::fd::RawFd,
     /// Bytes read from the socket (after TLS).
     pub bytes_in: u64,
     /// Bytes written to the socket (before TLS).
@@ -45,7 +46,9 @@ impl Conn {
             Err(_) => return Err(timed_out("connect")),
         };
         let _ = tcp.set_nodelay(true);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
         Ok(Conn {
+            fd,
             io: Io::Plain(tcp),
             rbuf: Vec::with_capacity(16 * 1024),
             rpos: 0,
@@ -86,6 +89,16 @@ impl Conn {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(timed_out("TLS handshake")),
         }
+    }
+
+    /// Change the per-operation timeout (e.g. long for IMAP IDLE).
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
+    }
+
+    /// The socket's file descriptor; another task may `shutdown(2)` it to end a blocked read.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd
     }
 
     pub fn is_tls(&self) -> bool {
