@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "loadgen", version, about = "Thread-per-core load generator for mail servers (SMTP, POP3, IMAP)")]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Thread-per-core load generator for mail servers (SMTP, POP3, IMAP)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -106,7 +110,11 @@ impl Common {
     /// Resolve the target, using `default_port` when none is given.
     pub fn addr(&self, default_port: u16) -> Result<SocketAddr, String> {
         let t = self.target.trim();
-        let with_port = if t.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !t.ends_with(']') {
+        let with_port = if t
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !t.ends_with(']')
+        {
             t.to_string()
         } else {
             format!("{t}:{default_port}")
@@ -271,8 +279,22 @@ mod tests {
     #[test]
     fn parse_smtp() {
         let c = Cli::try_parse_from([
-            "loadgen", "smtp", "--target", "127.0.0.1:2525", "--connections", "32", "--count", "20000", "--size", "4096",
-            "--users", "1000", "--pipelining", "off", "--rcpts", "3",
+            "loadgen",
+            "smtp",
+            "--target",
+            "127.0.0.1:2525",
+            "--connections",
+            "32",
+            "--count",
+            "20000",
+            "--size",
+            "4096",
+            "--users",
+            "1000",
+            "--pipelining",
+            "off",
+            "--rcpts",
+            "3",
         ])
         .unwrap();
         let Cmd::Smtp(a) = c.cmd else { panic!() };

@@ -73,13 +73,19 @@ impl Shared {
 
     /// Nothing outstanding for `user`.
     pub fn settled(&self, user: u64) -> bool {
-        self.users.lock().expect("e2e lock").get(&user).is_none_or(|s| s.sent.is_empty())
+        self.users
+            .lock()
+            .expect("e2e lock")
+            .get(&user)
+            .is_none_or(|s| s.sent.is_empty())
     }
 
     /// (accepted but never seen, seen but never matched) over all users.
     pub fn leftovers(&self) -> (u64, u64) {
         let m = self.users.lock().expect("e2e lock");
-        m.values().fold((0, 0), |(a, b), s| (a + s.sent.len() as u64, b + s.early.len() as u64))
+        m.values().fold((0, 0), |(a, b), s| {
+            (a + s.sent.len() as u64, b + s.early.len() as u64)
+        })
     }
 }
 
@@ -90,7 +96,14 @@ struct Watch {
 }
 
 /// Watch one account: LOGIN, SELECT INBOX, IDLE, and turn EXISTS increments into latencies.
-async fn watcher(w: std::sync::Arc<FetchWork>, shared: std::sync::Arc<Shared>, me: Rc<Watch>, timeout: Duration, long: Duration, local: Rc<RefCell<Delta>>) {
+async fn watcher(
+    w: std::sync::Arc<FetchWork>,
+    shared: std::sync::Arc<Shared>,
+    me: Rc<Watch>,
+    timeout: Duration,
+    long: Duration,
+    local: Rc<RefCell<Delta>>,
+) {
     let name = user_name(&w.user_pattern, me.user);
     let setup = async {
         let mut c = ImapClient::connect(w.addr, timeout, w.imap_security, tls_pair(&w.tls)).await?;
@@ -140,6 +153,7 @@ async fn watcher(w: std::sync::Arc<FetchWork>, shared: std::sync::Arc<Shared>, m
 /// Per-core e2e driver: start the watchers for this core's accounts, run `senders` once all
 /// watchers (on every core) idle, then end each watcher once its messages have all been seen
 /// (or `wait` after the senders finished).
+#[allow(clippy::too_many_arguments)]
 pub async fn core_main<F: std::future::Future<Output = ()>>(
     core: usize,
     cores: usize,
@@ -154,9 +168,20 @@ pub async fn core_main<F: std::future::Future<Output = ()>>(
     let mut watches = Vec::new();
     let mut handles = Vec::new();
     for user in (1..=w.users).filter(|u| (*u as usize - 1) % cores == core) {
-        let me = Rc::new(Watch { user, fd: std::cell::Cell::new(None), done: std::cell::Cell::new(false) });
+        let me = Rc::new(Watch {
+            user,
+            fd: std::cell::Cell::new(None),
+            done: std::cell::Cell::new(false),
+        });
         watches.push(me.clone());
-        handles.push(monoio::spawn(watcher(w.clone(), shared.clone(), me, timeout, long, local.clone())));
+        handles.push(monoio::spawn(watcher(
+            w.clone(),
+            shared.clone(),
+            me,
+            timeout,
+            long,
+            local.clone(),
+        )));
     }
     let t0 = Instant::now();
     while shared.ready.load(Ordering::SeqCst) < shared.watchers {
@@ -212,7 +237,10 @@ mod tests {
         assert!(!s.settled(1));
         // EXISTS before the 250 was processed
         assert!(s.arrived(2, 1, t).is_empty());
-        assert_eq!(s.delivered(2, t + Duration::from_millis(3)), Some(Duration::ZERO));
+        assert_eq!(
+            s.delivered(2, t + Duration::from_millis(3)),
+            Some(Duration::ZERO)
+        );
         assert_eq!(s.leftovers(), (1, 0));
         let _ = s.arrived(1, 2, t + Duration::from_millis(9));
         assert!(s.settled(1));

@@ -15,21 +15,34 @@ use loadgen::verify::{self, Via};
 
 fn tls_for(c: &Common, addr: std::net::SocketAddr) -> Result<Tls, String> {
     if c.ca.is_none() && !c.insecure && !addr.ip().is_loopback() {
-        return Err("TLS to a non-loopback target needs --ca FILE or an explicit --insecure".into());
+        return Err(
+            "TLS to a non-loopback target needs --ca FILE or an explicit --insecure".into(),
+        );
     }
     let cfg = loadgen::tls::client_config(c.ca.as_deref())?;
-    Ok(Tls { connector: monoio_rustls::TlsConnector::from(cfg), name: loadgen::tls::server_name(c.sni.as_deref(), addr)? })
+    Ok(Tls {
+        connector: monoio_rustls::TlsConnector::from(cfg),
+        name: loadgen::tls::server_name(c.sni.as_deref(), addr)?,
+    })
 }
 
 fn plan_for(c: &Common, count_override: Option<u64>) -> Plan {
-    let cores = c.cores.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let cores = c.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     Plan::new(
         cores,
         !c.no_pin,
         c.connections,
         c.rate,
         count_override.or(c.count),
-        if count_override.is_some() { None } else { c.duration.map(Duration::from_secs_f64) },
+        if count_override.is_some() {
+            None
+        } else {
+            c.duration.map(Duration::from_secs_f64)
+        },
         Duration::from_secs_f64(c.timeout.max(0.001)),
         c.quiet,
     )
@@ -37,7 +50,10 @@ fn plan_for(c: &Common, count_override: Option<u64>) -> Plan {
 
 fn run_id(c: &Common) -> String {
     c.run_id.clone().unwrap_or_else(|| {
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         format!("{ms:x}")
     })
 }
@@ -47,7 +63,9 @@ fn parse_auth(a: Option<&str>) -> Result<(Option<(String, String)>, bool), Strin
         None => Ok((None, false)),
         Some("each") => Ok((None, true)),
         Some(s) => {
-            let (u, p) = s.split_once(':').ok_or("--auth expects USER:PASS or each")?;
+            let (u, p) = s
+                .split_once(':')
+                .ok_or("--auth expects USER:PASS or each")?;
             Ok((Some((u.to_string(), p.to_string())), false))
         }
     }
@@ -76,7 +94,11 @@ fn smtp_work(s: &SmtpSetup) -> Result<SmtpWork, String> {
     } else {
         smtp::Security::None
     };
-    let tls = if security != smtp::Security::None { Some(tls_for(c, addr)?) } else { None };
+    let tls = if security != smtp::Security::None {
+        Some(tls_for(c, addr)?)
+    } else {
+        None
+    };
     let (auth, auth_each) = parse_auth(s.auth)?;
     Ok(SmtpWork {
         addr,
@@ -104,7 +126,12 @@ fn smtp_work(s: &SmtpSetup) -> Result<SmtpWork, String> {
     })
 }
 
-fn fetch_work(c: &Common, tls_flag: bool, start_tls: bool, imap_proto: bool) -> Result<FetchWork, String> {
+fn fetch_work(
+    c: &Common,
+    tls_flag: bool,
+    start_tls: bool,
+    imap_proto: bool,
+) -> Result<FetchWork, String> {
     let port = match (imap_proto, tls_flag) {
         (true, false) => 143,
         (true, true) => 993,
@@ -112,7 +139,11 @@ fn fetch_work(c: &Common, tls_flag: bool, start_tls: bool, imap_proto: bool) -> 
         (false, true) => 995,
     };
     let addr = c.addr(port)?;
-    let tls = if tls_flag || start_tls { Some(tls_for(c, addr)?) } else { None };
+    let tls = if tls_flag || start_tls {
+        Some(tls_for(c, addr)?)
+    } else {
+        None
+    };
     Ok(FetchWork {
         addr,
         tls,
@@ -140,7 +171,14 @@ fn fetch_work(c: &Common, tls_flag: bool, start_tls: bool, imap_proto: bool) -> 
     })
 }
 
-fn finish(protocol: &str, target: String, run_id: String, plan: &Plan, work: &Work, out: runner::Outcome) -> Summary {
+fn finish(
+    protocol: &str,
+    target: String,
+    run_id: String,
+    plan: &Plan,
+    work: &Work,
+    out: runner::Outcome,
+) -> Summary {
     let secs = out.wall.as_secs_f64().max(1e-9);
     let (user, sys) = rusage();
     Summary {
@@ -149,9 +187,17 @@ fn finish(protocol: &str, target: String, run_id: String, plan: &Plan, work: &Wo
         run_id,
         cores: plan.cores,
         connections: plan.connections,
-        load_model: if plan.rate.is_some() { "open".into() } else { "closed".into() },
+        load_model: if plan.rate.is_some() {
+            "open".into()
+        } else {
+            "closed".into()
+        },
         rate: plan.rate,
-        driver: if out.legacy { "epoll".into() } else { "io_uring".into() },
+        driver: if out.legacy {
+            "epoll".into()
+        } else {
+            "io_uring".into()
+        },
         duration_s: secs,
         job: work.job_name().into(),
         jobs_ok: out.total.ok,
@@ -163,7 +209,12 @@ fn finish(protocol: &str, target: String, run_id: String, plan: &Plan, work: &Wo
         mb_per_s: out.total.bytes as f64 / 1e6 / secs,
         errors: out.total.errors.clone(),
         latency: Latency::from_hist(&out.total.hist),
-        cpu: Cpu { user_s: user, sys_s: sys, total_s: user + sys, pct_of_one_core: (user + sys) / secs * 100.0 },
+        cpu: Cpu {
+            user_s: user,
+            sys_s: sys,
+            total_s: user + sys,
+            pct_of_one_core: (user + sys) / secs * 100.0,
+        },
         timeline: out.timeline,
         verify: None,
     }
@@ -175,9 +226,14 @@ fn write_outputs(s: &Summary, c: &Common) -> Result<(), String> {
         std::fs::write(p, j).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     if let Some(p) = &c.plot {
-        let unit = if s.job == "message" { "msg/s" } else { "sessions/s" };
+        let unit = if s.job == "message" {
+            "msg/s"
+        } else {
+            "sessions/s"
+        };
         let title = format!("loadgen {} -> {} (run {})", s.protocol, s.target, s.run_id);
-        std::fs::write(p, loadgen::plot::svg(&title, unit, &s.timeline)).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::write(p, loadgen::plot::svg(&title, unit, &s.timeline))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
     }
     Ok(())
 }
@@ -212,9 +268,16 @@ fn real_main() -> Result<bool, String> {
             };
             let w = smtp_work(&setup)?;
             let vj = if a.verify {
-                let url = a.verify_via.clone().unwrap_or_else(|| format!("imap://{}:143", w.addr.ip()));
+                let url = a
+                    .verify_via
+                    .clone()
+                    .unwrap_or_else(|| format!("imap://{}:143", w.addr.ip()));
                 let (via, addr) = verify::parse_via(&url)?;
-                let tls = if matches!(via, Via::Imaps | Via::Pop3s) { Some(tls_for(&a.common, addr)?) } else { None };
+                let tls = if matches!(via, Via::Imaps | Via::Pop3s) {
+                    Some(tls_for(&a.common, addr)?)
+                } else {
+                    None
+                };
                 Some(verify::VerifyJob {
                     via,
                     addr,
@@ -230,7 +293,12 @@ fn real_main() -> Result<bool, String> {
             } else {
                 None
             };
-            ("smtp", plan_for(&a.common, None), Work::Smtp(Arc::new(w)), vj)
+            (
+                "smtp",
+                plan_for(&a.common, None),
+                Work::Smtp(Arc::new(w)),
+                vj,
+            )
         }
         Cmd::Seed(a) => {
             let setup = SmtpSetup {
@@ -247,7 +315,12 @@ fn real_main() -> Result<bool, String> {
             };
             let w = smtp_work(&setup)?;
             let total = a.common.users.max(1) * a.per_user;
-            ("seed", plan_for(&a.common, Some(total)), Work::Smtp(Arc::new(w)), None)
+            (
+                "seed",
+                plan_for(&a.common, Some(total)),
+                Work::Smtp(Arc::new(w)),
+                None,
+            )
         }
         Cmd::E2e(a) => {
             let setup = SmtpSetup {
@@ -263,7 +336,10 @@ fn real_main() -> Result<bool, String> {
                 run_id: rid.clone(),
             };
             let mut w = smtp_work(&setup)?;
-            let url = a.watch.clone().unwrap_or_else(|| format!("imap://{}:143", w.addr.ip()));
+            let url = a
+                .watch
+                .clone()
+                .unwrap_or_else(|| format!("imap://{}:143", w.addr.ip()));
             let (via, waddr) = verify::parse_via(&url)?;
             if !matches!(via, Via::Imap | Via::Imaps) {
                 return Err("--watch must be imap:// or imaps://".into());
@@ -284,14 +360,24 @@ fn real_main() -> Result<bool, String> {
         Cmd::Pop3(a) => {
             let mut w = fetch_work(&a.common, a.tls, a.stls, false)?;
             w.dele = a.dele;
-            ("pop3", plan_for(&a.common, None), Work::Pop3(Arc::new(w)), None)
+            (
+                "pop3",
+                plan_for(&a.common, None),
+                Work::Pop3(Arc::new(w)),
+                None,
+            )
         }
         Cmd::Imap(a) => {
             let mut w = fetch_work(&a.common, a.tls, a.starttls, true)?;
             w.headers_only = a.headers_only;
             w.store_flags = a.store_flags;
             w.expunge = a.expunge;
-            ("imap", plan_for(&a.common, None), Work::Imap(Arc::new(w)), None)
+            (
+                "imap",
+                plan_for(&a.common, None),
+                Work::Imap(Arc::new(w)),
+                None,
+            )
         }
     };
     let target = match &work {
@@ -315,7 +401,12 @@ fn real_main() -> Result<bool, String> {
         }
     }
     if let Some(vj) = verify_job {
-        eprintln!("verify: fetching {} delivered messages back via {:?} {}", delivered.len(), vj.via, vj.addr);
+        eprintln!(
+            "verify: fetching {} delivered messages back via {:?} {}",
+            delivered.len(),
+            vj.via,
+            vj.addr
+        );
         summary.verify = Some(verify::verify(&vj, &delivered));
     }
     print!("{}", summary.table());
@@ -330,7 +421,9 @@ fn real_main() -> Result<bool, String> {
         return Ok(false);
     }
     if e2e_lost > 0 {
-        eprintln!("\n!!! E2E: {e2e_lost} accepted messages were never seen by the IDLE watchers !!!");
+        eprintln!(
+            "\n!!! E2E: {e2e_lost} accepted messages were never seen by the IDLE watchers !!!"
+        );
         return Ok(false);
     }
     if summary.jobs_ok == 0 && summary.jobs_failed > 0 {

@@ -43,11 +43,62 @@ impl SizeSpec {
 }
 
 const WORDS: &[&str] = &[
-    "the", "mail", "server", "load", "queue", "message", "delivery", "throughput", "latency", "core", "thread",
-    "ring", "buffer", "socket", "header", "body", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "lorem",
-    "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor",
-    "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "report", "meeting", "tomorrow", "agenda",
-    "please", "review", "attached", "draft", "thanks", "regards", "invoice", "budget", "q3", "numbers",
+    "the",
+    "mail",
+    "server",
+    "load",
+    "queue",
+    "message",
+    "delivery",
+    "throughput",
+    "latency",
+    "core",
+    "thread",
+    "ring",
+    "buffer",
+    "socket",
+    "header",
+    "body",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "report",
+    "meeting",
+    "tomorrow",
+    "agenda",
+    "please",
+    "review",
+    "attached",
+    "draft",
+    "thanks",
+    "regards",
+    "invoice",
+    "budget",
+    "q3",
+    "numbers",
 ];
 
 /// Parameters shared by all messages of a run.
@@ -67,7 +118,7 @@ fn text_lines(rng: &mut Rng, target: usize, out: &mut Vec<u8>) {
     let start = out.len();
     let mut line_len = 0usize;
     while out.len() - start < target {
-        if line_len == 0 && rng.next_u64() % 40 == 0 {
+        if line_len == 0 && rng.next_u64().is_multiple_of(40) {
             out.push(b'.');
             line_len += 1;
         }
@@ -96,12 +147,16 @@ impl Generator {
 
     /// Build message `n` addressed to `to` (the To: header shows the first recipient).
     pub fn build(&self, n: u64, to: &[String]) -> Vec<u8> {
-        let mut rng = Rng::new(self.seed.wrapping_mul(0x1000_0000_01B3) ^ n.wrapping_mul(0x9E37_79B9));
+        let mut rng =
+            Rng::new(self.seed.wrapping_mul(0x1000_0000_01B3) ^ n.wrapping_mul(0x9E37_79B9));
         let mut m = Vec::with_capacity(match self.size {
             SizeSpec::Fixed(s) => s + 64,
             SizeSpec::Realistic => 8192,
         });
-        let to_hdr = to.first().map(String::as_str).unwrap_or("undisclosed-recipients:;");
+        let to_hdr = to
+            .first()
+            .map(String::as_str)
+            .unwrap_or("undisclosed-recipients:;");
         // X-Loadgen-Id is always the first header: verification compares from here on.
         m.extend_from_slice(
             format!(
@@ -115,8 +170,11 @@ impl Generator {
         let (body_target, attach) = match self.size {
             SizeSpec::Fixed(s) => (s.saturating_sub(m.len() + 48), 0),
             SizeSpec::Realistic => {
-                if rng.next_u64() % 10 == 0 {
-                    (rng.range(500, 2000) as usize, rng.range(50_000, 500_000) as usize)
+                if rng.next_u64().is_multiple_of(10) {
+                    (
+                        rng.range(500, 2000) as usize,
+                        rng.range(50_000, 500_000) as usize,
+                    )
                 } else {
                     (rng.range(2048, 8192) as usize - 256, 0)
                 }
@@ -129,7 +187,9 @@ impl Generator {
                     text_lines(&mut rng, body_target, &mut m);
                     // trim/pad to the exact size where possible, keeping a final CRLF
                     if m.len() > s && s >= 2 {
-                        let hdr_end = memchr::memmem::find(&m, b"\r\n\r\n").map(|p| p + 4).unwrap_or(0);
+                        let hdr_end = memchr::memmem::find(&m, b"\r\n\r\n")
+                            .map(|p| p + 4)
+                            .unwrap_or(0);
                         let cut = s.max(hdr_end + 2);
                         m.truncate(cut - 2);
                         m.extend_from_slice(b"\r\n");
@@ -177,13 +237,21 @@ impl Generator {
 /// Expand a user pattern such as `user%04d@example.test` with a 1-based index.
 /// Supports `%d`, `%Nd` and `%0Nd` (first occurrence); without a `%`, the pattern is returned.
 pub fn user_name(pattern: &str, idx: u64) -> String {
-    let Some(p) = pattern.find('%') else { return pattern.to_string() };
+    let Some(p) = pattern.find('%') else {
+        return pattern.to_string();
+    };
     let rest = &pattern[p + 1..];
-    let Some(d) = rest.find('d') else { return pattern.to_string() };
+    let Some(d) = rest.find('d') else {
+        return pattern.to_string();
+    };
     let spec = &rest[..d];
     let zero = spec.starts_with('0');
     let width: usize = spec.trim_start_matches('0').parse().unwrap_or(0);
-    let num = if zero { format!("{idx:0width$}") } else { format!("{idx:width$}") };
+    let num = if zero {
+        format!("{idx:0width$}")
+    } else {
+        format!("{idx:width$}")
+    };
     format!("{}{}{}", &pattern[..p], num, &rest[d + 1..])
 }
 
@@ -195,7 +263,10 @@ pub fn rcpt_users(n: u64, rcpts: u32, users: u64) -> impl Iterator<Item = u64> {
 
 /// Current time as an RFC 5322 date (UTC).
 pub fn rfc5322_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     rfc5322(secs)
 }
 
@@ -215,7 +286,9 @@ pub fn rfc5322(secs: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(m - 1) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
     format!("{wd}, {d} {mon} {y} {h:02}:{mi:02}:{s:02} +0000")
 }
 
@@ -224,7 +297,13 @@ mod tests {
     use super::*;
 
     fn generator(size: SizeSpec) -> Generator {
-        Generator { seed: 7, run_id: "r1".into(), size, from: "a@example.test".into(), date: rfc5322(0) }
+        Generator {
+            seed: 7,
+            run_id: "r1".into(),
+            size,
+            from: "a@example.test".into(),
+            date: rfc5322(0),
+        }
     }
 
     fn check_lines(m: &[u8]) {
@@ -236,7 +315,10 @@ mod tests {
             }
         }
         // no bare CR
-        assert_eq!(m.iter().filter(|&&b| b == b'\r').count(), m.iter().filter(|&&b| b == b'\n').count());
+        assert_eq!(
+            m.iter().filter(|&&b| b == b'\r').count(),
+            m.iter().filter(|&&b| b == b'\n').count()
+        );
     }
 
     #[test]
@@ -282,7 +364,10 @@ mod tests {
 
     #[test]
     fn users_and_dates() {
-        assert_eq!(user_name("user%04d@example.test", 7), "user0007@example.test");
+        assert_eq!(
+            user_name("user%04d@example.test", 7),
+            "user0007@example.test"
+        );
         assert_eq!(user_name("u%d", 12), "u12");
         assert_eq!(user_name("fixed@x", 3), "fixed@x");
         assert_eq!(rcpt_users(0, 2, 1000).collect::<Vec<_>>(), vec![1, 2]);

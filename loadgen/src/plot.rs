@@ -25,24 +25,56 @@ fn nice_max(v: f64) -> f64 {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
-fn panel(out: &mut String, top: f64, title: &str, unit: &str, color: &str, pts: &[(f64, f64)], tmax: f64) {
+fn panel(
+    out: &mut String,
+    top: f64,
+    title: &str,
+    unit: &str,
+    color: &str,
+    pts: &[(f64, f64)],
+    tmax: f64,
+) {
     let ymax = nice_max(pts.iter().map(|p| p.1).fold(0.0, f64::max));
     let pw = W - ML - MR;
-    let _ = writeln!(out, r#"<text x="{ML}" y="{}" font-size="14" font-weight="bold">{}</text>"#, top - 10.0, esc(title));
-    let _ = writeln!(out, r##"<rect x="{ML}" y="{top}" width="{pw}" height="{PANEL_H}" fill="none" stroke="#888"/>"##);
+    let _ = writeln!(
+        out,
+        r#"<text x="{ML}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
+        top - 10.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect x="{ML}" y="{top}" width="{pw}" height="{PANEL_H}" fill="none" stroke="#888"/>"##
+    );
     for i in 0..=4 {
         let v = ymax * i as f64 / 4.0;
         let y = top + PANEL_H - PANEL_H * i as f64 / 4.0;
-        let _ = writeln!(out, r##"<line x1="{ML}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, ML + pw);
-        let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{} {unit}</text>"#, ML - 5.0, y + 4.0, fmt_num(v));
+        let _ = writeln!(
+            out,
+            r##"<line x1="{ML}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+            ML + pw
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{} {unit}</text>"#,
+            ML - 5.0,
+            y + 4.0,
+            fmt_num(v)
+        );
     }
     for i in 0..=5 {
         let t = tmax * i as f64 / 5.0;
         let x = ML + pw * i as f64 / 5.0;
-        let _ = writeln!(out, r#"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{t:.0} s</text>"#, top + PANEL_H + 15.0);
+        let _ = writeln!(
+            out,
+            r#"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{t:.0} s</text>"#,
+            top + PANEL_H + 15.0
+        );
     }
     if pts.is_empty() {
         return;
@@ -53,7 +85,10 @@ fn panel(out: &mut String, top: f64, title: &str, unit: &str, color: &str, pts: 
         let y = top + PANEL_H - PANEL_H * (v / ymax);
         let _ = write!(poly, "{x:.1},{y:.1} ");
     }
-    let _ = writeln!(out, r#"<polyline points="{poly}" fill="none" stroke="{color}" stroke-width="2"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<polyline points="{poly}" fill="none" stroke="{color}" stroke-width="2"/>"#
+    );
 }
 
 fn fmt_num(v: f64) -> String {
@@ -71,13 +106,39 @@ pub fn svg(title: &str, unit: &str, timeline: &[Second]) -> String {
     let tmax = timeline.last().map(|s| s.t as f64).unwrap_or(1.0).max(1.0);
     let h = MT + 2.0 * PANEL_H + GAP + 40.0;
     let mut out = String::new();
-    let _ = writeln!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif">"#);
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif">"#
+    );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(out, r#"<text x="{ML}" y="18" font-size="15">{}</text>"#, esc(title));
+    let _ = writeln!(
+        out,
+        r#"<text x="{ML}" y="18" font-size="15">{}</text>"#,
+        esc(title)
+    );
     let thr: Vec<(f64, f64)> = timeline.iter().map(|s| (s.t as f64, s.ok as f64)).collect();
-    let p99: Vec<(f64, f64)> = timeline.iter().map(|s| (s.t as f64, s.p99_us as f64 / 1000.0)).collect();
-    panel(&mut out, MT + 20.0, &format!("throughput ({unit})"), "", "#1f77b4", &thr, tmax);
-    panel(&mut out, MT + 20.0 + PANEL_H + GAP, "p99 latency (ms)", "ms", "#d62728", &p99, tmax);
+    let p99: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t as f64, s.p99_us as f64 / 1000.0))
+        .collect();
+    panel(
+        &mut out,
+        MT + 20.0,
+        &format!("throughput ({unit})"),
+        "",
+        "#1f77b4",
+        &thr,
+        tmax,
+    );
+    panel(
+        &mut out,
+        MT + 20.0 + PANEL_H + GAP,
+        "p99 latency (ms)",
+        "ms",
+        "#d62728",
+        &p99,
+        tmax,
+    );
     out.push_str("</svg>\n");
     out
 }
@@ -88,8 +149,17 @@ mod tests {
 
     #[test]
     fn renders() {
-        let tl: Vec<Second> =
-            (1..=5).map(|t| Second { t, ok: t * 100, failed: 0, msgs: t * 100, bytes: 0, p50_us: 100, p99_us: 2000 }).collect();
+        let tl: Vec<Second> = (1..=5)
+            .map(|t| Second {
+                t,
+                ok: t * 100,
+                failed: 0,
+                msgs: t * 100,
+                bytes: 0,
+                p50_us: 100,
+                p99_us: 2000,
+            })
+            .collect();
         let s = svg("loadgen <smtp>", "msg/s", &tl);
         assert!(s.starts_with("<svg") && s.ends_with("</svg>\n"));
         assert_eq!(s.matches("<polyline").count(), 2);

@@ -4,8 +4,8 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -46,7 +46,11 @@ impl Plan {
         timeout: Duration,
         quiet: bool,
     ) -> Plan {
-        let count = if count.is_none() && duration.is_none() { Some(1000) } else { count };
+        let count = if count.is_none() && duration.is_none() {
+            Some(1000)
+        } else {
+            count
+        };
         Plan {
             cores: cores.max(1),
             pin,
@@ -151,7 +155,12 @@ pub enum Work {
     Pop3(Arc<FetchWork>),
     Imap(Arc<FetchWork>),
     /// SMTP senders plus IMAP IDLE watchers (one per account).
-    E2e { smtp: Arc<SmtpWork>, watch: Arc<FetchWork>, shared: Arc<crate::e2e::Shared>, wait: Duration },
+    E2e {
+        smtp: Arc<SmtpWork>,
+        watch: Arc<FetchWork>,
+        shared: Arc<crate::e2e::Shared>,
+        wait: Duration,
+    },
 }
 
 impl Work {
@@ -191,7 +200,15 @@ async fn smtp_connect(w: &SmtpWork, plan: &Plan, first_user: u64) -> CResult<Smt
     } else {
         w.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
     };
-    SmtpClient::connect(w.addr, plan.timeout, w.security, tls_pair(&w.tls), &w.ehlo, auth).await
+    SmtpClient::connect(
+        w.addr,
+        plan.timeout,
+        w.security,
+        tls_pair(&w.tls),
+        &w.ehlo,
+        auth,
+    )
+    .await
 }
 
 async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
@@ -199,7 +216,10 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
     let mut used = 0u64;
     while let Some((n, at)) = plan.next_job() {
         let users: Vec<u64> = rcpt_users(n, w.rcpts, w.users).collect();
-        let rcpts: Vec<String> = users.iter().map(|&u| user_name(&w.user_pattern, u)).collect();
+        let rcpts: Vec<String> = users
+            .iter()
+            .map(|&u| user_name(&w.user_pattern, u))
+            .collect();
         let msg = w.generator.build(n, &rcpts);
         let t0 = plan.pace(at).await;
         if client.is_none() {
@@ -217,28 +237,33 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
         let Some(c) = client.as_mut() else { continue };
         used += 1;
         let last = used >= w.msgs_per_conn || plan.count.is_some_and(|cnt| n + 1 >= cnt);
-        match c.send_message(&w.from, &rcpts, &msg, w.pipelining, last).await {
+        match c
+            .send_message(&w.from, &rcpts, &msg, w.pipelining, last)
+            .await
+        {
             Ok(sent) => {
-                let mut l = local.borrow_mut();
-                match &w.e2e {
-                    Some(sh) => {
-                        let now = Instant::now();
-                        l.record_count(1, msg.len() as u64);
-                        for &i in &sent.accepted {
-                            if let Some(d) = sh.delivered(users[i], now) {
-                                l.record_latency(d);
+                {
+                    let mut l = local.borrow_mut();
+                    match &w.e2e {
+                        Some(sh) => {
+                            let now = Instant::now();
+                            l.record_count(1, msg.len() as u64);
+                            for &i in &sent.accepted {
+                                if let Some(d) = sh.delivered(users[i], now) {
+                                    l.record_latency(d);
+                                }
                             }
                         }
+                        None => l.record_ok(t0.elapsed(), 1, msg.len() as u64),
                     }
-                    None => l.record_ok(t0.elapsed(), 1, msg.len() as u64),
+                    for code in &sent.rejected {
+                        l.note(format!("rcpt-{code}"));
+                    }
+                    if w.track_delivered {
+                        l.delivered
+                            .push((n, sent.accepted.iter().map(|&i| users[i]).collect()));
+                    }
                 }
-                for code in &sent.rejected {
-                    l.note(format!("rcpt-{code}"));
-                }
-                if w.track_delivered {
-                    l.delivered.push((n, sent.accepted.iter().map(|&i| users[i]).collect()));
-                }
-                drop(l);
                 if last {
                     let mut c = client.take().expect("client");
                     if !c.caps.pipelining {
@@ -266,7 +291,12 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
 }
 
 /// One POP3 session: login, STAT, RETR all (+DELE), QUIT. Returns (messages, bytes).
-pub async fn pop3_session(w: &FetchWork, timeout: Duration, user: &str, mut sink: impl FnMut(&[u8])) -> CResult<(u64, u64)> {
+pub async fn pop3_session(
+    w: &FetchWork,
+    timeout: Duration,
+    user: &str,
+    mut sink: impl FnMut(&[u8]),
+) -> CResult<(u64, u64)> {
     let mut c = Pop3Client::connect(w.addr, timeout, w.pop3_security, tls_pair(&w.tls)).await?;
     c.login(user, &w.password).await?;
     let (count, _) = c.stat().await?;
@@ -316,10 +346,12 @@ pub async fn imap_session(
         })
         .await?;
         if w.store_flags {
-            c.command("UID STORE 1:* +FLAGS.SILENT (\\Seen)", |_| {}).await?;
+            c.command("UID STORE 1:* +FLAGS.SILENT (\\Seen)", |_| {})
+                .await?;
         }
         if w.expunge {
-            c.command("UID STORE 1:* +FLAGS.SILENT (\\Deleted)", |_| {}).await?;
+            c.command("UID STORE 1:* +FLAGS.SILENT (\\Deleted)", |_| {})
+                .await?;
             c.command("EXPUNGE", |_| {}).await?;
         }
     }
@@ -343,12 +375,21 @@ async fn fetch_conn_task(plan: Arc<Plan>, w: Arc<FetchWork>, imap: bool, local: 
     }
 }
 
-fn worker(core: usize, core_id: Option<core_affinity::CoreId>, plan: Arc<Plan>, work: Work, tx: Sender<Msg>) {
+fn worker(
+    core: usize,
+    core_id: Option<core_affinity::CoreId>,
+    plan: Arc<Plan>,
+    work: Work,
+    tx: Sender<Msg>,
+) {
     if let Some(id) = core_id {
         let _ = core_affinity::set_for_current(id);
     }
     let conns = (plan.connections + plan.cores - 1 - core) / plan.cores;
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(1024).enable_timer().build();
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(1024)
+        .enable_timer()
+        .build();
     let mut rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -381,7 +422,9 @@ fn worker(core: usize, core_id: Option<core_affinity::CoreId>, plan: Arc<Plan>, 
             for _ in 0..conns {
                 let (plan, local) = (plan.clone(), local.clone());
                 handles.push(match work {
-                    Work::Smtp(w) | Work::E2e { smtp: w, .. } => monoio::spawn(smtp_conn_task(plan, w.clone(), local)),
+                    Work::Smtp(w) | Work::E2e { smtp: w, .. } => {
+                        monoio::spawn(smtp_conn_task(plan, w.clone(), local))
+                    }
                     Work::Pop3(w) => monoio::spawn(fetch_conn_task(plan, w.clone(), false, local)),
                     Work::Imap(w) => monoio::spawn(fetch_conn_task(plan, w.clone(), true, local)),
                 });
@@ -389,7 +432,12 @@ fn worker(core: usize, core_id: Option<core_affinity::CoreId>, plan: Arc<Plan>, 
             handles
         };
         match &work {
-            Work::E2e { watch, shared, wait, .. } => {
+            Work::E2e {
+                watch,
+                shared,
+                wait,
+                ..
+            } => {
                 let senders = || {
                     let handles = spawn_all(&work);
                     async move {
@@ -398,8 +446,17 @@ fn worker(core: usize, core_id: Option<core_affinity::CoreId>, plan: Arc<Plan>, 
                         }
                     }
                 };
-                crate::e2e::core_main(core, plan.cores, watch.clone(), shared.clone(), plan.timeout, *wait, local.clone(), senders)
-                    .await;
+                crate::e2e::core_main(
+                    core,
+                    plan.cores,
+                    watch.clone(),
+                    shared.clone(),
+                    plan.timeout,
+                    *wait,
+                    local.clone(),
+                    senders,
+                )
+                .await;
             }
             _ => {
                 for h in spawn_all(&work) {
@@ -424,12 +481,20 @@ fn fmt_ms(us: u64) -> String {
 /// Run the workload to completion and aggregate the results.
 pub fn run(plan: Arc<Plan>, work: Work) -> Outcome {
     let (tx, rx): (Sender<Msg>, Receiver<Msg>) = crossbeam_channel::unbounded();
-    let core_ids = if plan.pin { core_affinity::get_core_ids().unwrap_or_default() } else { vec![] };
+    let core_ids = if plan.pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        vec![]
+    };
     let start = Instant::now();
     let _ = plan.start.set(start);
     let mut threads = vec![];
     for core in 0..plan.cores {
-        let id = if core_ids.is_empty() { None } else { Some(core_ids[core % core_ids.len()]) };
+        let id = if core_ids.is_empty() {
+            None
+        } else {
+            Some(core_ids[core % core_ids.len()])
+        };
         let (plan, work, tx) = (plan.clone(), work.clone(), tx.clone());
         threads.push(
             std::thread::Builder::new()
@@ -450,9 +515,21 @@ pub fn run(plan: Arc<Plan>, work: Work) -> Outcome {
     let mut done = 0;
     let mut legacy = false;
     let mut tick = 1u64;
-    let push_second = |t: u64, cur: &Delta, timeline: &mut Vec<Second>, total: &Delta, quiet: bool| {
+    let push_second = |t: u64,
+                       cur: &Delta,
+                       timeline: &mut Vec<Second>,
+                       total: &Delta,
+                       quiet: bool| {
         let l = Latency::from_hist(&cur.hist);
-        timeline.push(Second { t, ok: cur.ok, failed: cur.failed, msgs: cur.msgs, bytes: cur.bytes, p50_us: l.p50_us, p99_us: l.p99_us });
+        timeline.push(Second {
+            t,
+            ok: cur.ok,
+            failed: cur.failed,
+            msgs: cur.msgs,
+            bytes: cur.bytes,
+            p50_us: l.p50_us,
+            p99_us: l.p99_us,
+        });
         if !quiet {
             eprintln!(
                 "[{t:>4}s] {:>8} {unit}  {:>7.2} MB/s  total {:>9}  errors {:>6}  p50 {:>10}  p99 {:>10}",
@@ -492,7 +569,13 @@ pub fn run(plan: Arc<Plan>, work: Work) -> Outcome {
     for t in threads {
         let _ = t.join();
     }
-    Outcome { total, timeline, delivered, wall, legacy }
+    Outcome {
+        total,
+        timeline,
+        delivered,
+        wall,
+        legacy,
+    }
 }
 
 #[cfg(test)]
@@ -508,13 +591,31 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 1000);
-        let p = Plan::new(1, false, 1, Some(100.0), Some(10), None, Duration::from_secs(1), true);
+        let p = Plan::new(
+            1,
+            false,
+            1,
+            Some(100.0),
+            Some(10),
+            None,
+            Duration::from_secs(1),
+            true,
+        );
         let s = Instant::now();
         let _ = p.start.set(s);
         let times: Vec<_> = std::iter::from_fn(|| p.next_job()).collect();
         assert_eq!(times.len(), 10);
         assert_eq!(times[5].1 - s, Duration::from_millis(50));
-        let p = Plan::new(1, false, 1, Some(10.0), None, Some(Duration::from_secs(2)), Duration::from_secs(1), true);
+        let p = Plan::new(
+            1,
+            false,
+            1,
+            Some(10.0),
+            None,
+            Some(Duration::from_secs(2)),
+            Duration::from_secs(1),
+            true,
+        );
         let _ = p.start.set(Instant::now());
         assert_eq!(std::iter::from_fn(|| p.next_job()).count(), 20);
     }

@@ -48,7 +48,8 @@ impl Delta {
         self.ok += 1;
         self.msgs += msgs;
         self.bytes += bytes;
-        self.hist.saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
+        self.hist
+            .saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
     }
     /// Count a completed job without a latency sample (e2e: latency comes from the watcher).
     pub fn record_count(&mut self, msgs: u64, bytes: u64) {
@@ -57,7 +58,8 @@ impl Delta {
         self.bytes += bytes;
     }
     pub fn record_latency(&mut self, latency: Duration) {
-        self.hist.saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
+        self.hist
+            .saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
     }
     pub fn record_err(&mut self, key: String) {
         self.failed += 1;
@@ -68,7 +70,11 @@ impl Delta {
         *self.errors.entry(key).or_default() += 1;
     }
     pub fn is_empty(&self) -> bool {
-        self.ok == 0 && self.failed == 0 && self.hist.is_empty() && self.errors.is_empty() && self.delivered.is_empty()
+        self.ok == 0
+            && self.failed == 0
+            && self.hist.is_empty()
+            && self.errors.is_empty()
+            && self.delivered.is_empty()
     }
     pub fn merge(&mut self, o: &Delta) {
         self.ok += o.ok;
@@ -210,7 +216,13 @@ impl Summary {
         };
         s += &format!(
             "\nloadgen {} -> {}  run {}  ({} cores, {} connections, {}, {} driver)\n",
-            self.protocol, self.target, self.run_id, self.cores, self.connections, model, self.driver
+            self.protocol,
+            self.target,
+            self.run_id,
+            self.cores,
+            self.connections,
+            model,
+            self.driver
         );
         s += &format!("  duration      {:>12.2} s\n", self.duration_s);
         if self.job == "message" {
@@ -226,9 +238,16 @@ impl Summary {
                 self.jobs_failed,
                 self.jobs_per_s
             );
-            s += &format!("  messages      {:>12} fetched       {:>10.1} msg/s\n", self.messages, self.messages_per_s);
+            s += &format!(
+                "  messages      {:>12} fetched       {:>10.1} msg/s\n",
+                self.messages, self.messages_per_s
+            );
         }
-        s += &format!("  data          {:>12.2} MB   {:>10.2} MB/s\n", self.bytes as f64 / 1e6, self.mb_per_s);
+        s += &format!(
+            "  data          {:>12.2} MB   {:>10.2} MB/s\n",
+            self.bytes as f64 / 1e6,
+            self.mb_per_s
+        );
         let l = &self.latency;
         s += &format!(
             "  latency       p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0} µs, n={})\n",
@@ -243,7 +262,11 @@ impl Summary {
         if self.errors.is_empty() {
             s += "  errors        none\n";
         } else {
-            let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let e: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             s += &format!("  errors        {}\n", e.join(", "));
         }
         s += &format!(
@@ -286,7 +309,11 @@ mod tests {
         assert!((495..=505).contains(&l.p50_us), "{}", l.p50_us);
         assert!((985..=995).contains(&l.p99_us), "{}", l.p99_us);
         assert_eq!(l.max_us, 1000);
-        let s = Summary { latency: l, errors: a.errors.clone(), ..Default::default() };
+        let s = Summary {
+            latency: l,
+            errors: a.errors.clone(),
+            ..Default::default()
+        };
         assert!(s.table().contains("550: 2"));
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains("\"p99_us\""));

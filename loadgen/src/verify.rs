@@ -20,17 +20,34 @@ pub enum Via {
 
 /// Parse `imap://HOST:PORT` (also imaps, pop3, pop3s; the port defaults per scheme).
 pub fn parse_via(url: &str) -> Result<(Via, SocketAddr), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("bad --verify-via {url:?}: expected SCHEME://HOST:PORT"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("bad --verify-via {url:?}: expected SCHEME://HOST:PORT"))?;
     let (via, port) = match scheme {
         "imap" => (Via::Imap, 143),
         "imaps" => (Via::Imaps, 993),
         "pop3" => (Via::Pop3, 110),
         "pop3s" => (Via::Pop3s, 995),
-        _ => return Err(format!("bad --verify-via scheme {scheme:?} (imap|imaps|pop3|pop3s)")),
+        _ => {
+            return Err(format!(
+                "bad --verify-via scheme {scheme:?} (imap|imaps|pop3|pop3s)"
+            ));
+        }
     };
     let rest = rest.trim_end_matches('/');
-    let hp = if rest.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { rest.to_string() } else { format!("{rest}:{port}") };
-    let addr = hp.to_socket_addrs().map_err(|e| format!("{hp}: {e}"))?.next().ok_or_else(|| format!("{hp}: no address"))?;
+    let hp = if rest
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        rest.to_string()
+    } else {
+        format!("{rest}:{port}")
+    };
+    let addr = hp
+        .to_socket_addrs()
+        .map_err(|e| format!("{hp}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hp}: no address"))?;
     Ok((via, addr))
 }
 
@@ -61,7 +78,15 @@ struct Seen {
     foreign: u64,
 }
 
-fn examine(g: &Generator, rcpts: u32, users: u64, pattern: &str, msg: &[u8], seen: &mut Seen, examples: &mut Vec<String>) {
+fn examine(
+    g: &Generator,
+    rcpts: u32,
+    users: u64,
+    pattern: &str,
+    msg: &[u8],
+    seen: &mut Seen,
+    examples: &mut Vec<String>,
+) {
     let Some(ours) = our_part(msg) else {
         seen.foreign += 1;
         return;
@@ -74,14 +99,20 @@ fn examine(g: &Generator, rcpts: u32, users: u64, pattern: &str, msg: &[u8], see
         seen.foreign += 1;
         return;
     }
-    let to: Vec<String> = rcpt_users(n, rcpts, users).map(|u| user_name(pattern, u)).collect();
+    let to: Vec<String> = rcpt_users(n, rcpts, users)
+        .map(|u| user_name(pattern, u))
+        .collect();
     let expected = g.build(n, &to);
     let e = seen.by_n.entry(n).or_default();
     e.0 += 1;
     if ours != expected.as_slice() {
         e.1 += 1;
         if examples.len() < 5 {
-            let at = ours.iter().zip(expected.iter()).position(|(a, b)| a != b).unwrap_or(ours.len().min(expected.len()));
+            let at = ours
+                .iter()
+                .zip(expected.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(ours.len().min(expected.len()));
             examples.push(format!(
                 "message {}: corrupted, {} bytes fetched vs {} expected, first difference at byte {at}",
                 g.id(n),
@@ -126,10 +157,19 @@ pub fn verify(job: &VerifyJob, delivered: &[(u64, Vec<u64>)]) -> VerifyReport {
         },
         job.addr
     );
-    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build() {
+    let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            return VerifyReport { via: via_name, expected: total_expected, lost: total_expected, examples: vec![format!("runtime: {e}")], ..Default::default() };
+            return VerifyReport {
+                via: via_name,
+                expected: total_expected,
+                lost: total_expected,
+                examples: vec![format!("runtime: {e}")],
+                ..Default::default()
+            };
         }
     };
     let w = FetchWork {
@@ -138,8 +178,16 @@ pub fn verify(job: &VerifyJob, delivered: &[(u64, Vec<u64>)]) -> VerifyReport {
         users: job.users,
         user_pattern: job.user_pattern.clone(),
         password: job.password.clone(),
-        pop3_security: if job.via == Via::Pop3s { pop3::Security::Implicit } else { pop3::Security::None },
-        imap_security: if job.via == Via::Imaps { imap::Security::Implicit } else { imap::Security::None },
+        pop3_security: if job.via == Via::Pop3s {
+            pop3::Security::Implicit
+        } else {
+            pop3::Security::None
+        },
+        imap_security: if job.via == Via::Imaps {
+            imap::Security::Implicit
+        } else {
+            imap::Security::None
+        },
         dele: false,
         headers_only: false,
         store_flags: false,
@@ -161,14 +209,30 @@ pub fn verify(job: &VerifyJob, delivered: &[(u64, Vec<u64>)]) -> VerifyReport {
                     Via::Imap | Via::Imaps => {
                         imap_session(&w, job.timeout, &name, true, |r| {
                             for lit in &r.literals {
-                                examine(&job.generator, job.rcpts, job.users, &job.user_pattern, lit, &mut seen, &mut ex);
+                                examine(
+                                    &job.generator,
+                                    job.rcpts,
+                                    job.users,
+                                    &job.user_pattern,
+                                    lit,
+                                    &mut seen,
+                                    &mut ex,
+                                );
                             }
                         })
                         .await
                     }
                     Via::Pop3 | Via::Pop3s => {
                         pop3_session(&w, job.timeout, &name, |m| {
-                            examine(&job.generator, job.rcpts, job.users, &job.user_pattern, m, &mut seen, &mut ex)
+                            examine(
+                                &job.generator,
+                                job.rcpts,
+                                job.users,
+                                &job.user_pattern,
+                                m,
+                                &mut seen,
+                                &mut ex,
+                            )
                         })
                         .await
                     }
@@ -194,10 +258,17 @@ pub fn verify(job: &VerifyJob, delivered: &[(u64, Vec<u64>)]) -> VerifyReport {
         if pending.is_empty() || Instant::now() >= deadline {
             break;
         }
-        eprintln!("verify: {} accounts still missing messages, re-checking", pending.len());
+        eprintln!(
+            "verify: {} accounts still missing messages, re-checking",
+            pending.len()
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let mut rep = VerifyReport { via: via_name, expected: total_expected, ..Default::default() };
+    let mut rep = VerifyReport {
+        via: via_name,
+        expected: total_expected,
+        ..Default::default()
+    };
     for (u, ns) in &expected {
         let seen = results.remove(u).unwrap_or_default();
         rep.foreign += seen.foreign;
@@ -206,7 +277,11 @@ pub fn verify(job: &VerifyJob, delivered: &[(u64, Vec<u64>)]) -> VerifyReport {
                 None => {
                     rep.lost += 1;
                     if rep.examples.len() < 5 {
-                        rep.examples.push(format!("message {} LOST for {}", job.generator.id(*n), user_name(&job.user_pattern, *u)));
+                        rep.examples.push(format!(
+                            "message {} LOST for {}",
+                            job.generator.id(*n),
+                            user_name(&job.user_pattern, *u)
+                        ));
                     }
                 }
                 Some(&(copies, bad)) => {
@@ -231,17 +306,30 @@ mod tests {
 
     #[test]
     fn parse_urls() {
-        assert_eq!(parse_via("imap://127.0.0.1:20143").unwrap(), (Via::Imap, "127.0.0.1:20143".parse().unwrap()));
-        assert_eq!(parse_via("pop3s://127.0.0.1").unwrap(), (Via::Pop3s, "127.0.0.1:995".parse().unwrap()));
+        assert_eq!(
+            parse_via("imap://127.0.0.1:20143").unwrap(),
+            (Via::Imap, "127.0.0.1:20143".parse().unwrap())
+        );
+        assert_eq!(
+            parse_via("pop3s://127.0.0.1").unwrap(),
+            (Via::Pop3s, "127.0.0.1:995".parse().unwrap())
+        );
         assert!(parse_via("http://x").is_err());
     }
 
     #[test]
     fn examine_messages() {
-        let g = Generator { seed: 1, run_id: "R".into(), size: SizeSpec::Fixed(1000), from: "a@b".into(), date: "d".into() };
+        let g = Generator {
+            seed: 1,
+            run_id: "R".into(),
+            size: SizeSpec::Fixed(1000),
+            from: "a@b".into(),
+            date: "d".into(),
+        };
         let to = vec![user_name("u%d", 4)];
         let m = g.build(3, &to);
-        let mut delivered = b"Return-Path: <a@b>\r\nDelivered-To: u4\r\nReceived: from x\r\n\tby y\r\n".to_vec();
+        let mut delivered =
+            b"Return-Path: <a@b>\r\nDelivered-To: u4\r\nReceived: from x\r\n\tby y\r\n".to_vec();
         delivered.extend_from_slice(&m);
         assert_eq!(loadgen_id(our_part(&delivered).unwrap()), Some(("R", 3)));
         let (mut seen, mut ex) = (Seen::default(), vec![]);
@@ -251,7 +339,15 @@ mod tests {
         let l = bad.len();
         bad[l - 5] ^= 1;
         examine(&g, 1, 10, "u%d", &bad, &mut seen, &mut ex);
-        examine(&g, 1, 10, "u%d", b"Subject: other\r\n\r\nx\r\n", &mut seen, &mut ex);
+        examine(
+            &g,
+            1,
+            10,
+            "u%d",
+            b"Subject: other\r\n\r\nx\r\n",
+            &mut seen,
+            &mut ex,
+        );
         assert_eq!(seen.by_n[&3], (3, 1));
         assert_eq!(seen.foreign, 1);
         assert_eq!(ex.len(), 1);

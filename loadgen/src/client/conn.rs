@@ -71,12 +71,18 @@ impl Conn {
     }
 
     /// Upgrade a plain connection to TLS (STARTTLS / STLS). Any buffered plaintext is dropped.
-    pub async fn start_tls(&mut self, tls: &TlsConnector, name: ServerName<'static>) -> io::Result<()> {
+    pub async fn start_tls(
+        &mut self,
+        tls: &TlsConnector,
+        name: ServerName<'static>,
+    ) -> io::Result<()> {
         let tcp = match std::mem::replace(&mut self.io, Io::Closed) {
             Io::Plain(t) => t,
             other => {
                 self.io = other;
-                return Err(io::Error::other("start_tls on a connection that is not plain TCP"));
+                return Err(io::Error::other(
+                    "start_tls on a connection that is not plain TCP",
+                ));
             }
         };
         self.rbuf.clear();
@@ -141,7 +147,10 @@ impl Conn {
                 self.rbuf = slice.into_inner();
                 let n = r?;
                 if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed by server",
+                    ));
                 }
                 self.bytes_in += n as u64;
                 Ok(())
@@ -196,7 +205,10 @@ impl Conn {
             Io::Plain(s) => monoio::time::timeout(self.timeout, s.write_all(buf)).await,
             Io::Tls(s) => monoio::time::timeout(self.timeout, s.write_all(buf)).await,
             Io::Closed => {
-                return (Err(io::Error::new(io::ErrorKind::NotConnected, "closed")), buf);
+                return (
+                    Err(io::Error::new(io::ErrorKind::NotConnected, "closed")),
+                    buf,
+                );
             }
         };
         match res {

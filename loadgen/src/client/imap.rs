@@ -89,7 +89,11 @@ pub fn fetch_uid(text: &[u8]) -> Option<u32> {
         let at = i + p;
         let prev = if at == 0 { b'(' } else { items[at - 1] };
         if prev == b'(' || prev == b' ' {
-            let digits: Vec<u8> = items[at + 4..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+            let digits: Vec<u8> = items[at + 4..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .copied()
+                .collect();
             return std::str::from_utf8(&digits).ok()?.parse().ok();
         }
         i = at + 4;
@@ -133,18 +137,33 @@ impl ImapClient {
         tls: Option<(&TlsConnector, ServerName<'static>)>,
     ) -> Result<ImapClient> {
         let conn = match (security, tls.as_ref()) {
-            (Security::Implicit, Some((c, n))) => Conn::connect_tls(addr, timeout, c, n.clone()).await?,
-            (Security::Implicit, None) => return Err(ClientError::Protocol("TLS requested without config".into())),
+            (Security::Implicit, Some((c, n))) => {
+                Conn::connect_tls(addr, timeout, c, n.clone()).await?
+            }
+            (Security::Implicit, None) => {
+                return Err(ClientError::Protocol("TLS requested without config".into()));
+            }
             _ => Conn::connect(addr, timeout).await?,
         };
-        let mut c = ImapClient { conn, next_tag: 1, keep_literals: false };
+        let mut c = ImapClient {
+            conn,
+            next_tag: 1,
+            keep_literals: false,
+        };
         let g = c.read_response().await?;
-        if g.kind != Kind::Untagged || !(g.text.starts_with(b"* OK") || g.text.starts_with(b"* PREAUTH")) {
-            return Err(ClientError::Reply { code: "greeting".into(), text: g.text_lossy() });
+        if g.kind != Kind::Untagged
+            || !(g.text.starts_with(b"* OK") || g.text.starts_with(b"* PREAUTH"))
+        {
+            return Err(ClientError::Reply {
+                code: "greeting".into(),
+                text: g.text_lossy(),
+            });
         }
         if security == Security::StartTls {
             let Some((connector, name)) = tls else {
-                return Err(ClientError::Protocol("STARTTLS requested without TLS config".into()));
+                return Err(ClientError::Protocol(
+                    "STARTTLS requested without TLS config".into(),
+                ));
             };
             c.command("STARTTLS", |_| {}).await?;
             c.conn.start_tls(connector, name).await?;
@@ -157,8 +176,13 @@ impl ImapClient {
         let r = self.conn.read_line().await?;
         let first = self.conn.buf(r);
         let kind = classify(first);
-        let mut resp = Response { kind, text: Vec::with_capacity(first.len()), literal_sizes: vec![], literals: vec![] };
-        
+        let mut resp = Response {
+            kind,
+            text: Vec::with_capacity(first.len()),
+            literal_sizes: vec![],
+            literals: vec![],
+        };
+
         resp.text.extend_from_slice(trim_crlf(first));
         let mut lit = literal_suffix(first);
         while let Some(n) = lit {
@@ -180,28 +204,38 @@ impl ImapClient {
     pub async fn command(&mut self, cmd: &str, mut f: impl FnMut(&Response)) -> Result<Response> {
         let tag = format!("a{}", self.next_tag);
         self.next_tag += 1;
-        self.conn.write_all(format!("{tag} {cmd}\r\n").into_bytes()).await.0?;
+        self.conn
+            .write_all(format!("{tag} {cmd}\r\n").into_bytes())
+            .await
+            .0?;
         loop {
             let r = self.read_response().await?;
             match &r.kind {
                 Kind::Tagged(t) if *t == tag => {
                     return match r.status() {
                         Some(b"OK") => Ok(r),
-                        Some(s) => {
-                            Err(ClientError::Reply { code: String::from_utf8_lossy(s).into_owned(), text: r.text_lossy() })
-                        }
+                        Some(s) => Err(ClientError::Reply {
+                            code: String::from_utf8_lossy(s).into_owned(),
+                            text: r.text_lossy(),
+                        }),
                         None => Err(ClientError::Protocol(r.text_lossy())),
                     };
                 }
-                Kind::Tagged(t) => return Err(ClientError::Protocol(format!("unexpected tag {t}"))),
-                Kind::Continuation => return Err(ClientError::Protocol("unexpected continuation".into())),
+                Kind::Tagged(t) => {
+                    return Err(ClientError::Protocol(format!("unexpected tag {t}")));
+                }
+                Kind::Continuation => {
+                    return Err(ClientError::Protocol("unexpected continuation".into()));
+                }
                 Kind::Untagged => f(&r),
             }
         }
     }
 
     pub async fn login(&mut self, user: &str, pass: &str) -> Result<()> {
-        self.command(&format!("LOGIN {} {}", quote(user), quote(pass)), |_| {}).await.map(|_| ())
+        self.command(&format!("LOGIN {} {}", quote(user), quote(pass)), |_| {})
+            .await
+            .map(|_| ())
     }
 
     /// SELECT a mailbox; returns the EXISTS count.
@@ -233,13 +267,21 @@ impl ImapClient {
     pub async fn idle_start(&mut self) -> Result<String> {
         let tag = format!("a{}", self.next_tag);
         self.next_tag += 1;
-        self.conn.write_all(format!("{tag} IDLE\r\n").into_bytes()).await.0?;
+        self.conn
+            .write_all(format!("{tag} IDLE\r\n").into_bytes())
+            .await
+            .0?;
         loop {
             let r = self.read_response().await?;
             match r.kind {
                 Kind::Continuation => return Ok(tag),
                 Kind::Untagged => continue,
-                Kind::Tagged(_) => return Err(ClientError::Reply { code: "NO".into(), text: r.text_lossy() }),
+                Kind::Tagged(_) => {
+                    return Err(ClientError::Reply {
+                        code: "NO".into(),
+                        text: r.text_lossy(),
+                    });
+                }
             }
         }
     }
@@ -268,7 +310,10 @@ mod tests {
 
     #[test]
     fn literals() {
-        assert_eq!(literal_suffix(b"* 1 FETCH (UID 7 BODY[] {1234}\r\n"), Some(1234));
+        assert_eq!(
+            literal_suffix(b"* 1 FETCH (UID 7 BODY[] {1234}\r\n"),
+            Some(1234)
+        );
         assert_eq!(literal_suffix(b"a1 LOGIN {5+}\r\n"), Some(5));
         assert_eq!(literal_suffix(b"* OK {x}\r\n"), None);
         assert_eq!(literal_suffix(b"* OK {}\r\n"), None);
@@ -282,13 +327,24 @@ mod tests {
         assert_eq!(classify(b"+ idling"), Kind::Continuation);
         assert_eq!(classify(b"a12 OK done"), Kind::Tagged("a12".into()));
         assert_eq!(parse_untagged_num(b"* 3 EXISTS"), Some((3, &b"EXISTS"[..])));
-        assert_eq!(parse_untagged_num(b"* 14 FETCH (UID 9 FLAGS ())"), Some((14, &b"FETCH"[..])));
+        assert_eq!(
+            parse_untagged_num(b"* 14 FETCH (UID 9 FLAGS ())"),
+            Some((14, &b"FETCH"[..]))
+        );
         assert_eq!(parse_untagged_num(b"* OK [UIDVALIDITY 1] x"), None);
-        assert_eq!(fetch_uid(b"* 14 FETCH (FLAGS (\\Seen) UID 9 BODY[] {3}"), Some(9));
+        assert_eq!(
+            fetch_uid(b"* 14 FETCH (FLAGS (\\Seen) UID 9 BODY[] {3}"),
+            Some(9)
+        );
         assert_eq!(fetch_uid(b"* 14 FETCH (UID 42)"), Some(42));
         assert_eq!(fetch_uid(b"* 14 FETCH (XUID 4 FLAGS ())"), None);
         assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        let r = Response { kind: Kind::Tagged("a1".into()), text: b"a1 NO [AUTH] bad".to_vec(), literal_sizes: vec![], literals: vec![] };
+        let r = Response {
+            kind: Kind::Tagged("a1".into()),
+            text: b"a1 NO [AUTH] bad".to_vec(),
+            literal_sizes: vec![],
+            literals: vec![],
+        };
         assert_eq!(r.status(), Some(&b"NO"[..]));
     }
 
@@ -306,23 +362,45 @@ mod tests {
             s.write_all(b"* FLAGS (\\Seen)\r\n* 2 EXISTS\r\n* OK [UIDVALIDITY 5] x\r\na1 OK [READ-WRITE] done\r\n").unwrap();
             let _ = s.read(&mut buf).unwrap(); // a2 UID FETCH
             // literal containing CRLF, a fake tag line and a '{3}' suffix; split writes
-            s.write_all(b"* 1 FETCH (UID 4 BODY[] {21}\r\nab\r\na2 OK fake\r\nxy{3}").unwrap();
+            s.write_all(b"* 1 FETCH (UID 4 BODY[] {21}\r\nab\r\na2 OK fake\r\nxy{3}")
+                .unwrap();
             s.flush().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(20));
-            s.write_all(b")\r\n* 2 FETCH (UID 5 BODY[] {0}\r\n FLAGS (\\Seen))\r\na2 OK fetched\r\n").unwrap();
+            s.write_all(
+                b")\r\n* 2 FETCH (UID 5 BODY[] {0}\r\n FLAGS (\\Seen))\r\na2 OK fetched\r\n",
+            )
+            .unwrap();
             let _ = s.read(&mut buf);
         });
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
         rt.block_on(async move {
-            let mut c = ImapClient::connect(addr, Duration::from_secs(5), Security::None, None).await.unwrap();
+            let mut c = ImapClient::connect(addr, Duration::from_secs(5), Security::None, None)
+                .await
+                .unwrap();
             c.keep_literals = true;
             assert_eq!(c.select("INBOX").await.unwrap(), 2);
             let mut got = vec![];
-            c.fetch("UID FETCH 1:* (BODY.PEEK[])", |r| got.push((fetch_uid(&r.text), r.literals.clone(), r.literal_sizes.clone())))
-                .await
-                .unwrap();
+            c.fetch("UID FETCH 1:* (BODY.PEEK[])", |r| {
+                got.push((
+                    fetch_uid(&r.text),
+                    r.literals.clone(),
+                    r.literal_sizes.clone(),
+                ))
+            })
+            .await
+            .unwrap();
             assert_eq!(got.len(), 2);
-            assert_eq!(got[0], (Some(4), vec![b"ab\r\na2 OK fake\r\nxy{3}".to_vec()], vec![21]));
+            assert_eq!(
+                got[0],
+                (
+                    Some(4),
+                    vec![b"ab\r\na2 OK fake\r\nxy{3}".to_vec()],
+                    vec![21]
+                )
+            );
             assert_eq!(got[1], (Some(5), vec![vec![]], vec![0]));
         });
         server.join().unwrap();

@@ -60,15 +60,21 @@ impl Pop3Client {
         tls: Option<(&TlsConnector, ServerName<'static>)>,
     ) -> Result<Pop3Client> {
         let conn = match (security, tls.as_ref()) {
-            (Security::Implicit, Some((c, n))) => Conn::connect_tls(addr, timeout, c, n.clone()).await?,
-            (Security::Implicit, None) => return Err(ClientError::Protocol("TLS requested without config".into())),
+            (Security::Implicit, Some((c, n))) => {
+                Conn::connect_tls(addr, timeout, c, n.clone()).await?
+            }
+            (Security::Implicit, None) => {
+                return Err(ClientError::Protocol("TLS requested without config".into()));
+            }
             _ => Conn::connect(addr, timeout).await?,
         };
         let mut c = Pop3Client { conn };
         c.status().await?;
         if security == Security::Stls {
             let Some((connector, name)) = tls else {
-                return Err(ClientError::Protocol("STLS requested without TLS config".into()));
+                return Err(ClientError::Protocol(
+                    "STLS requested without TLS config".into(),
+                ));
             };
             c.cmd("STLS").await?;
             c.conn.start_tls(connector, name).await?;
@@ -82,8 +88,14 @@ impl Pop3Client {
         let line = self.conn.buf(r);
         match parse_status(line) {
             Some(Ok(t)) => Ok(String::from_utf8_lossy(t).into_owned()),
-            Some(Err(t)) => Err(ClientError::Reply { code: "-ERR".into(), text: String::from_utf8_lossy(t).into_owned() }),
-            None => Err(ClientError::Protocol(format!("bad POP3 status {:?}", String::from_utf8_lossy(line)))),
+            Some(Err(t)) => Err(ClientError::Reply {
+                code: "-ERR".into(),
+                text: String::from_utf8_lossy(t).into_owned(),
+            }),
+            None => Err(ClientError::Protocol(format!(
+                "bad POP3 status {:?}",
+                String::from_utf8_lossy(line)
+            ))),
         }
     }
 
@@ -114,7 +126,8 @@ impl Pop3Client {
 
     pub async fn stat(&mut self) -> Result<(u64, u64)> {
         let t = self.cmd("STAT").await?;
-        parse_stat(t.as_bytes()).ok_or_else(|| ClientError::Protocol(format!("bad STAT reply {t:?}")))
+        parse_stat(t.as_bytes())
+            .ok_or_else(|| ClientError::Protocol(format!("bad STAT reply {t:?}")))
     }
 
     /// RETR message `n` into `out` (cleared first).
@@ -139,9 +152,15 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(parse_status(b"+OK Dovecot ready.\r\n"), Some(Ok(&b"Dovecot ready."[..])));
+        assert_eq!(
+            parse_status(b"+OK Dovecot ready.\r\n"),
+            Some(Ok(&b"Dovecot ready."[..]))
+        );
         assert_eq!(parse_status(b"+OK\r\n"), Some(Ok(&b""[..])));
-        assert_eq!(parse_status(b"-ERR [AUTH] Authentication failed.\r\n"), Some(Err(&b"[AUTH] Authentication failed."[..])));
+        assert_eq!(
+            parse_status(b"-ERR [AUTH] Authentication failed.\r\n"),
+            Some(Err(&b"[AUTH] Authentication failed."[..]))
+        );
         assert_eq!(parse_status(b"* OK imap\r\n"), None);
         assert_eq!(parse_stat(b"3 12345"), Some((3, 12345)));
         assert_eq!(parse_stat(b"x"), None);
@@ -149,7 +168,15 @@ mod tests {
 
     #[test]
     fn multiline_unstuffing() {
-        let wire: &[&[u8]] = &[b"Subject: a\r\n", b"\r\n", b"..hidden\r\n", b"...two\r\n", b"..\r\n", b"plain\r\n", b".\r\n"];
+        let wire: &[&[u8]] = &[
+            b"Subject: a\r\n",
+            b"\r\n",
+            b"..hidden\r\n",
+            b"...two\r\n",
+            b"..\r\n",
+            b"plain\r\n",
+            b".\r\n",
+        ];
         let mut out = vec![];
         for l in wire {
             match unstuff_line(l) {

@@ -26,7 +26,10 @@ impl Reply {
         self.lines.join(" / ")
     }
     fn err(&self) -> ClientError {
-        ClientError::Reply { code: self.code.to_string(), text: self.text() }
+        ClientError::Reply {
+            code: self.code.to_string(),
+            text: self.text(),
+        }
     }
 }
 
@@ -37,7 +40,8 @@ pub fn parse_reply_line(line: &[u8]) -> Option<(u16, bool, &[u8])> {
     if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let code = (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
+    let code =
+        (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
     match line.get(3) {
         None => Some((code, true, &[])),
         Some(b' ') => Some((code, true, &line[4..])),
@@ -67,17 +71,26 @@ pub struct ReplyParser {
 impl ReplyParser {
     /// Feed one line; returns the reply once its last line has been seen.
     pub fn push(&mut self, line: &[u8]) -> Result<Option<Reply>> {
-        let (code, last, text) = parse_reply_line(line)
-            .ok_or_else(|| ClientError::Protocol(format!("bad SMTP reply line {:?}", String::from_utf8_lossy(line))))?;
+        let (code, last, text) = parse_reply_line(line).ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "bad SMTP reply line {:?}",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
         if let Some(c) = self.code
             && c != code
         {
-            return Err(ClientError::Protocol(format!("reply code changed from {c} to {code} in a multi-line reply")));
+            return Err(ClientError::Protocol(format!(
+                "reply code changed from {c} to {code} in a multi-line reply"
+            )));
         }
         self.code = Some(code);
         self.lines.push(String::from_utf8_lossy(text).into_owned());
         if last {
-            let r = Reply { code, lines: std::mem::take(&mut self.lines) };
+            let r = Reply {
+                code,
+                lines: std::mem::take(&mut self.lines),
+            };
             self.code = None;
             Ok(Some(r))
         } else {
@@ -181,8 +194,16 @@ pub fn base64(input: &[u8]) -> String {
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -222,11 +243,23 @@ impl SmtpClient {
         auth: Option<(&str, &str)>,
     ) -> Result<SmtpClient> {
         let conn = match (security, tls.as_ref()) {
-            (Security::Implicit, Some((c, n))) => Conn::connect_tls(addr, timeout, c, n.clone()).await?,
+            (Security::Implicit, Some((c, n))) => {
+                Conn::connect_tls(addr, timeout, c, n.clone()).await?
+            }
             (Security::None, _) | (Security::StartTls, _) => Conn::connect(addr, timeout).await?,
-            (Security::Implicit, None) => return Err(ClientError::Protocol("TLS requested without config".into())),
+            (Security::Implicit, None) => {
+                return Err(ClientError::Protocol("TLS requested without config".into()));
+            }
         };
-        let mut c = SmtpClient { conn, caps: Caps::default(), greeting: Reply { code: 0, lines: vec![] }, wbuf: Vec::new() };
+        let mut c = SmtpClient {
+            conn,
+            caps: Caps::default(),
+            greeting: Reply {
+                code: 0,
+                lines: vec![],
+            },
+            wbuf: Vec::new(),
+        };
         let g = c.read_reply().await?;
         if g.code != 220 {
             return Err(g.err());
@@ -235,7 +268,9 @@ impl SmtpClient {
         c.ehlo(ehlo).await?;
         if security == Security::StartTls {
             let Some((connector, name)) = tls else {
-                return Err(ClientError::Protocol("STARTTLS requested without TLS config".into()));
+                return Err(ClientError::Protocol(
+                    "STARTTLS requested without TLS config".into(),
+                ));
             };
             c.conn.send(b"STARTTLS\r\n").await?;
             let r = c.read_reply().await?;
@@ -262,7 +297,9 @@ impl SmtpClient {
     }
 
     pub async fn ehlo(&mut self, name: &str) -> Result<()> {
-        self.conn.send(format!("EHLO {name}\r\n").as_bytes()).await?;
+        self.conn
+            .send(format!("EHLO {name}\r\n").as_bytes())
+            .await?;
         let r = self.read_reply().await?;
         if r.code != 250 {
             return Err(r.err());
@@ -277,7 +314,9 @@ impl SmtpClient {
         raw.extend_from_slice(user.as_bytes());
         raw.push(0);
         raw.extend_from_slice(pass.as_bytes());
-        self.conn.send(format!("AUTH PLAIN {}\r\n", base64(&raw)).as_bytes()).await?;
+        self.conn
+            .send(format!("AUTH PLAIN {}\r\n", base64(&raw)).as_bytes())
+            .await?;
         let r = self.read_reply().await?;
         if r.code != 235 {
             return Err(r.err());
@@ -299,7 +338,10 @@ impl SmtpClient {
         let pipe = pipelining && self.caps.pipelining;
         let mut w = std::mem::take(&mut self.wbuf);
         w.clear();
-        let mut sent = Sent { accepted: Vec::with_capacity(rcpts.len()), rejected: Vec::new() };
+        let mut sent = Sent {
+            accepted: Vec::with_capacity(rcpts.len()),
+            rejected: Vec::new(),
+        };
         if pipe {
             w.extend_from_slice(b"MAIL FROM:<");
             w.extend_from_slice(from.as_bytes());
@@ -337,19 +379,26 @@ impl SmtpClient {
                 if sent.accepted.is_empty()
                     && let Some(&c) = sent.rejected.first()
                 {
-                    return Err(ClientError::Reply { code: c.to_string(), text: "all recipients rejected".into() });
+                    return Err(ClientError::Reply {
+                        code: c.to_string(),
+                        text: "all recipients rejected".into(),
+                    });
                 }
                 return Err(data.err());
             }
         } else {
-            self.conn.send(format!("MAIL FROM:<{from}>\r\n").as_bytes()).await?;
+            self.conn
+                .send(format!("MAIL FROM:<{from}>\r\n").as_bytes())
+                .await?;
             let mail = self.read_reply().await?;
             if mail.code != 250 {
                 self.wbuf = w;
                 return Err(mail.err());
             }
             for (i, r) in rcpts.iter().enumerate() {
-                self.conn.send(format!("RCPT TO:<{r}>\r\n").as_bytes()).await?;
+                self.conn
+                    .send(format!("RCPT TO:<{r}>\r\n").as_bytes())
+                    .await?;
                 let r = self.read_reply().await?;
                 if r.is_positive() {
                     sent.accepted.push(i);
@@ -362,7 +411,10 @@ impl SmtpClient {
                 self.conn.send(b"RSET\r\n").await?;
                 let _ = self.read_reply().await?;
                 let c = sent.rejected.first().copied().unwrap_or(554);
-                return Err(ClientError::Reply { code: c.to_string(), text: "all recipients rejected".into() });
+                return Err(ClientError::Reply {
+                    code: c.to_string(),
+                    text: "all recipients rejected".into(),
+                });
             }
             self.conn.send(b"DATA\r\n").await?;
             let data = self.read_reply().await?;
@@ -416,8 +468,14 @@ mod tests {
 
     #[test]
     fn reply_lines() {
-        assert_eq!(parse_reply_line(b"250-PIPELINING\r\n"), Some((250, false, &b"PIPELINING"[..])));
-        assert_eq!(parse_reply_line(b"250 OK\r\n"), Some((250, true, &b"OK"[..])));
+        assert_eq!(
+            parse_reply_line(b"250-PIPELINING\r\n"),
+            Some((250, false, &b"PIPELINING"[..]))
+        );
+        assert_eq!(
+            parse_reply_line(b"250 OK\r\n"),
+            Some((250, true, &b"OK"[..]))
+        );
         assert_eq!(parse_reply_line(b"354\r\n"), Some((354, true, &b""[..])));
         assert_eq!(parse_reply_line(b"25"), None);
         assert_eq!(parse_reply_line(b"abc def"), None);
@@ -426,13 +484,28 @@ mod tests {
 
     #[test]
     fn multiline_reply() {
-        let r = parse_all(&["250-mx.example.test\r\n", "250-PIPELINING\r\n", "250-SIZE 10240000\r\n", "250 8BITMIME\r\n"]);
+        let r = parse_all(&[
+            "250-mx.example.test\r\n",
+            "250-PIPELINING\r\n",
+            "250-SIZE 10240000\r\n",
+            "250 8BITMIME\r\n",
+        ]);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].code, 250);
-        assert_eq!(r[0].lines, vec!["mx.example.test", "PIPELINING", "SIZE 10240000", "8BITMIME"]);
+        assert_eq!(
+            r[0].lines,
+            vec!["mx.example.test", "PIPELINING", "SIZE 10240000", "8BITMIME"]
+        );
         // pipelined replies back to back
-        let r = parse_all(&["250 2.1.0 Ok\r\n", "550 5.1.1 no such user\r\n", "354 go ahead\r\n"]);
-        assert_eq!(r.iter().map(|r| r.code).collect::<Vec<_>>(), vec![250, 550, 354]);
+        let r = parse_all(&[
+            "250 2.1.0 Ok\r\n",
+            "550 5.1.1 no such user\r\n",
+            "354 go ahead\r\n",
+        ]);
+        assert_eq!(
+            r.iter().map(|r| r.code).collect::<Vec<_>>(),
+            vec![250, 550, 354]
+        );
         assert!(!r[1].is_positive());
         // code changing mid-reply is an error
         let mut p = ReplyParser::default();
@@ -469,8 +542,14 @@ mod tests {
     #[test]
     fn dot_stuffing() {
         let mut out = vec![];
-        dot_stuff_into(b"Subject: x\r\n\r\n.hidden\r\n..two\r\nok.\r\n.\r\nend", &mut out);
-        assert_eq!(out, b"Subject: x\r\n\r\n..hidden\r\n...two\r\nok.\r\n..\r\nend\r\n.\r\n");
+        dot_stuff_into(
+            b"Subject: x\r\n\r\n.hidden\r\n..two\r\nok.\r\n.\r\nend",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            b"Subject: x\r\n\r\n..hidden\r\n...two\r\nok.\r\n..\r\nend\r\n.\r\n"
+        );
         let mut out = vec![];
         dot_stuff_into(b"a\nb\n", &mut out);
         assert_eq!(out, b"a\r\nb\r\n.\r\n");
