@@ -113,14 +113,22 @@ pub struct Generator {
 }
 
 /// Append roughly `target` bytes of wrapped text lines (≤ 78 chars, CRLF). About one line
-/// in 40 starts with a dot to exercise dot-stuffing.
+/// in 40 starts with a dot and about one in 300 is a lone `.`, to exercise dot-stuffing.
 fn text_lines(rng: &mut Rng, target: usize, out: &mut Vec<u8>) {
     let start = out.len();
     let mut line_len = 0usize;
     while out.len() - start < target {
-        if line_len == 0 && rng.next_u64().is_multiple_of(40) {
-            out.push(b'.');
-            line_len += 1;
+        if line_len == 0 {
+            let r = rng.next_u64();
+            if r.is_multiple_of(300) {
+                // a line consisting of a single dot: must be stuffed to "..".
+                out.extend_from_slice(b".\r\n");
+                continue;
+            }
+            if r.is_multiple_of(40) {
+                out.push(b'.');
+                line_len += 1;
+            }
         }
         let w = WORDS[(rng.next_u64() % WORDS.len() as u64) as usize];
         if line_len > 0 {

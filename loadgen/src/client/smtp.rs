@@ -374,6 +374,17 @@ impl SmtpClient {
                 }
                 return Err(mail.err());
             }
+            if data.code == 354 && sent.accepted.is_empty() {
+                // RFC 2920: DATA was accepted although no recipient was; end it empty.
+                self.wbuf = w;
+                self.conn.send(b".\r\n").await?;
+                let _ = self.read_reply().await?;
+                let c = sent.rejected.first().copied().unwrap_or(554);
+                return Err(ClientError::Reply {
+                    code: c.to_string(),
+                    text: "all recipients rejected".into(),
+                });
+            }
             if data.code != 354 {
                 self.wbuf = w;
                 if sent.accepted.is_empty()
