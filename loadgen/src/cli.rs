@@ -45,7 +45,8 @@ pub struct Common {
     /// Server address HOST:PORT (HOST alone uses the protocol's default port).
     #[arg(long, short = 't', default_value = "127.0.0.1")]
     pub target: String,
-    /// Worker threads, one monoio runtime per core (default: all CPUs).
+    /// Worker threads, one monoio runtime per core, pinned (default: all CPUs, or half of
+    /// them when the target is on loopback and so shares the machine with the server).
     #[arg(long)]
     pub cores: Option<usize>,
     /// Do not pin worker threads to CPUs.

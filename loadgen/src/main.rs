@@ -27,11 +27,14 @@ fn tls_for(c: &Common, addr: std::net::SocketAddr) -> Result<Tls, String> {
 }
 
 fn plan_for(c: &Common, count_override: Option<u64>) -> Plan {
-    let cores = c.cores.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // A loopback server shares the machine: leave it half of the CPUs by default.
+    let loopback = c.addr(1).map(|a| a.ip().is_loopback()).unwrap_or(false);
+    let cores = c
+        .cores
+        .unwrap_or(if loopback { (cpus / 2).max(1) } else { cpus });
     Plan::new(
         cores,
         !c.no_pin,
