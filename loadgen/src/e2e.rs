@@ -2,28 +2,31 @@
 //! delivers; latency = SMTP `250` after DATA received → `* n EXISTS` seen by the watcher.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::imap::{ImapClient, Kind, parse_untagged_num};
+use crate::client::imap::{ImapClient, Response, parse_untagged_num};
 use crate::message::user_name;
 use crate::runner::{FetchWork, tls_pair};
 use crate::stats::Delta;
+use crate::verify::{loadgen_id, our_part};
 
 #[derive(Default, Debug)]
 struct UserState {
-    /// 250 timestamps not matched by an EXISTS yet.
-    sent: VecDeque<Instant>,
-    /// EXISTS increments seen before the matching 250 was processed.
-    early: VecDeque<Instant>,
+    /// message number -> time its 250 was received, not seen by the watcher yet.
+    sent: HashMap<u64, Instant>,
+    /// message number -> time the watcher saw it, before its 250 was processed.
+    early: HashMap<u64, Instant>,
 }
 
 /// State shared by all cores.
 pub struct Shared {
     users: Mutex<HashMap<u64, UserState>>,
+    /// Only messages with this run id are matched (others are counted as foreign).
+    pub run_id: String,
     /// Watchers that are idling (or gave up).
     pub ready: AtomicUsize,
     /// Cores whose senders have finished.
@@ -33,9 +36,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(watchers: usize) -> Shared {
+    pub fn new(watchers: usize, run_id: String) -> Shared {
         Shared {
             users: Mutex::new(HashMap::new()),
+            run_id,
             ready: AtomicUsize::new(0),
             senders_done: AtomicUsize::new(0),
             watchers,
@@ -43,32 +47,32 @@ impl Shared {
         }
     }
 
-    /// A 250 was received for a message to `user` at `t`. Returns a latency if the EXISTS
-    /// already arrived (clamped at zero).
-    pub fn delivered(&self, user: u64, t: Instant) -> Option<Duration> {
+    /// A 250 was received at `t` for message `n` to `user`. Returns the latency if the
+    /// watcher already saw the message (clamped at zero).
+    pub fn delivered(&self, user: u64, n: u64, t: Instant) -> Option<Duration> {
         let mut m = self.users.lock().expect("e2e lock");
         let st = m.entry(user).or_default();
-        match st.early.pop_front() {
+        match st.early.remove(&n) {
             Some(seen) => Some(seen.saturating_duration_since(t)),
             None => {
-                st.sent.push_back(t);
+                st.sent.insert(n, t);
                 None
             }
         }
     }
 
-    /// `n` new messages appeared in `user`'s INBOX at `t`; returns the matched latencies.
-    pub fn arrived(&self, user: u64, n: u64, t: Instant) -> Vec<Duration> {
+    /// The watcher saw message `n` in `user`'s INBOX at `t`; returns its latency once the
+    /// 250 is known.
+    pub fn arrived(&self, user: u64, n: u64, t: Instant) -> Option<Duration> {
         let mut m = self.users.lock().expect("e2e lock");
         let st = m.entry(user).or_default();
-        let mut out = Vec::new();
-        for _ in 0..n {
-            match st.sent.pop_front() {
-                Some(s) => out.push(t.saturating_duration_since(s)),
-                None => st.early.push_back(t),
+        match st.sent.remove(&n) {
+            Some(s) => Some(t.saturating_duration_since(s)),
+            None => {
+                st.early.insert(n, t);
+                None
             }
         }
-        out
     }
 
     /// Nothing outstanding for `user`.
@@ -80,12 +84,19 @@ impl Shared {
             .is_none_or(|s| s.sent.is_empty())
     }
 
-    /// (accepted but never seen, seen but never matched) over all users.
+    /// (accepted but never seen, seen but never accepted) over all users.
     pub fn leftovers(&self) -> (u64, u64) {
         let m = self.users.lock().expect("e2e lock");
         m.values().fold((0, 0), |(a, b), s| {
             (a + s.sent.len() as u64, b + s.early.len() as u64)
         })
+    }
+}
+
+fn exists_of(r: &Response) -> Option<u32> {
+    match parse_untagged_num(&r.text) {
+        Some((n, kw)) if kw.eq_ignore_ascii_case(b"EXISTS") => Some(n),
+        _ => None,
     }
 }
 
@@ -107,12 +118,13 @@ async fn watcher(
     let name = user_name(&w.user_pattern, me.user);
     let setup = async {
         let mut c = ImapClient::connect(w.addr, timeout, w.imap_security, tls_pair(&w.tls)).await?;
+        c.keep_literals = true;
         c.login(&name, &w.password).await?;
         let exists = c.select("INBOX").await?;
         let tag = c.idle_start().await?;
         Ok::<_, crate::client::ClientError>((c, exists, tag))
     };
-    let (mut c, mut exists, tag) = match setup.await {
+    let (mut c, exists, tag) = match setup.await {
         Ok(x) => x,
         Err(e) => {
             local.borrow_mut().note(format!("watch-{}", e.key()));
@@ -124,29 +136,78 @@ async fn watcher(
     me.fd.set(Some(c.conn.raw_fd()));
     c.conn.set_timeout(long);
     shared.ready.fetch_add(1, Ordering::SeqCst);
-    loop {
+    let mut tag = tag;
+    let mut fetched = exists;
+    'outer: loop {
         let r = match c.read_response().await {
             Ok(r) => r,
             Err(_) => break, // shut down by the coordinator (or a real error)
         };
-        if r.kind != Kind::Untagged {
+        let Some(new) = exists_of(&r) else { continue };
+        if new <= fetched {
+            fetched = new;
             continue;
         }
-        if let Some((n, kw)) = parse_untagged_num(&r.text)
-            && kw.eq_ignore_ascii_case(b"EXISTS")
-        {
-            let now = Instant::now();
-            if n as u64 > exists as u64 {
-                let lat = shared.arrived(me.user, n as u64 - exists as u64, now);
-                let mut l = local.borrow_mut();
-                for d in lat {
-                    l.record_latency(d);
+        // New mail: leave IDLE, identify the new messages by their X-Loadgen-Id, re-IDLE.
+        let mut seen_at = Instant::now();
+        let mut top = new;
+        let done = c
+            .idle_done_with(&tag, |r| {
+                if let Some(n) = exists_of(r) {
+                    top = top.max(n);
+                }
+            })
+            .await;
+        if done.is_err() {
+            break;
+        }
+        while top > fetched {
+            let (lo, hi) = (fetched + 1, top);
+            let mut ids = Vec::new();
+            let mut more = hi;
+            let cmd = format!("FETCH {lo}:{hi} (BODY.PEEK[HEADER.FIELDS (X-Loadgen-Id)])");
+            let res = c
+                .command(&cmd, |r| {
+                    if let Some(n) = exists_of(r) {
+                        more = more.max(n);
+                    } else if let Some((_, kw)) = parse_untagged_num(&r.text)
+                        && kw.eq_ignore_ascii_case(b"FETCH")
+                    {
+                        let id = r.literals.iter().find_map(|l| {
+                            our_part(l)
+                                .and_then(loadgen_id)
+                                .map(|(run, n)| (run.to_string(), n))
+                        });
+                        ids.push(id);
+                    }
+                })
+                .await;
+            if res.is_err() {
+                break 'outer;
+            }
+            let mut l = local.borrow_mut();
+            for id in ids {
+                match id {
+                    Some((run, n)) if run == shared.run_id => {
+                        if let Some(d) = shared.arrived(me.user, n, seen_at) {
+                            l.record_latency(d);
+                        }
+                    }
+                    _ => l.note("foreign-message".into()),
                 }
             }
-            exists = n;
+            drop(l);
+            fetched = hi;
+            if more > top {
+                top = more;
+                seen_at = Instant::now();
+            }
+        }
+        match c.idle_start().await {
+            Ok(t) => tag = t,
+            Err(_) => break,
         }
     }
-    let _ = tag;
     me.done.set(true);
 }
 
@@ -228,22 +289,28 @@ mod tests {
 
     #[test]
     fn matching() {
-        let s = Shared::new(1);
+        let s = Shared::new(1, "r".into());
         let t = Instant::now();
-        assert_eq!(s.delivered(1, t), None);
-        assert_eq!(s.delivered(1, t + Duration::from_millis(1)), None);
-        let l = s.arrived(1, 1, t + Duration::from_millis(5));
-        assert_eq!(l, vec![Duration::from_millis(5)]);
-        assert!(!s.settled(1));
-        // EXISTS before the 250 was processed
-        assert!(s.arrived(2, 1, t).is_empty());
+        assert_eq!(s.delivered(1, 10, t), None);
+        assert_eq!(s.delivered(1, 11, t + Duration::from_millis(1)), None);
         assert_eq!(
-            s.delivered(2, t + Duration::from_millis(3)),
+            s.arrived(1, 11, t + Duration::from_millis(5)),
+            Some(Duration::from_millis(4))
+        );
+        assert!(!s.settled(1));
+        // seen before the 250 was processed
+        assert_eq!(s.arrived(2, 7, t), None);
+        assert_eq!(
+            s.delivered(2, 7, t + Duration::from_millis(3)),
             Some(Duration::ZERO)
         );
         assert_eq!(s.leftovers(), (1, 0));
-        let _ = s.arrived(1, 2, t + Duration::from_millis(9));
+        assert_eq!(
+            s.arrived(1, 10, t + Duration::from_millis(9)),
+            Some(Duration::from_millis(9))
+        );
         assert!(s.settled(1));
+        assert_eq!(s.arrived(3, 1, t), None);
         assert_eq!(s.leftovers(), (0, 1));
     }
 }

@@ -350,7 +350,7 @@ fn real_main() -> Result<bool, String> {
             let mut watch_common = a.common.clone();
             watch_common.target = waddr.to_string();
             let watch = fetch_work(&watch_common, via == Via::Imaps, false, true)?;
-            let shared = Arc::new(loadgen::e2e::Shared::new(w.users as usize));
+            let shared = Arc::new(loadgen::e2e::Shared::new(w.users as usize, rid.clone()));
             w.e2e = Some(shared.clone());
             let work = Work::E2e {
                 smtp: Arc::new(w),
@@ -400,7 +400,7 @@ fn real_main() -> Result<bool, String> {
             summary.errors.insert("not-seen-by-idle".into(), unseen);
         }
         if unmatched > 0 {
-            summary.errors.insert("unmatched-exists".into(), unmatched);
+            summary.errors.insert("seen-without-250".into(), unmatched);
         }
     }
     if let Some(vj) = verify_job {

@@ -249,7 +249,7 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
                             let now = Instant::now();
                             l.record_count(1, msg.len() as u64);
                             for &i in &sent.accepted {
-                                if let Some(d) = sh.delivered(users[i], now) {
+                                if let Some(d) = sh.delivered(users[i], n, now) {
                                     l.record_latency(d);
                                 }
                             }

@@ -250,7 +250,12 @@ impl Summary {
         );
         let l = &self.latency;
         s += &format!(
-            "  latency       p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0} µs, n={})\n",
+            "  {:<13} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0} µs, n={})\n",
+            if self.protocol == "e2e" {
+                "250->EXISTS"
+            } else {
+                "latency"
+            },
             fmt_us(l.p50_us),
             fmt_us(l.p90_us),
             fmt_us(l.p99_us),

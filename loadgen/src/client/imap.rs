@@ -288,13 +288,18 @@ impl ImapClient {
 
     /// Leave IDLE (`DONE`) and wait for the tagged completion.
     pub async fn idle_done(&mut self, tag: &str) -> Result<()> {
+        self.idle_done_with(tag, |_| {}).await
+    }
+
+    /// Leave IDLE, passing the untagged responses that arrive meanwhile to `f`.
+    pub async fn idle_done_with(&mut self, tag: &str, mut f: impl FnMut(&Response)) -> Result<()> {
         self.conn.send(b"DONE\r\n").await?;
         loop {
             let r = self.read_response().await?;
-            if let Kind::Tagged(t) = &r.kind
-                && t == tag
-            {
-                return Ok(());
+            match &r.kind {
+                Kind::Tagged(t) if t == tag => return Ok(()),
+                Kind::Untagged => f(&r),
+                _ => {}
             }
         }
     }
