@@ -389,6 +389,7 @@ fn real_main() -> Result<bool, String> {
         Work::Pop3(w) | Work::Imap(w) => w.addr.to_string(),
     };
     let plan = Arc::new(plan);
+    runner::install_sigint();
     let mut out = runner::run(plan.clone(), work.clone());
     let delivered = std::mem::take(&mut out.delivered);
     let mut summary = finish(protocol, target, rid, &plan, &work, out);

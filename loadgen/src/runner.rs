@@ -19,6 +19,22 @@ use crate::client::{ClientError, Result as CResult};
 use crate::message::{Generator, rcpt_users, user_name};
 use crate::stats::{Delta, Latency, Second};
 
+/// Set by the first SIGINT: no new jobs are started, the run ends and the summary is printed.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+    // a second Ctrl-C kills the process the usual way
+    // SAFETY: signal(2) is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+}
+
+/// Install the graceful Ctrl-C handler.
+pub fn install_sigint() {
+    // SAFETY: the handler only touches an atomic and calls signal(2).
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+}
+
 /// Scheduling parameters shared by all workers.
 pub struct Plan {
     pub cores: usize,
@@ -72,7 +88,7 @@ impl Plan {
 
     /// Take the next job: its number and intended start time (open loop) or now.
     pub fn next_job(&self) -> Option<(u64, Instant)> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stop.load(Ordering::Relaxed) || INTERRUPTED.load(Ordering::Relaxed) {
             return None;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
