@@ -19,6 +19,10 @@ fn rt() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
 /// A minimal SMTP server: PIPELINING, rejects `nobody@`, returns the un-stuffed DATA.
 fn fake_smtp(listener: TcpListener) -> Vec<Vec<u8>> {
     let (s, _) = listener.accept().unwrap();
+    fake_smtp_session(s)
+}
+
+fn fake_smtp_session(s: std::net::TcpStream) -> Vec<Vec<u8>> {
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     w.write_all(b"220 fake ESMTP\r\n").unwrap();
@@ -207,4 +211,88 @@ fn pop3_retr_unstuffs() {
         c.quit().await.unwrap();
     });
     server.join().unwrap();
+}
+
+/// The whole runner (2 worker threads, closed loop, connection reuse) against a fake server
+/// that serves each connection on its own thread.
+#[test]
+fn runner_counts_every_message() {
+    use loadgen::runner::{self, Plan, SmtpWork, Work};
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let g = g2.clone();
+            std::thread::spawn(move || {
+                let msgs = fake_smtp_session(s.unwrap());
+                g.lock().unwrap().extend(msgs);
+            });
+        }
+    });
+    let generator = Generator {
+        seed: 9,
+        run_id: "run".into(),
+        size: SizeSpec::Fixed(2000),
+        from: "a@example.test".into(),
+        date: "Thu, 1 Jan 1970 00:00:00 +0000".into(),
+    };
+    let work = SmtpWork {
+        addr,
+        security: smtp::Security::None,
+        tls: None,
+        ehlo: "me".into(),
+        from: "a@example.test".into(),
+        auth: None,
+        auth_each: false,
+        pipelining: true,
+        msgs_per_conn: 3,
+        rcpts: 2,
+        users: 7,
+        user_pattern: "user%04d@example.test".into(),
+        password: "x".into(),
+        generator: generator.clone(),
+        track_delivered: true,
+        e2e: None,
+    };
+    let plan = Arc::new(Plan::new(
+        2,
+        false,
+        4,
+        None,
+        Some(50),
+        None,
+        Duration::from_secs(5),
+        true,
+    ));
+    let out = runner::run(plan, Work::Smtp(Arc::new(work)));
+    assert_eq!(out.total.ok, 50);
+    assert_eq!(out.total.failed, 0);
+    assert_eq!(out.total.bytes, 50 * 2000);
+    assert_eq!(out.total.hist.len(), 50);
+    let mut delivered = out.delivered.clone();
+    delivered.sort();
+    assert_eq!(delivered.len(), 50);
+    assert_eq!(delivered[7], (7, vec![1, 2])); // (7*2+0)%7+1, (7*2+1)%7+1
+    // wait for the server threads to record the last sessions
+    for _ in 0..100 {
+        if got.lock().unwrap().len() == 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..50)
+        .map(|n| {
+            let to: Vec<String> = loadgen::message::rcpt_users(n, 2, 7)
+                .map(|u| loadgen::message::user_name("user%04d@example.test", u))
+                .collect();
+            generator.build(n, &to)
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }
