@@ -1,0 +1,311 @@
+//! Command-line interface (clap derive).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Thread-per-core load generator for mail servers (SMTP, POP3, IMAP)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Deliver messages over SMTP (closed or open loop), optionally verify them afterwards.
+    Smtp(SmtpArgs),
+    /// POP3 sessions: USER/PASS, STAT, RETR all (optionally DELE), QUIT; one session per job.
+    Pop3(Pop3Args),
+    /// IMAP sessions: LOGIN, SELECT INBOX, UID FETCH 1:*, optional STORE/EXPUNGE, LOGOUT.
+    Imap(ImapArgs),
+    /// End-to-end delivery latency: SMTP delivery while IMAP IDLE sessions watch every
+    /// recipient's INBOX; latency = 250 after DATA → `* n EXISTS` seen.
+    E2e(E2eArgs),
+    /// Fill --users accounts with --per-user messages each, quickly (pipelined, many per connection).
+    Seed(SeedArgs),
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected on|off, got {s:?}")),
+    }
+}
+
+/// Options shared by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Server address HOST:PORT (HOST alone uses the protocol's default port).
+    #[arg(long, short = 't', default_value = "127.0.0.1")]
+    pub target: String,
+    /// Worker threads, one monoio runtime per core, pinned (default: all CPUs, or half of
+    /// them when the target is on loopback and so shares the machine with the server).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Do not pin worker threads to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Concurrent connections (spread over the cores).
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub connections: usize,
+    /// Open loop: start jobs at this rate per second (latency measured from the intended
+    /// start time, i.e. corrected for coordinated omission). Default: closed loop.
+    #[arg(long, short = 'r')]
+    pub rate: Option<f64>,
+    /// Stop after this many jobs (messages for smtp, sessions for pop3/imap).
+    /// Default 1000 when --duration is not given either.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Stop starting new jobs after this many seconds.
+    #[arg(long, short = 'd')]
+    pub duration: Option<f64>,
+    /// Per-operation timeout in seconds (connect, each read/write).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Number of accounts; recipients/logins are spread over them.
+    #[arg(long, default_value_t = 1000)]
+    pub users: u64,
+    /// Account name pattern, expanded with a 1-based index (%d, %Nd, %0Nd).
+    #[arg(long, default_value = "user%04d@example.test")]
+    pub user_pattern: String,
+    /// Password of every account.
+    #[arg(long, default_value = "password")]
+    pub password: String,
+    /// Seed for the deterministic message generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run id used in X-Loadgen-Id / Message-ID (default: derived from the clock).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Write the summary (with the per-second timeline) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an SVG plot of throughput and p99 latency per second.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Accept any TLS certificate (default for loopback targets unless --ca is given).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Verify the server certificate against this PEM CA bundle.
+    #[arg(long)]
+    pub ca: Option<String>,
+    /// TLS server name to send (default: the target IP, i.e. no SNI).
+    #[arg(long)]
+    pub sni: Option<String>,
+    /// Force the epoll driver instead of io_uring.
+    #[arg(long)]
+    pub legacy_driver: bool,
+    /// No live progress line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl Common {
+    /// Resolve the target, using `default_port` when none is given.
+    pub fn addr(&self, default_port: u16) -> Result<SocketAddr, String> {
+        let t = self.target.trim();
+        let with_port = if t
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !t.ends_with(']')
+        {
+            t.to_string()
+        } else {
+            format!("{t}:{default_port}")
+        };
+        with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("bad --target {t:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--target {t:?} did not resolve"))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MessageArgs {
+    /// Message size in bytes (with --size-dist fixed).
+    #[arg(long, short = 's', default_value_t = 4096)]
+    pub size: usize,
+    /// Size distribution: fixed (uses --size) or realistic (90 % 2-8 KB text, 10 % 50-500 KB MIME+base64).
+    #[arg(long, default_value = "fixed")]
+    pub size_dist: String,
+    /// Envelope sender and From: address.
+    #[arg(long, default_value = "loadgen@example.test")]
+    pub from: String,
+    /// EHLO name.
+    #[arg(long, default_value = "loadgen.example.test")]
+    pub ehlo: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SmtpArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub msg: MessageArgs,
+    /// Upgrade with STARTTLS after EHLO.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Implicit TLS (smtps).
+    #[arg(long)]
+    pub tls: bool,
+    /// AUTH PLAIN as USER:PASS, or `each` to authenticate as the first recipient's account
+    /// (from --user-pattern/--password).
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// Send MAIL/RCPT/DATA in one write when the server advertises PIPELINING (on|off).
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub pipelining: bool,
+    /// Messages per connection (1 = a new connection for every message).
+    #[arg(long, default_value_t = 1)]
+    pub msgs_per_conn: u64,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    pub rcpts: u32,
+    /// After the run, fetch every delivered message back and compare it byte for byte.
+    #[arg(long)]
+    pub verify: bool,
+    /// Where to fetch from for --verify: imap://HOST:PORT, imaps://, pop3://, pop3s://
+    /// (default imap://<target host>:143).
+    #[arg(long)]
+    pub verify_via: Option<String>,
+    /// Keep re-checking for missing messages this many seconds (queued delivery).
+    #[arg(long, default_value_t = 30.0)]
+    pub verify_wait: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Pop3Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Upgrade with STLS.
+    #[arg(long, alias = "starttls", conflicts_with = "tls")]
+    pub stls: bool,
+    /// Implicit TLS (pop3s).
+    #[arg(long)]
+    pub tls: bool,
+    /// DELE every retrieved message.
+    #[arg(long)]
+    pub dele: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImapArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Upgrade with STARTTLS.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Implicit TLS (imaps).
+    #[arg(long)]
+    pub tls: bool,
+    /// Fetch `(UID FLAGS RFC822.SIZE ENVELOPE)` instead of full bodies (a caching client).
+    #[arg(long)]
+    pub headers_only: bool,
+    /// `UID STORE 1:* +FLAGS.SILENT (\Seen)` after fetching.
+    #[arg(long)]
+    pub store_flags: bool,
+    /// Mark everything \Deleted and EXPUNGE.
+    #[arg(long)]
+    pub expunge: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct E2eArgs {
+    /// SMTP side (--target is the SMTP server; one IDLE watcher per account in --users).
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub msg: MessageArgs,
+    /// IMAP server to watch: imap://HOST:PORT or imaps://HOST:PORT (default imap://<target host>:143).
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// Upgrade SMTP with STARTTLS after EHLO.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Implicit TLS for SMTP.
+    #[arg(long)]
+    pub tls: bool,
+    /// AUTH PLAIN as USER:PASS or `each`.
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// Pipeline MAIL/RCPT/DATA (on|off).
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub pipelining: bool,
+    /// Messages per SMTP connection.
+    #[arg(long, default_value_t = 1)]
+    pub msgs_per_conn: u64,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    pub rcpts: u32,
+    /// After the last delivery, wait at most this many seconds for outstanding EXISTS.
+    #[arg(long, default_value_t = 30.0)]
+    pub e2e_wait: f64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub msg: MessageArgs,
+    /// Messages per account (total = --users x --per-user; --count/--duration are ignored).
+    #[arg(long, default_value_t = 10)]
+    pub per_user: u64,
+    /// Messages per connection.
+    #[arg(long, default_value_t = 100)]
+    pub msgs_per_conn: u64,
+    /// Upgrade with STARTTLS after EHLO.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Implicit TLS.
+    #[arg(long)]
+    pub tls: bool,
+    /// AUTH PLAIN as USER:PASS or `each`.
+    #[arg(long)]
+    pub auth: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_smtp() {
+        let c = Cli::try_parse_from([
+            "loadgen",
+            "smtp",
+            "--target",
+            "127.0.0.1:2525",
+            "--connections",
+            "32",
+            "--count",
+            "20000",
+            "--size",
+            "4096",
+            "--users",
+            "1000",
+            "--pipelining",
+            "off",
+            "--rcpts",
+            "3",
+        ])
+        .unwrap();
+        let Cmd::Smtp(a) = c.cmd else { panic!() };
+        assert!(!a.pipelining);
+        assert_eq!(a.rcpts, 3);
+        assert_eq!(a.common.addr(25).unwrap().port(), 2525);
+        assert_eq!(a.common.count, Some(20000));
+        let c = Cli::try_parse_from(["loadgen", "imap", "--headers-only"]).unwrap();
+        let Cmd::Imap(a) = c.cmd else { panic!() };
+        assert_eq!(a.common.addr(143).unwrap().to_string(), "127.0.0.1:143");
+        assert!(Cli::try_parse_from(["loadgen", "smtp", "--tls", "--starttls"]).is_err());
+    }
+}
