@@ -3,6 +3,7 @@
 //! The library exposes the protocol clients and reply parsers so integration tests
 //! (and the server's own tests) can drive a server with them.
 
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod e2e;
