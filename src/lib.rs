@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod delivery;
+pub mod imap;
 pub mod net;
 pub mod pop3;
 pub mod runtime;
