@@ -92,9 +92,9 @@ fn write_address(out: &mut Vec<u8>, name: Option<&str>, address: Option<&str>) {
     match address {
         Some(a) => match a.rfind('@') {
             Some(at) => {
-                write_string(out, a[..at].as_bytes());
+                write_string(out, &a.as_bytes()[..at]);
                 out.push(b' ');
-                write_string(out, a[at + 1..].as_bytes());
+                write_string(out, &a.as_bytes()[at + 1..]);
             }
             None => {
                 write_string(out, a.as_bytes());

@@ -679,7 +679,7 @@ mod tests {
         assert_eq!(f, Some(Frame::Continue));
         assert_eq!(n, 14);
         let (n2, f) = r.push(b"alice pw\r\na2 NOOP\r\n");
-        assert_eq!(n2, 0 + 5 + 5);
+        assert_eq!(n2, 5 + 5);
         assert_eq!(f, Some(Frame::Command));
         // The command was assembled across calls.
         let _ = n2;

@@ -182,10 +182,14 @@ fn split_multipart(raw: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range
     parts
 }
 
+/// (type, subtype, parameters).
+pub type ContentType = (String, String, Vec<(String, String)>);
+
 /// The decoded header fields IMAP needs from a part's header block.
 #[derive(Debug, Default, Clone)]
 pub struct HeaderInfo {
-    pub content_type: Option<(String, String, Vec<(String, String)>)>,
+    /// (type, subtype, parameters), lower-cased names.
+    pub content_type: Option<ContentType>,
     pub disposition: Option<(String, Vec<(String, String)>)>,
     /// Content-Transfer-Encoding is base64 or quoted-printable.
     pub encoded: bool,
@@ -233,8 +237,11 @@ impl HeaderInfo {
     }
 }
 
+/// A header field: (name, whole field bytes incl. CRLF, raw value).
+pub type Field<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// Iterate the fields of a header block: (name, whole field bytes incl. CRLF, raw value).
-pub fn fields(header: &[u8]) -> Vec<(&[u8], &[u8], &[u8])> {
+pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < header.len() {

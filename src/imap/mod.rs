@@ -27,7 +27,7 @@ pub mod section;
 pub mod sequence;
 pub mod session;
 
-// pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
+pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
 
 use crate::store::StoreError;
 
