@@ -14,9 +14,48 @@
 //! behind a per-shard lock that readers hold only for a lookup (no global lock).
 //! The async methods are runtime-agnostic (they await a oneshot completed by the writer thread),
 //! so they work on monoio (io_uring or epoll) and in plain tests alike.
+//!
+//! Layout: `record` (on-disk record format), `segment` (segment files, replay scan, tail
+//! repair), `index` (in-memory per-shard index, a fold over records), `writer` (log-writer
+//! thread, group commit), `checkpoint` (index snapshots that bound replay), `recovery`
+//! (start-up of a shard). On disk: `<dir>/store.meta` (shard count) and per shard
+//! `shard-<S>/seg-<N>.log` plus `shard-<S>/checkpoint`.
+//!
+//! Writer design: the writer validates requests against a private copy of the index that
+//! already includes the records of the current batch (so create-then-append in one batch
+//! works), writes the batch with one `pwrite`, fdatasyncs once, applies the same records to the
+//! shared index, answers the callers, then notifies subscribers. Logical errors
+//! (`NoSuchMailbox`, ...) fail only their request. An I/O error fails the whole batch: the
+//! segment is truncated back to the batch start and the private index reset; if that is not
+//! possible (error after a mid-batch segment roll), the shard refuses writes until restart,
+//! because disk and memory may disagree. A multi-account `append` is atomic per shard only.
+//! `read`/`locate` of a UID that is not in the mailbox return `NotAllowed("no such message")`.
+//!
+//! Compaction (not implemented yet): the log is never rewritten, so space of expunged
+//! messages and deleted mailboxes is only reclaimed by compaction. It would take a sealed
+//! (non-tail) segment, keep the records still live per the index (append records whose UID is
+//! present, the latest FlagsSet per message, mailbox records of live mailboxes, tombstones
+//! still needed for QRESYNC), copy them into a new segment, write a checkpoint that already
+//! points at the new locations (uidnext/highest-modseq live in the checkpoint, so dropping the
+//! records that produced them is safe), swap the index locations under the shard lock, and
+//! delete the old file once no reader holds its `Arc<File>`.
+
+mod checkpoint;
+mod index;
+mod record;
+mod recovery;
+mod segment;
+mod writer;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use futures_channel::oneshot;
+
+use writer::{Op, Reply, Request, Shared, Stats};
 
 /// Errors of the store layer. Protocol layers map them to their own reply codes in one place.
 #[derive(Debug)]
@@ -174,9 +213,18 @@ pub enum FlagOp {
 /// A change to a mailbox, pushed to subscribers after it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MailboxChange {
-    Appended { uid: u32, modseq: u64 },
-    FlagsChanged { uid: u32, modseq: u64 },
-    Expunged { uid: u32, modseq: u64 },
+    Appended {
+        uid: u32,
+        modseq: u64,
+    },
+    FlagsChanged {
+        uid: u32,
+        modseq: u64,
+    },
+    Expunged {
+        uid: u32,
+        modseq: u64,
+    },
     /// The mailbox was deleted or renamed away.
     Gone,
 }
@@ -228,3 +276,489 @@ pub trait MailStore: Clone + Send + Sync + 'static {
 
 /// Receives [`MailboxChange`]s of one mailbox. Dropping it unsubscribes.
 pub type ChangeReceiver = futures_channel::mpsc::UnboundedReceiver<MailboxChange>;
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dir: PathBuf::from("data"),
+            shards: 1,
+            fsync: true,
+            segment_bytes: 256 << 20,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters of a [`LogStore`] since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// fdatasync calls on segment files (group commits plus segment roll-overs).
+    pub fsyncs: u64,
+    /// Records committed.
+    pub records: u64,
+    /// Group commits (batches) run by the writers.
+    pub batches: u64,
+    pub checkpoints: u64,
+    /// Records replayed from the log at open (after the checkpoints).
+    pub replayed_records: u64,
+}
+
+/// Stable across processes and restarts (unlike std's randomized hasher), so an account
+/// always maps to the shard that holds its log.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+const META_FILE: &str = "store.meta";
+
+/// Records the shard count at first open and refuses a different one later: accounts are
+/// placed by `hash % shards`, so a changed count would silently hide existing mail.
+fn check_meta(config: &StoreConfig) -> StoreResult<()> {
+    let path = config.dir.join(META_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let shards = text
+                .lines()
+                .find_map(|l| l.strip_prefix("shards="))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("{}: no valid shards= line", path.display()))
+                })?;
+            if shards != config.shards {
+                return Err(StoreError::Corrupt(format!(
+                    "{} was created with {shards} shards but opened with {}; \
+                     the shard count of a data directory cannot change",
+                    config.dir.display(),
+                    config.shards
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = config.dir.join(format!("{META_FILE}.tmp"));
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                write!(f, "surel-store 1\nshards={}\n", config.shards)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            segment::fsync_dir(&config.dir)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct ShardHandle {
+    shared: Arc<Shared>,
+    /// `None` once closed. Senders hold the read lock while sending, so after `close` takes
+    /// it no request can slip into a channel whose writer is already gone.
+    tx: RwLock<Option<Sender<Request>>>,
+}
+
+struct Inner {
+    /// flock'ed until close: two stores appending to the same segments would interleave
+    /// records and corrupt both.
+    lock: Mutex<Option<std::fs::File>>,
+    shards: Vec<ShardHandle>,
+    stats: Arc<Stats>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn close(&self) {
+        for s in &self.shards {
+            s.tx.write().unwrap_or_else(|p| p.into_inner()).take();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+        // Released only after the writers are done with the files.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The log-structured [`MailStore`]. Cheap to clone; all clones share the same shards.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the store: recovers every shard from its checkpoint and log, then
+    /// starts one writer thread per shard.
+    pub fn open(config: StoreConfig) -> StoreResult<LogStore> {
+        if config.shards == 0 {
+            return Err(StoreError::NotAllowed("shards must be at least 1"));
+        }
+        std::fs::create_dir_all(&config.dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(config.dir.join("store.lock"))?;
+        // SAFETY: flock on a valid, owned file descriptor; no memory is involved.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(StoreError::NotAllowed(
+                "data directory is already in use by another open store",
+            ));
+        }
+        check_meta(&config)?;
+        let stats = Arc::new(Stats::default());
+        let mut opened = Vec::with_capacity(config.shards);
+        for s in 0..config.shards {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let dir = recovery::shard_dir(&config.dir, s);
+            let (shared, writer) = recovery::open_shard(dir, &config, stats.clone(), rx)?;
+            opened.push((shared, tx, writer));
+        }
+        // Threads start only after every shard recovered, so a failed open leaves none behind.
+        let mut shards = Vec::with_capacity(opened.len());
+        let mut threads = Vec::with_capacity(opened.len());
+        let mut spawn_err = None;
+        for (s, (shared, tx, writer)) in opened.into_iter().enumerate() {
+            match std::thread::Builder::new()
+                .name(format!("store-writer-{s}"))
+                .spawn(move || writer.run())
+            {
+                Ok(t) => threads.push(t),
+                Err(e) => spawn_err = Some(e),
+            }
+            shards.push(ShardHandle {
+                shared,
+                tx: RwLock::new(Some(tx)),
+            });
+        }
+        let inner = Arc::new(Inner {
+            lock: Mutex::new(Some(lock)),
+            shards,
+            stats,
+            threads: Mutex::new(threads),
+        });
+        if let Some(e) = spawn_err {
+            inner.close();
+            return Err(e.into());
+        }
+        Ok(LogStore { inner })
+    }
+
+    /// Stops the writers after they committed everything already queued, and writes a final
+    /// checkpoint per shard. Later calls on any clone fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Closes like after a crash: everything acknowledged is on disk, but no final
+    /// checkpoint is written, so the next open must replay.
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        self.inner
+            .stats
+            .skip_final_checkpoint
+            .store(true, Ordering::Relaxed);
+        self.close();
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.stats;
+        StoreStats {
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            batches: s.batches.load(Ordering::Relaxed),
+            checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            replayed_records: s.replayed_records.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records replayed from the log at open; small after a recent checkpoint.
+    pub fn replayed_records(&self) -> u64 {
+        self.inner.stats.replayed_records.load(Ordering::Relaxed)
+    }
+
+    /// The shard that owns `account`.
+    pub fn shard_of(&self, account: &str) -> usize {
+        let h = fnv1a(account.bytes().map(|b| b.to_ascii_lowercase()));
+        // Non-ASCII accounts are rare; lowercasing them fully keeps the mapping consistent
+        // with the index's account keys.
+        let h = if account.is_ascii() {
+            h
+        } else {
+            fnv1a(account.to_lowercase().into_bytes())
+        };
+        (h % self.inner.shards.len() as u64) as usize
+    }
+
+    fn shard(&self, account: &str) -> &ShardHandle {
+        &self.inner.shards[self.shard_of(account)]
+    }
+
+    fn send(&self, shard: usize, op: Op) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
+        let (reply, rx) = oneshot::channel();
+        let guard = self.inner.shards[shard]
+            .tx
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(Request { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    async fn call(&self, account: &str, op: Op) -> StoreResult<Reply> {
+        let rx = self.send(self.shard_of(account), op)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn with_mailbox<T>(
+        &self,
+        account: &str,
+        mailbox: &str,
+        f: impl FnOnce(&index::Mailbox) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let ix = self
+            .shard(account)
+            .shared
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        f(ix.mailbox(account, mailbox)
+            .ok_or(StoreError::NoSuchMailbox)?)
+    }
+
+    fn body_loc(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<index::BodyLoc> {
+        self.with_mailbox(account, mailbox, |mb| {
+            mb.get(uid)
+                .map(|m| m.loc)
+                .ok_or(StoreError::NotAllowed("no such message"))
+        })
+    }
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Io(std::io::Error::other(
+        "store writer sent a mismatched reply",
+    ))
+}
+
+impl MailStore for LogStore {
+    async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
+        let n = messages.len();
+        let mut per_shard: Vec<(Vec<usize>, Vec<NewMessage>)> = (0..self.inner.shards.len())
+            .map(|_| Default::default())
+            .collect();
+        for (i, m) in messages.into_iter().enumerate() {
+            let s = self.shard_of(&m.account);
+            per_shard[s].0.push(i);
+            per_shard[s].1.push(m);
+        }
+        // Send to every shard before awaiting any, so the shards commit in parallel.
+        let mut pending = Vec::new();
+        for (s, (idx, msgs)) in per_shard.into_iter().enumerate() {
+            if !msgs.is_empty() {
+                pending.push((idx, self.send(s, Op::Append(msgs))?));
+            }
+        }
+        let mut out: Vec<Option<Appended>> = vec![None; n];
+        for (idx, rx) in pending {
+            match rx.await.map_err(|_| StoreError::Closed)?? {
+                Reply::Appended(v) if v.len() == idx.len() => {
+                    for (i, a) in idx.into_iter().zip(v) {
+                        out[i] = Some(a);
+                    }
+                }
+                _ => return Err(unexpected()),
+            }
+        }
+        out.into_iter().map(|a| a.ok_or_else(unexpected)).collect()
+    }
+
+    fn snapshot(&self, account: &str, mailbox: &str) -> StoreResult<MailboxSnapshot> {
+        self.with_mailbox(account, mailbox, |mb| Ok(mb.snapshot()))
+    }
+
+    fn read(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<Vec<u8>> {
+        let loc = self.body_loc(account, mailbox, uid)?;
+        // The index lock is released here: the pread runs lock-free on the shared file.
+        self.shard(account).shared.segments.read(loc)
+    }
+
+    fn locate(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<MessageLocation> {
+        let loc = self.body_loc(account, mailbox, uid)?;
+        Ok(MessageLocation {
+            file: self.shard(account).shared.segments.get(loc.segment)?,
+            offset: loc.offset,
+            len: loc.len,
+        })
+    }
+
+    async fn store_flags(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        unchanged_since: Option<u64>,
+    ) -> StoreResult<Vec<(u32, Flags, u64)>> {
+        let op = Op::StoreFlags {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+            uids: uids.to_vec(),
+            op,
+            flags,
+            unchanged_since,
+        };
+        match self.call(account, op).await? {
+            Reply::Flags(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn expunge(&self, account: &str, mailbox: &str, uids: &[u32]) -> StoreResult<Vec<u32>> {
+        let op = Op::Expunge {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+            uids: uids.to_vec(),
+        };
+        match self.call(account, op).await? {
+            Reply::Uids(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn copy(
+        &self,
+        account: &str,
+        from: &str,
+        to: &str,
+        uids: &[u32],
+    ) -> StoreResult<Vec<(u32, u32)>> {
+        let op = Op::Copy {
+            account: account.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            uids: uids.to_vec(),
+        };
+        match self.call(account, op).await? {
+            Reply::Pairs(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn list_mailboxes(&self, account: &str) -> Vec<MailboxInfo> {
+        let ix = self
+            .shard(account)
+            .shared
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(acc) = ix.account(account) else {
+            return Vec::new();
+        };
+        let mut out: Vec<MailboxInfo> = acc.mailboxes.values().map(|m| m.info()).collect();
+        drop(ix);
+        out.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
+        out
+    }
+
+    async fn create_mailbox(&self, account: &str, name: &str) -> StoreResult<()> {
+        let op = Op::Create {
+            account: account.to_string(),
+            name: name.to_string(),
+        };
+        self.call(account, op).await.map(|_| ())
+    }
+
+    async fn delete_mailbox(&self, account: &str, name: &str) -> StoreResult<()> {
+        let op = Op::Delete {
+            account: account.to_string(),
+            name: name.to_string(),
+        };
+        self.call(account, op).await.map(|_| ())
+    }
+
+    async fn rename_mailbox(&self, account: &str, from: &str, to: &str) -> StoreResult<()> {
+        let op = Op::Rename {
+            account: account.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+        };
+        self.call(account, op).await.map(|_| ())
+    }
+
+    async fn set_subscribed(&self, account: &str, name: &str, subscribed: bool) -> StoreResult<()> {
+        let op = Op::Subscribe {
+            account: account.to_string(),
+            name: name.to_string(),
+            subscribed,
+        };
+        self.call(account, op).await.map(|_| ())
+    }
+
+    fn expunged_since(&self, account: &str, mailbox: &str, since: u64) -> StoreResult<Vec<u32>> {
+        self.with_mailbox(account, mailbox, |mb| {
+            let mut uids: Vec<u32> = mb
+                .expunged
+                .iter()
+                .filter(|(_, m)| *m > since)
+                .map(|(u, _)| *u)
+                .collect();
+            uids.sort_unstable();
+            Ok(uids)
+        })
+    }
+
+    fn subscribe(&self, account: &str, mailbox: &str) -> ChangeReceiver {
+        let (tx, rx) = futures_channel::mpsc::unbounded();
+        let shared = &self.shard(account).shared;
+        let ix = shared.index.read().unwrap_or_else(|p| p.into_inner());
+        match ix.mailbox(account, mailbox) {
+            // Registered under the index lock, so no commit can fall between the caller's
+            // view and the subscription without being reported.
+            Some(mb) => shared
+                .subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((index::account_key(account), mb.id))
+                .or_default()
+                .push(tx),
+            None => {
+                let _ = tx.unbounded_send(MailboxChange::Gone);
+            }
+        }
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests;

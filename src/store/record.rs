@@ -1,0 +1,598 @@
+//! On-disk record format: `[len u32 LE][kind u8][crc32c u32 LE of kind+payload][payload]`.
+//!
+//! `len` is the payload length only, so a reader can skip a record without understanding it.
+//! A message body is always the *last* field of a `MessageAppend` payload, so its file range is
+//! `record_start + HEADER_LEN + len - body_len .. record_start + HEADER_LEN + len`, which is what
+//! the index stores for zero-copy reads.
+
+use super::{Flags, SpecialUse, SystemFlags};
+
+pub const HEADER_LEN: usize = 9;
+/// Upper bound on one record's payload. A length field above it can only be garbage (torn or
+/// corrupted header), so we reject it before trying to allocate that much.
+pub const MAX_PAYLOAD: u32 = 256 * 1024 * 1024;
+
+const KIND_MAILBOX_CREATE: u8 = 1;
+const KIND_MAILBOX_DELETE: u8 = 2;
+const KIND_MAILBOX_RENAME: u8 = 3;
+const KIND_SUBSCRIBE: u8 = 4;
+const KIND_UNSUBSCRIBE: u8 = 5;
+const KIND_MESSAGE_APPEND: u8 = 6;
+const KIND_FLAGS_SET: u8 = 7;
+const KIND_EXPUNGE: u8 = 8;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    MailboxCreate {
+        account: String,
+        mailbox: u64,
+        name: String,
+        uidvalidity: u32,
+        special_use: Option<SpecialUse>,
+        subscribed: bool,
+    },
+    MailboxDelete {
+        account: String,
+        mailbox: u64,
+    },
+    MailboxRename {
+        account: String,
+        mailbox: u64,
+        new_name: String,
+    },
+    Subscribe {
+        account: String,
+        mailbox: u64,
+        subscribed: bool,
+    },
+    MessageAppend {
+        account: String,
+        mailbox: u64,
+        uid: u32,
+        modseq: u64,
+        internal_date: i64,
+        flags: Flags,
+        body: Vec<u8>,
+    },
+    FlagsSet {
+        account: String,
+        mailbox: u64,
+        uid: u32,
+        flags: Flags,
+        modseq: u64,
+    },
+    Expunge {
+        account: String,
+        mailbox: u64,
+        uid: u32,
+        modseq: u64,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the header or the announced payload: a torn write at the tail.
+    Truncated,
+    /// Length field above [`MAX_PAYLOAD`].
+    TooLarge(u32),
+    BadCrc,
+    /// CRC matched but the payload does not parse (unknown kind, bad field).
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("truncated record"),
+            DecodeError::TooLarge(n) => write!(f, "record length {n} too large"),
+            DecodeError::BadCrc => f.write_str("record crc mismatch"),
+            DecodeError::Malformed(why) => write!(f, "malformed record: {why}"),
+        }
+    }
+}
+
+pub fn special_use_code(s: Option<SpecialUse>) -> u8 {
+    match s {
+        None => 0,
+        Some(SpecialUse::Sent) => 1,
+        Some(SpecialUse::Drafts) => 2,
+        Some(SpecialUse::Trash) => 3,
+        Some(SpecialUse::Junk) => 4,
+        Some(SpecialUse::Archive) => 5,
+    }
+}
+
+pub fn special_use_from(code: u8) -> Result<Option<SpecialUse>, DecodeError> {
+    Ok(match code {
+        0 => None,
+        1 => Some(SpecialUse::Sent),
+        2 => Some(SpecialUse::Drafts),
+        3 => Some(SpecialUse::Trash),
+        4 => Some(SpecialUse::Junk),
+        5 => Some(SpecialUse::Archive),
+        _ => return Err(DecodeError::Malformed("special-use")),
+    })
+}
+
+/// Little-endian field writer shared by records and checkpoints.
+pub struct Enc<'a>(pub &'a mut Vec<u8>);
+
+impl Enc<'_> {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    pub fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn bytes(&mut self, v: &[u8]) {
+        // Callers bound sizes (MAX_PAYLOAD); the cast cannot truncate for valid records.
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    pub fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    pub fn flags(&mut self, f: &Flags) {
+        self.u8(f.system.0);
+        self.u16(f.keywords.len().min(u16::MAX as usize) as u16);
+        for k in f.keywords.iter().take(u16::MAX as usize) {
+            self.str(k);
+        }
+    }
+}
+
+/// Bounds-checked reader: every accessor fails instead of panicking on short input.
+pub struct Dec<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Dec<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Dec { buf, pos: 0 }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError::Malformed("field past end"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(self.u64()? as i64)
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn string(&mut self) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Malformed("utf-8"))
+    }
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Malformed("bool")),
+        }
+    }
+    pub fn flags(&mut self) -> Result<Flags, DecodeError> {
+        let system = SystemFlags(self.u8()?);
+        let n = self.u16()? as usize;
+        let mut keywords = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            keywords.push(self.string()?);
+        }
+        Ok(Flags { system, keywords })
+    }
+}
+
+impl Record {
+    pub fn account(&self) -> &str {
+        match self {
+            Record::MailboxCreate { account, .. }
+            | Record::MailboxDelete { account, .. }
+            | Record::MailboxRename { account, .. }
+            | Record::Subscribe { account, .. }
+            | Record::MessageAppend { account, .. }
+            | Record::FlagsSet { account, .. }
+            | Record::Expunge { account, .. } => account,
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Record::MailboxCreate { .. } => KIND_MAILBOX_CREATE,
+            Record::MailboxDelete { .. } => KIND_MAILBOX_DELETE,
+            Record::MailboxRename { .. } => KIND_MAILBOX_RENAME,
+            Record::Subscribe {
+                subscribed: true, ..
+            } => KIND_SUBSCRIBE,
+            Record::Subscribe {
+                subscribed: false, ..
+            } => KIND_UNSUBSCRIBE,
+            Record::MessageAppend { .. } => KIND_MESSAGE_APPEND,
+            Record::FlagsSet { .. } => KIND_FLAGS_SET,
+            Record::Expunge { .. } => KIND_EXPUNGE,
+        }
+    }
+
+    /// Appends the encoded record to `out`. Returns the offset of the body bytes relative to
+    /// the start of the record (only meaningful for `MessageAppend`).
+    pub fn encode(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        let mut body_at = 0;
+        {
+            let mut e = Enc(out);
+            match self {
+                Record::MailboxCreate {
+                    account,
+                    mailbox,
+                    name,
+                    uidvalidity,
+                    special_use,
+                    subscribed,
+                } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                    e.str(name);
+                    e.u32(*uidvalidity);
+                    e.u8(special_use_code(*special_use));
+                    e.u8(*subscribed as u8);
+                }
+                Record::MailboxDelete { account, mailbox } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                }
+                Record::MailboxRename {
+                    account,
+                    mailbox,
+                    new_name,
+                } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                    e.str(new_name);
+                }
+                Record::Subscribe {
+                    account, mailbox, ..
+                } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                }
+                Record::MessageAppend {
+                    account,
+                    mailbox,
+                    uid,
+                    modseq,
+                    internal_date,
+                    flags,
+                    body,
+                } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                    e.u32(*uid);
+                    e.u64(*modseq);
+                    e.i64(*internal_date);
+                    e.flags(flags);
+                    e.u32(body.len() as u32);
+                    body_at = e.0.len() - start;
+                    e.0.extend_from_slice(body);
+                }
+                Record::FlagsSet {
+                    account,
+                    mailbox,
+                    uid,
+                    flags,
+                    modseq,
+                } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                    e.u32(*uid);
+                    e.flags(flags);
+                    e.u64(*modseq);
+                }
+                Record::Expunge {
+                    account,
+                    mailbox,
+                    uid,
+                    modseq,
+                } => {
+                    e.str(account);
+                    e.u64(*mailbox);
+                    e.u32(*uid);
+                    e.u64(*modseq);
+                }
+            }
+        }
+        let payload_len = (out.len() - start - HEADER_LEN) as u32;
+        let kind = self.kind();
+        let crc = record_crc(kind, &out[start + HEADER_LEN..]);
+        out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+        out[start + 4] = kind;
+        out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
+        body_at
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        let s = |x: &str| 4 + x.len();
+        let fl = |f: &Flags| 3 + f.keywords.iter().map(|k| s(k)).sum::<usize>();
+        HEADER_LEN
+            + match self {
+                Record::MailboxCreate { account, name, .. } => s(account) + 8 + s(name) + 6,
+                Record::MailboxDelete { account, .. } => s(account) + 8,
+                Record::MailboxRename {
+                    account, new_name, ..
+                } => s(account) + 8 + s(new_name),
+                Record::Subscribe { account, .. } => s(account) + 8,
+                Record::MessageAppend {
+                    account,
+                    flags,
+                    body,
+                    ..
+                } => s(account) + 8 + 4 + 8 + 8 + fl(flags) + 4 + body.len(),
+                Record::FlagsSet { account, flags, .. } => s(account) + 8 + 4 + fl(flags) + 8,
+                Record::Expunge { account, .. } => s(account) + 8 + 4 + 8,
+            }
+    }
+}
+
+pub fn record_crc(kind: u8, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload)
+}
+
+/// Parses a header; `len` is validated against [`MAX_PAYLOAD`] only.
+pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(u32, u8, u32), DecodeError> {
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    if len > MAX_PAYLOAD {
+        return Err(DecodeError::TooLarge(len));
+    }
+    let crc = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
+    Ok((len, h[4], crc))
+}
+
+/// Checks the CRC and decodes a payload. Returns the record and, for `MessageAppend`, the
+/// offset of the body within the payload.
+pub fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Record, usize), DecodeError> {
+    if record_crc(kind, payload) != crc {
+        return Err(DecodeError::BadCrc);
+    }
+    let mut d = Dec::new(payload);
+    let mut body_at = 0;
+    let rec = match kind {
+        KIND_MAILBOX_CREATE => Record::MailboxCreate {
+            account: d.string()?,
+            mailbox: d.u64()?,
+            name: d.string()?,
+            uidvalidity: d.u32()?,
+            special_use: special_use_from(d.u8()?)?,
+            subscribed: d.bool()?,
+        },
+        KIND_MAILBOX_DELETE => Record::MailboxDelete {
+            account: d.string()?,
+            mailbox: d.u64()?,
+        },
+        KIND_MAILBOX_RENAME => Record::MailboxRename {
+            account: d.string()?,
+            mailbox: d.u64()?,
+            new_name: d.string()?,
+        },
+        KIND_SUBSCRIBE | KIND_UNSUBSCRIBE => Record::Subscribe {
+            account: d.string()?,
+            mailbox: d.u64()?,
+            subscribed: kind == KIND_SUBSCRIBE,
+        },
+        KIND_MESSAGE_APPEND => {
+            let account = d.string()?;
+            let mailbox = d.u64()?;
+            let uid = d.u32()?;
+            let modseq = d.u64()?;
+            let internal_date = d.i64()?;
+            let flags = d.flags()?;
+            let n = d.u32()? as usize;
+            body_at = d.pos;
+            if payload.len() - d.pos != n {
+                return Err(DecodeError::Malformed("body length"));
+            }
+            let body = payload[d.pos..].to_vec();
+            d.pos = payload.len();
+            Record::MessageAppend {
+                account,
+                mailbox,
+                uid,
+                modseq,
+                internal_date,
+                flags,
+                body,
+            }
+        }
+        KIND_FLAGS_SET => Record::FlagsSet {
+            account: d.string()?,
+            mailbox: d.u64()?,
+            uid: d.u32()?,
+            flags: d.flags()?,
+            modseq: d.u64()?,
+        },
+        KIND_EXPUNGE => Record::Expunge {
+            account: d.string()?,
+            mailbox: d.u64()?,
+            uid: d.u32()?,
+            modseq: d.u64()?,
+        },
+        _ => return Err(DecodeError::Malformed("unknown kind")),
+    };
+    if !d.is_empty() {
+        return Err(DecodeError::Malformed("trailing bytes"));
+    }
+    Ok((rec, body_at))
+}
+
+/// Decodes one record from the front of `buf`; returns it with the number of bytes consumed.
+/// (Replay streams header and payload separately; this slice form is for tools and tests.)
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn decode(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
+    let h: &[u8; HEADER_LEN] = buf
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(DecodeError::Truncated)?;
+    let (len, kind, crc) = decode_header(h)?;
+    let end = HEADER_LEN + len as usize;
+    let payload = buf.get(HEADER_LEN..end).ok_or(DecodeError::Truncated)?;
+    let (rec, _) = decode_payload(kind, crc, payload)?;
+    Ok((rec, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Record> {
+        vec![
+            Record::MailboxCreate {
+                account: "alice@example.org".into(),
+                mailbox: 7,
+                name: "Archive/2024".into(),
+                uidvalidity: 1_700_000_000,
+                special_use: Some(SpecialUse::Archive),
+                subscribed: true,
+            },
+            Record::MailboxDelete {
+                account: "a".into(),
+                mailbox: 3,
+            },
+            Record::MailboxRename {
+                account: "a".into(),
+                mailbox: 3,
+                new_name: "Neu".into(),
+            },
+            Record::Subscribe {
+                account: "a".into(),
+                mailbox: 3,
+                subscribed: false,
+            },
+            Record::Subscribe {
+                account: "a".into(),
+                mailbox: 3,
+                subscribed: true,
+            },
+            Record::MessageAppend {
+                account: "bob".into(),
+                mailbox: 1,
+                uid: 42,
+                modseq: 99,
+                internal_date: -5,
+                flags: Flags {
+                    system: SystemFlags(SystemFlags::SEEN | SystemFlags::DRAFT),
+                    keywords: vec!["$Junk".into(), "work".into()],
+                },
+                body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
+            },
+            Record::FlagsSet {
+                account: "bob".into(),
+                mailbox: 1,
+                uid: 42,
+                flags: Flags::default(),
+                modseq: 100,
+            },
+            Record::Expunge {
+                account: "bob".into(),
+                mailbox: 1,
+                uid: 42,
+                modseq: 101,
+            },
+        ]
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let mut buf = Vec::new();
+        for r in samples() {
+            let before = buf.len();
+            let body_at = r.encode(&mut buf);
+            assert_eq!(buf.len() - before, r.encoded_len(), "{r:?}");
+            if let Record::MessageAppend { body, .. } = &r {
+                assert_eq!(
+                    &buf[before + body_at..before + body_at + body.len()],
+                    &body[..]
+                );
+            }
+        }
+        let mut pos = 0;
+        for r in samples() {
+            let (got, n) = decode(&buf[pos..]).expect("decode");
+            assert_eq!(got, r);
+            pos += n;
+        }
+        assert_eq!(pos, buf.len());
+    }
+
+    #[test]
+    fn record_hostile_inputs() {
+        let mut buf = Vec::new();
+        samples()[5].encode(&mut buf);
+        // Truncated header and truncated payload (length past end of input).
+        for cut in [0, 1, 5, HEADER_LEN - 1, HEADER_LEN, buf.len() - 1] {
+            assert_eq!(
+                decode(&buf[..cut]).unwrap_err(),
+                DecodeError::Truncated,
+                "{cut}"
+            );
+        }
+        // Flipped payload byte.
+        let mut bad = buf.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x40;
+        assert_eq!(decode(&bad).unwrap_err(), DecodeError::BadCrc);
+        // Flipped kind byte.
+        let mut bad = buf.clone();
+        bad[4] = 200;
+        assert_eq!(decode(&bad).unwrap_err(), DecodeError::BadCrc);
+        // Huge length.
+        let mut bad = buf.clone();
+        bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::TooLarge(_))));
+        // Valid CRC over garbage payload of an unknown kind and of a known kind.
+        for kind in [0u8, 99, KIND_MESSAGE_APPEND, KIND_MAILBOX_CREATE] {
+            let payload = [0xffu8; 13];
+            let mut rec = Vec::new();
+            rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            rec.push(kind);
+            rec.extend_from_slice(&record_crc(kind, &payload).to_le_bytes());
+            rec.extend_from_slice(&payload);
+            assert!(matches!(decode(&rec), Err(DecodeError::Malformed(_))));
+        }
+        // All-zero bytes (e.g. a preallocated tail) must not decode.
+        assert!(decode(&[0u8; 64]).is_err());
+    }
+}

@@ -1,0 +1,698 @@
+//! End-to-end tests of [`LogStore`] on real files in a temporary directory.
+
+use super::*;
+use std::future::Future;
+use std::path::Path;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .build()
+        .expect("monoio runtime")
+        .block_on(f)
+}
+
+fn config(dir: &Path, shards: usize) -> StoreConfig {
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        shards,
+        fsync: true,
+        segment_bytes: 1 << 20,
+        checkpoint_bytes: 64 << 20,
+    }
+}
+
+fn msg(account: &str, mailbox: &str, body: &str) -> NewMessage {
+    NewMessage {
+        account: account.into(),
+        mailbox: mailbox.into(),
+        bytes: body.as_bytes().to_vec(),
+        flags: Flags::default(),
+        internal_date: 1_700_000_000,
+    }
+}
+
+fn body(i: usize) -> String {
+    format!("From: a@b\r\nSubject: {i}\r\n\r\nmessage number {i}\r\n")
+}
+
+fn seen() -> Flags {
+    Flags {
+        system: SystemFlags(SystemFlags::SEEN),
+        keywords: vec![],
+    }
+}
+
+async fn append_one(s: &LogStore, account: &str, mailbox: &str, b: &str) -> Appended {
+    s.append(vec![msg(account, mailbox, b)])
+        .await
+        .expect("append")[0]
+}
+
+type Dump = Vec<(String, u32, u32, u64, Vec<(u32, Flags, u64, Vec<u8>)>)>;
+
+/// Everything observable about an account, for before/after-restart comparisons.
+fn dump(s: &LogStore, account: &str) -> Dump {
+    s.list_mailboxes(account)
+        .into_iter()
+        .map(|mb| {
+            let snap = s.snapshot(account, &mb.name).expect("snapshot");
+            let msgs = snap
+                .messages
+                .iter()
+                .map(|m| {
+                    let bytes = s.read(account, &mb.name, m.uid).expect("read");
+                    assert_eq!(bytes.len() as u32, m.size);
+                    (m.uid, m.flags.clone(), m.modseq, bytes)
+                })
+                .collect();
+            (
+                mb.name,
+                snap.uidvalidity,
+                snap.uidnext,
+                snap.highest_modseq,
+                msgs,
+            )
+        })
+        .collect()
+}
+
+/// Subscribers are notified just after the callers are answered, so poll briefly.
+fn next_change(rx: &mut ChangeReceiver) -> MailboxChange {
+    for _ in 0..5000 {
+        match rx.try_recv() {
+            Ok(c) => return c,
+            Err(futures_channel::mpsc::TryRecvError::Closed) => panic!("change stream closed"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+    panic!("no change within 5s");
+}
+
+fn last_segment(dir: &Path, shard: usize) -> std::path::PathBuf {
+    let d = recovery::shard_dir(dir, shard);
+    let n = *segment::list_segments(&d).unwrap().last().unwrap();
+    segment::segment_path(&d, n)
+}
+
+#[test]
+fn append_read_back_and_uids_increase() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 2)).unwrap();
+    block_on(async {
+        let a = append_one(&s, "Alice@example.org", "inbox", &body(1)).await;
+        let b = append_one(&s, "alice@example.org", "INBOX", ".dotted\r\n").await;
+        assert_eq!((a.uid, b.uid), (1, 2));
+        assert_eq!(a.uidvalidity, b.uidvalidity);
+        assert!(b.modseq > a.modseq);
+        assert_eq!(
+            s.read("alice@example.org", "INBOX", 1).unwrap(),
+            body(1).as_bytes()
+        );
+        let snap = s.snapshot("ALICE@example.org", "Inbox").unwrap();
+        assert_eq!(snap.uidnext, 3);
+        assert!(!snap.messages[0].needs_dot_stuffing);
+        assert!(snap.messages[1].needs_dot_stuffing);
+        let loc = s.locate("alice@example.org", "INBOX", 2).unwrap();
+        let mut buf = vec![0; loc.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&*loc.file, &mut buf, loc.offset).unwrap();
+        assert_eq!(buf, b".dotted\r\n");
+        // First delivery created the default mailboxes.
+        let names: Vec<_> = s
+            .list_mailboxes("alice@example.org")
+            .into_iter()
+            .map(|m| (m.name, m.special_use, m.subscribed))
+            .collect();
+        assert_eq!(names[0], ("INBOX".to_string(), None, true));
+        assert!(names.contains(&("Junk".to_string(), Some(SpecialUse::Junk), true)));
+        assert_eq!(names.len(), 6);
+        // Unknown mailbox of an existing account is not auto-created.
+        assert!(matches!(
+            s.append(vec![msg("alice@example.org", "Nope", "x")]).await,
+            Err(StoreError::NoSuchMailbox)
+        ));
+        assert!(matches!(
+            s.read("alice@example.org", "INBOX", 99),
+            Err(StoreError::NotAllowed(_))
+        ));
+        // Batched append across accounts/shards keeps input order.
+        let many: Vec<_> = (0..10)
+            .map(|i| msg(&format!("user{i}"), "INBOX", &body(i)))
+            .collect();
+        let res = s.append(many).await.unwrap();
+        assert!(res.iter().all(|a| a.uid == 1));
+        for i in 0..10 {
+            assert_eq!(
+                s.read(&format!("user{i}"), "INBOX", 1).unwrap(),
+                body(i).as_bytes()
+            );
+        }
+    });
+}
+
+#[test]
+fn flags_expunge_and_condstore() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(async {
+        for i in 0..3 {
+            append_one(&s, "bob", "INBOX", &body(i)).await;
+        }
+        let before = s.snapshot("bob", "INBOX").unwrap();
+        let ch = s
+            .store_flags("bob", "INBOX", &[1, 2, 77], FlagOp::Add, seen(), None)
+            .await
+            .unwrap();
+        assert_eq!(ch.len(), 2);
+        assert!(ch[0].2 > before.highest_modseq && ch[1].2 > ch[0].2);
+        // No-op change is not reported.
+        let ch2 = s
+            .store_flags("bob", "INBOX", &[1], FlagOp::Add, seen(), None)
+            .await
+            .unwrap();
+        assert!(ch2.is_empty());
+        // UNCHANGEDSINCE below message 1's modseq: only message 3 (untouched) changes.
+        let guard = before.highest_modseq;
+        let kw = Flags {
+            system: SystemFlags(SystemFlags::FLAGGED),
+            keywords: vec!["$Work".into()],
+        };
+        let ch3 = s
+            .store_flags(
+                "bob",
+                "INBOX",
+                &[1, 3],
+                FlagOp::Replace,
+                kw.clone(),
+                Some(guard),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ch3.iter().map(|c| c.0).collect::<Vec<_>>(), vec![3]);
+        let snap = s.snapshot("bob", "INBOX").unwrap();
+        assert_eq!(snap.messages[0].flags, seen());
+        assert_eq!(snap.messages[2].flags, kw);
+        assert_eq!(snap.messages[2].modseq, snap.highest_modseq);
+        let info = &s.list_mailboxes("bob")[0];
+        assert_eq!((info.messages, info.unseen), (3, 1));
+
+        let hm = snap.highest_modseq;
+        let gone = s.expunge("bob", "INBOX", &[2, 9]).await.unwrap();
+        assert_eq!(gone, vec![2]);
+        let snap = s.snapshot("bob", "INBOX").unwrap();
+        assert_eq!(
+            snap.messages.iter().map(|m| m.uid).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert!(snap.highest_modseq > hm);
+        assert_eq!(s.expunged_since("bob", "INBOX", hm).unwrap(), vec![2]);
+        assert!(
+            s.expunged_since("bob", "INBOX", snap.highest_modseq)
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn uidnext_survives_expunge_of_last_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = LogStore::open(config(dir.path(), 1)).unwrap();
+        block_on(async {
+            for i in 0..3 {
+                append_one(&s, "c", "INBOX", &body(i)).await;
+            }
+            assert_eq!(s.expunge("c", "INBOX", &[3]).await.unwrap(), vec![3]);
+        });
+        s.close();
+    }
+    // Without and with checkpoint (close writes one; delete it for a full replay).
+    for drop_checkpoint in [true, false] {
+        if drop_checkpoint {
+            let _ = std::fs::remove_file(recovery::shard_dir(dir.path(), 0).join("checkpoint"));
+        }
+        // The second round also sees the UID appended (and then checkpointed) by the first.
+        let expect = 4 + u32::from(!drop_checkpoint);
+        let s = LogStore::open(config(dir.path(), 1)).unwrap();
+        assert_eq!(s.snapshot("c", "INBOX").unwrap().uidnext, expect);
+        let a = block_on(append_one(&s, "c", "INBOX", "new"));
+        assert_eq!(a.uid, expect);
+        s.close();
+    }
+}
+
+#[test]
+fn restart_preserves_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = ["ann", "Ben", "cy@x.org", "dee"];
+    let before: Vec<_>;
+    {
+        let s = LogStore::open(config(dir.path(), 3)).unwrap();
+        block_on(async {
+            for (n, acc) in accounts.iter().enumerate() {
+                s.create_mailbox(acc, "Lists/rust").await.unwrap();
+                for i in 0..(5 + n) {
+                    append_one(&s, acc, "INBOX", &body(i)).await;
+                    append_one(&s, acc, "Lists/rust", &body(100 + i)).await;
+                }
+                s.store_flags(acc, "INBOX", &[2, 4], FlagOp::Add, seen(), None)
+                    .await
+                    .unwrap();
+                s.expunge(acc, "Lists/rust", &[1]).await.unwrap();
+                s.set_subscribed(acc, "Lists/rust", true).await.unwrap();
+            }
+        });
+        before = accounts.iter().map(|a| dump(&s, a)).collect();
+        // Dropping the last clone closes the store.
+    }
+    let after_open = |expect_replay: bool| {
+        let s = LogStore::open(config(dir.path(), 3)).unwrap();
+        let after: Vec<_> = accounts.iter().map(|a| dump(&s, a)).collect();
+        assert_eq!(before, after);
+        assert!(
+            s.list_mailboxes("ann")
+                .iter()
+                .any(|m| m.name == "Lists" && !m.subscribed)
+        );
+        assert!(
+            s.list_mailboxes("ann")
+                .iter()
+                .any(|m| m.name == "Lists/rust" && m.subscribed)
+        );
+        assert_eq!(s.replayed_records() > 0, expect_replay);
+        s.close();
+    };
+    after_open(false); // clean close wrote checkpoints: nothing to replay
+    for sh in 0..3 {
+        let _ = std::fs::remove_file(recovery::shard_dir(dir.path(), sh).join("checkpoint"));
+    }
+    after_open(true);
+}
+
+#[test]
+fn torn_tail_is_truncated() {
+    for garbage in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 1);
+        cfg.checkpoint_bytes = u64::MAX;
+        let s = LogStore::open(cfg.clone()).unwrap();
+        block_on(async {
+            for i in 0..5 {
+                append_one(&s, "t", "INBOX", &body(i)).await;
+            }
+        });
+        let seg = last_segment(dir.path(), 0);
+        let len_before_last = s.locate("t", "INBOX", 5).unwrap().offset;
+        // Simulate a crash: no clean close (no checkpoint), then damage the tail.
+        s.crash();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        if garbage {
+            use std::io::{Seek, Write};
+            let mut f = f;
+            f.seek(std::io::SeekFrom::End(0)).unwrap();
+            f.write_all(&[0x17, 0, 0, 0, 6, 1, 2, 3, 4, 5, 6]).unwrap();
+        } else {
+            f.set_len(len_before_last + 3).unwrap();
+        }
+        let _ = std::fs::remove_file(recovery::shard_dir(dir.path(), 0).join("checkpoint"));
+        let s = LogStore::open(cfg).unwrap();
+        let snap = s.snapshot("t", "INBOX").unwrap();
+        let expect = if garbage { 5 } else { 4 };
+        assert_eq!(snap.messages.len(), expect, "garbage={garbage}");
+        for i in 0..expect {
+            assert_eq!(
+                s.read("t", "INBOX", i as u32 + 1).unwrap(),
+                body(i).as_bytes()
+            );
+        }
+        let a = block_on(append_one(&s, "t", "INBOX", "after"));
+        assert_eq!(a.uid, expect as u32 + 1);
+        assert_eq!(s.read("t", "INBOX", a.uid).unwrap(), b"after");
+        s.close();
+        let s = LogStore::open(config(dir.path(), 1)).unwrap();
+        assert_eq!(s.snapshot("t", "INBOX").unwrap().messages.len(), expect + 1);
+        s.close();
+        drop(s);
+    }
+}
+
+#[test]
+fn corruption_in_older_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.segment_bytes = 256;
+    cfg.checkpoint_bytes = u64::MAX;
+    let s = LogStore::open(cfg.clone()).unwrap();
+    block_on(async {
+        for i in 0..10 {
+            append_one(&s, "r", "INBOX", &body(i)).await;
+        }
+    });
+    let d = recovery::shard_dir(dir.path(), 0);
+    let segs = segment::list_segments(&d).unwrap();
+    assert!(segs.len() > 3, "{segs:?}");
+    // Reads span segments.
+    for i in 0..10 {
+        assert_eq!(
+            s.read("r", "INBOX", i + 1).unwrap(),
+            body(i as usize).as_bytes()
+        );
+    }
+    s.crash();
+    let _ = std::fs::remove_file(d.join("checkpoint"));
+    let first = segment::segment_path(&d, segs[1]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 0xff;
+    std::fs::write(&first, bytes).unwrap();
+    assert!(matches!(LogStore::open(cfg), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn checkpoint_bounds_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.checkpoint_bytes = 2048;
+    let before;
+    {
+        let s = LogStore::open(cfg.clone()).unwrap();
+        block_on(async {
+            for i in 0..40 {
+                append_one(&s, "k", "INBOX", &body(i)).await;
+            }
+            s.store_flags("k", "INBOX", &[3], FlagOp::Add, seen(), None)
+                .await
+                .unwrap();
+        });
+        assert!(s.stats().checkpoints > 0);
+        before = dump(&s, "k");
+        let total = s.stats().records;
+        // Crash without the final checkpoint: replay must start at the last periodic one.
+        s.crash();
+        let s = LogStore::open(cfg.clone()).unwrap();
+        assert_eq!(dump(&s, "k"), before);
+        let replayed = s.replayed_records();
+        assert!(
+            replayed > 0 && replayed < total / 2,
+            "replayed {replayed} of {total}"
+        );
+        s.close();
+    }
+    // A damaged checkpoint falls back to a full replay with the same result.
+    let ck = recovery::shard_dir(dir.path(), 0).join("checkpoint");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&ck, bytes).unwrap();
+    let s = LogStore::open(cfg).unwrap();
+    assert_eq!(dump(&s, "k"), before);
+    assert!(s.replayed_records() >= 47, "{}", s.replayed_records());
+}
+
+#[test]
+fn group_commit_shares_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 2)).unwrap();
+    // Create the accounts first so the 200 appends are one record each.
+    block_on(async {
+        for t in 0..4 {
+            append_one(&s, &format!("g{t}"), "INBOX", "init").await;
+        }
+    });
+    let base = s.stats();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let tasks: Vec<_> = (0..50)
+                        .map(|i| {
+                            let s = s.clone();
+                            monoio::spawn(async move {
+                                append_one(&s, &format!("g{t}"), "INBOX", &body(i)).await
+                            })
+                        })
+                        .collect();
+                    let mut uids = Vec::new();
+                    for t in tasks {
+                        uids.push(t.await.uid);
+                    }
+                    uids
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        let mut uids = t.join().unwrap();
+        uids.sort_unstable();
+        uids.dedup();
+        assert_eq!(uids.len(), 50);
+    }
+    let st = s.stats();
+    let records = st.records - base.records;
+    let fsyncs = st.fsyncs - base.fsyncs;
+    assert_eq!(records, 200);
+    assert!(
+        fsyncs * 4 <= records,
+        "{fsyncs} fsyncs for {records} records"
+    );
+    for t in 0..4 {
+        assert_eq!(
+            s.snapshot(&format!("g{t}"), "INBOX")
+                .unwrap()
+                .messages
+                .len(),
+            51
+        );
+    }
+}
+
+#[test]
+fn subscribers_see_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(async {
+        append_one(&s, "sub", "INBOX", "x").await;
+        s.create_mailbox("sub", "Tmp").await.unwrap();
+        let mut rx = s.subscribe("sub", "INBOX");
+        let mut tmp = s.subscribe("sub", "Tmp");
+        let a = append_one(&s, "sub", "INBOX", "y").await;
+        let f = s
+            .store_flags("sub", "INBOX", &[2], FlagOp::Add, seen(), None)
+            .await
+            .unwrap();
+        let e = s.expunge("sub", "INBOX", &[1]).await.unwrap();
+        assert_eq!(e, vec![1]);
+        s.delete_mailbox("sub", "Tmp").await.unwrap();
+        let got: Vec<_> = (0..3).map(|_| next_change(&mut rx)).collect();
+        assert_eq!(
+            got[0],
+            MailboxChange::Appended {
+                uid: 2,
+                modseq: a.modseq
+            }
+        );
+        assert_eq!(
+            got[1],
+            MailboxChange::FlagsChanged {
+                uid: 2,
+                modseq: f[0].2
+            }
+        );
+        assert!(matches!(got[2], MailboxChange::Expunged { uid: 1, .. }));
+        assert_eq!(next_change(&mut tmp), MailboxChange::Gone);
+        // Dropped receivers are pruned; commits still work.
+        drop(rx);
+        append_one(&s, "sub", "INBOX", "z").await;
+        let mut none = s.subscribe("sub", "Missing");
+        assert_eq!(next_change(&mut none), MailboxChange::Gone);
+    });
+}
+
+#[test]
+fn mailbox_admin_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(async {
+        append_one(&s, "m", "INBOX", &body(1)).await;
+        append_one(&s, "m", "INBOX", &body(2)).await;
+        s.store_flags("m", "INBOX", &[2], FlagOp::Add, seen(), None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.delete_mailbox("m", "inbox").await,
+            Err(StoreError::NotAllowed(_))
+        ));
+        assert!(matches!(
+            s.create_mailbox("m", "Inbox").await,
+            Err(StoreError::MailboxExists)
+        ));
+        assert!(matches!(
+            s.create_mailbox("m", "").await,
+            Err(StoreError::NotAllowed(_))
+        ));
+        let inbox_uv = s.snapshot("m", "INBOX").unwrap().uidvalidity;
+
+        // RENAME INBOX: messages move to the new mailbox (new UIDs), INBOX stays, empty.
+        s.rename_mailbox("m", "INBOX", "Old").await.unwrap();
+        let old = s.snapshot("m", "Old").unwrap();
+        assert_eq!(old.messages.len(), 2);
+        assert_eq!(old.messages[1].flags, seen());
+        assert_eq!(
+            s.read("m", "Old", old.messages[0].uid).unwrap(),
+            body(1).as_bytes()
+        );
+        let inbox = s.snapshot("m", "INBOX").unwrap();
+        assert!(inbox.messages.is_empty());
+        assert_eq!((inbox.uidvalidity, inbox.uidnext), (inbox_uv, 3));
+        assert!(matches!(
+            s.rename_mailbox("m", "INBOX", "Old").await,
+            Err(StoreError::MailboxExists)
+        ));
+
+        // Rename moves children; the names under the old prefix are gone.
+        s.create_mailbox("m", "a/b").await.unwrap();
+        append_one(&s, "m", "a/b", "child").await;
+        s.rename_mailbox("m", "a", "z").await.unwrap();
+        let names: Vec<_> = s.list_mailboxes("m").into_iter().map(|m| m.name).collect();
+        assert!(
+            names.contains(&"z".into()) && names.contains(&"z/b".into()),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.starts_with("a")), "{names:?}");
+        assert_eq!(s.read("m", "z/b", 1).unwrap(), b"child");
+        assert!(matches!(
+            s.rename_mailbox("m", "nope", "x").await,
+            Err(StoreError::NoSuchMailbox)
+        ));
+
+        // Copy duplicates bytes and flags under new UIDs.
+        let pairs = s.copy("m", "Old", "Trash", &[1, 2, 50]).await.unwrap();
+        assert_eq!(pairs, vec![(1, 1), (2, 2)]);
+        assert_eq!(s.read("m", "Trash", 2).unwrap(), body(2).as_bytes());
+        assert_eq!(s.snapshot("m", "Trash").unwrap().messages[1].flags, seen());
+
+        // Deleted and re-created mailbox gets a new, larger UIDVALIDITY and fresh UIDs.
+        let uv = s.snapshot("m", "Old").unwrap().uidvalidity;
+        s.delete_mailbox("m", "Old").await.unwrap();
+        assert!(matches!(
+            s.snapshot("m", "Old"),
+            Err(StoreError::NoSuchMailbox)
+        ));
+        s.create_mailbox("m", "Old").await.unwrap();
+        let again = s.snapshot("m", "Old").unwrap();
+        assert!(again.uidvalidity > uv);
+        assert_eq!(again.uidnext, 1);
+    });
+    s.close();
+    assert!(matches!(
+        block_on(s.create_mailbox("m", "late")),
+        Err(StoreError::Closed)
+    ));
+    // State including renames/deletes survives a full replay.
+    let _ = std::fs::remove_file(recovery::shard_dir(dir.path(), 0).join("checkpoint"));
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    assert_eq!(s.read("m", "z/b", 1).unwrap(), b"child");
+    assert!(s.snapshot("m", "Old").unwrap().messages.is_empty());
+    assert!(s.snapshot("m", "INBOX").unwrap().messages.is_empty());
+}
+
+#[test]
+fn small_segments_roll_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.segment_bytes = 300;
+    cfg.checkpoint_bytes = 1000;
+    let before;
+    {
+        let s = LogStore::open(cfg.clone()).unwrap();
+        block_on(async {
+            for i in 0..30 {
+                append_one(&s, "seg", "INBOX", &body(i)).await;
+            }
+            s.copy("seg", "INBOX", "Archive", &[1, 15, 30])
+                .await
+                .unwrap();
+            s.expunge("seg", "INBOX", &[2, 3]).await.unwrap();
+        });
+        before = dump(&s, "seg");
+        s.crash();
+    }
+    let d = recovery::shard_dir(dir.path(), 0);
+    assert!(segment::list_segments(&d).unwrap().len() > 10);
+    let s = LogStore::open(cfg.clone()).unwrap();
+    assert_eq!(dump(&s, "seg"), before);
+    let a = block_on(append_one(&s, "seg", "INBOX", "more"));
+    assert_eq!(a.uid, 31);
+    drop(s);
+    let _ = std::fs::remove_file(d.join("checkpoint"));
+    let s = LogStore::open(cfg).unwrap();
+    assert_eq!(s.read("seg", "Archive", 3).unwrap(), body(29).as_bytes());
+    assert_eq!(s.read("seg", "INBOX", 31).unwrap(), b"more");
+}
+
+#[test]
+fn failed_request_does_not_disturb_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(async {
+        append_one(&s, "b", "INBOX", "first").await;
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let s = s.clone();
+                let mailbox = if i % 3 == 1 { "Missing" } else { "INBOX" };
+                monoio::spawn(async move { s.append(vec![msg("b", mailbox, &body(i))]).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await {
+                Ok(_) => {
+                    assert_ne!(i % 3, 1);
+                    ok += 1;
+                }
+                Err(StoreError::NoSuchMailbox) => assert_eq!(i % 3, 1),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 20);
+        let snap = s.snapshot("b", "INBOX").unwrap();
+        assert_eq!(snap.messages.len(), 21);
+        assert_eq!(snap.uidnext, 22);
+    });
+}
+
+#[test]
+fn second_open_of_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    assert!(matches!(
+        LogStore::open(config(dir.path(), 1)),
+        Err(StoreError::NotAllowed(_))
+    ));
+    drop(s);
+    LogStore::open(config(dir.path(), 1)).unwrap();
+}
+
+#[test]
+fn shard_count_mismatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    LogStore::open(config(dir.path(), 2)).unwrap().close();
+    match LogStore::open(config(dir.path(), 3)) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("2 shards"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    LogStore::open(config(dir.path(), 2)).unwrap();
+}
+
+#[test]
+fn shard_hash_is_stable() {
+    // FNV-1a of fixed input: a changed hash would strand existing accounts in wrong shards.
+    assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 4)).unwrap();
+    assert_eq!(
+        s.shard_of("User@Example.org"),
+        s.shard_of("user@example.org")
+    );
+}
