@@ -293,15 +293,25 @@ impl ImapSession {
 
     async fn ensure_inbox<S: MailStore>(&mut self, store: &S) {
         let account = self.account.clone().unwrap_or_default();
+        if store
+            .list_mailboxes(&account)
+            .iter()
+            .any(|m| m.name == "INBOX")
+        {
+            return;
+        }
+        // The store creates an account's default mailboxes (INBOX, Sent, Drafts, Trash, Junk,
+        // Archive) on its first write; creating one of them initializes a fresh account.
+        match store.create_mailbox(&account, "Trash").await {
+            Ok(()) | Err(StoreError::MailboxExists) => {}
+            Err(e) => tracing::warn!(error = %e, "imap: cannot initialize the account"),
+        }
         if !store
             .list_mailboxes(&account)
             .iter()
             .any(|m| m.name == "INBOX")
         {
-            match store.create_mailbox(&account, "INBOX").await {
-                Ok(()) | Err(StoreError::MailboxExists) => {}
-                Err(e) => tracing::warn!(error = %e, "imap: cannot create INBOX"),
-            }
+            tracing::warn!(account, "imap: account has no INBOX");
         }
     }
 

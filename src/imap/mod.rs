@@ -26,6 +26,8 @@ pub mod search;
 pub mod section;
 pub mod sequence;
 pub mod session;
+#[cfg(test)]
+mod tests;
 
 pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
 

@@ -1,0 +1,559 @@
+//! Scripted IMAP exchanges against a real [`LogStore`]: bytes in, responses asserted.
+
+use super::*;
+use crate::auth::AuthOutcome;
+use crate::store::{Flags, LogStore, MailStore, NewMessage, StoreConfig};
+
+fn open_store(dir: &std::path::Path) -> LogStore {
+    LogStore::open(StoreConfig {
+        dir: dir.to_path_buf(),
+        shards: 1,
+        fsync: false,
+        segment_bytes: 64 << 20,
+        checkpoint_bytes: 64 << 20,
+    })
+    .unwrap()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A test client driving one session the way the connection driver does.
+struct Client {
+    s: ImapSession,
+    store: LogStore,
+    flushes: usize,
+    idling: bool,
+    closed: bool,
+}
+
+impl Client {
+    async fn new(store: &LogStore, config: ImapConfig) -> Client {
+        let mut c = Client {
+            s: ImapSession::new(config, true),
+            store: store.clone(),
+            flushes: 0,
+            idling: false,
+            closed: false,
+        };
+        let out = c.send("L LOGIN alice pw\r\n").await;
+        assert!(out.contains("L OK"), "{out}");
+        c
+    }
+
+    async fn login(store: &LogStore) -> Client {
+        Client::new(store, ImapConfig::default()).await
+    }
+
+    async fn send(&mut self, input: impl AsRef<[u8]>) -> String {
+        let input = input.as_ref();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            let (n, ev) = self.s.feed(&input[pos..], &mut out);
+            pos += n;
+            match ev {
+                None => {
+                    if pos >= input.len() {
+                        break;
+                    }
+                }
+                Some(ImapEvent::Command(c)) => {
+                    let mut step = self.s.execute(&self.store, *c, &mut out).await;
+                    while step == Step::Flush {
+                        self.flushes += 1;
+                        step = self.s.resume(&self.store, &mut out).await;
+                    }
+                    self.idling = step == Step::Idle;
+                    if step == Step::Close {
+                        self.closed = true;
+                        break;
+                    }
+                }
+                Some(ImapEvent::Authenticate { username, password }) => {
+                    let outcome = if password == "pw" {
+                        AuthOutcome::Accepted(username)
+                    } else {
+                        AuthOutcome::Rejected
+                    };
+                    if self.s.auth_result(outcome, &mut out).is_some() {
+                        self.closed = true;
+                        break;
+                    }
+                }
+                Some(ImapEvent::StartTls) => self.s.tls_started(),
+                Some(ImapEvent::Close) => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn msg(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Bob <bob@example.com>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n\
+Date: Tue, 14 Nov 2023 10:00:00 +0000\r\nMessage-ID: <{subject}@example.com>\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+async fn deliver(store: &LogStore, mailbox: &str, subject: &str) -> u32 {
+    store
+        .append(vec![NewMessage {
+            account: "alice".into(),
+            mailbox: mailbox.into(),
+            bytes: msg(subject, "hello world"),
+            flags: Flags::default(),
+            internal_date: 1_700_000_000,
+        }])
+        .await
+        .unwrap()[0]
+        .uid
+}
+
+#[test]
+fn select_fetch_store_search() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["one", "two", "three"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        let mut c = Client::login(&store).await;
+        let out = c.send("a SELECT INBOX\r\n").await;
+        assert!(out.contains("* 3 EXISTS\r\n"), "{out}");
+        assert!(out.contains("* OK [UIDVALIDITY "), "{out}");
+        assert!(out.contains("* OK [UIDNEXT 4]"), "{out}");
+        assert!(out.contains("* OK [HIGHESTMODSEQ "), "{out}");
+        assert!(out.contains("\\Draft \\*)]"), "{out}");
+        assert!(
+            out.ends_with("a OK [READ-WRITE] SELECT completed\r\n"),
+            "{out}"
+        );
+
+        let out = c.send("b FETCH 1:* (UID FLAGS ENVELOPE)\r\n").await;
+        assert!(
+            out.starts_with(
+                "* 1 FETCH (UID 1 FLAGS () ENVELOPE (\"Tue, 14 Nov 2023 10:00:00 +0000\" \"one\""
+            ),
+            "{out}"
+        );
+        assert_eq!(out.matches("FETCH (UID").count(), 3);
+        assert!(out.ends_with("b OK FETCH completed\r\n"));
+
+        // BODY[] (not PEEK) sets \Seen and reports FLAGS.
+        let out = c.send("c FETCH 2 BODY[TEXT]\r\n").await;
+        assert_eq!(
+            out,
+            "* 2 FETCH (BODY[TEXT] {13}\r\nhello world\r\n FLAGS (\\Seen))\r\nc OK FETCH completed\r\n"
+        );
+        let out = c
+            .send("d FETCH 2 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+            .await;
+        assert!(
+            out.contains(
+                "FLAGS (\\Seen) BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)"
+            ),
+            "{out}"
+        );
+
+        let out = c.send("e STORE 1,3 +FLAGS (\\Flagged $Work)\r\n").await;
+        assert!(
+            out.contains("* 1 FETCH (FLAGS (\\Flagged $Work))\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("* 3 FETCH (FLAGS (\\Flagged $Work))\r\n"),
+            "{out}"
+        );
+        let out = c.send("f UID STORE 3 -FLAGS.SILENT (\\Flagged)\r\n").await;
+        assert_eq!(out, "f OK STORE completed\r\n");
+
+        let out = c.send("g SEARCH FLAGGED\r\n").await;
+        assert_eq!(out, "* SEARCH 1\r\ng OK SEARCH completed\r\n");
+        let out = c.send("h UID SEARCH KEYWORD $work SUBJECT three\r\n").await;
+        assert_eq!(out, "* SEARCH 3\r\nh OK SEARCH completed\r\n");
+        let out = c
+            .send("i SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN\r\n")
+            .await;
+        assert_eq!(
+            out,
+            "* ESEARCH (TAG \"i\") MIN 1 MAX 3 ALL 1,3 COUNT 2\r\ni OK SEARCH completed\r\n"
+        );
+        let out = c.send("j SEARCH BODY WORLD NOT SEEN\r\n").await;
+        assert_eq!(out, "* SEARCH 1 3\r\nj OK SEARCH completed\r\n");
+
+        let out = c.send("k FETCH 9 FLAGS\r\n").await;
+        assert!(out.starts_with("k BAD"), "{out}");
+        let out = c.send("l UID FETCH 9 FLAGS\r\n").await;
+        assert_eq!(out, "l OK FETCH completed\r\n");
+
+        let out = c
+            .send("m STATUS INBOX (MESSAGES UNSEEN UIDNEXT SIZE)\r\n")
+            .await;
+        assert!(
+            out.starts_with("* STATUS INBOX (MESSAGES 3 UNSEEN 2 UIDNEXT 4 SIZE "),
+            "{out}"
+        );
+
+        let out = c
+            .send("n FETCH 1 (BODYSTRUCTURE RFC822.SIZE INTERNALDATE)\r\n")
+            .await;
+        assert!(out.contains("BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 13 1 NIL NIL NIL NIL)"), "{out}");
+        assert!(
+            out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\""),
+            "{out}"
+        );
+
+        let out = c.send("o CLOSE\r\np FETCH 1 FLAGS\r\nq LOGOUT\r\n").await;
+        assert!(
+            out.starts_with("o OK CLOSE completed\r\np BAD No mailbox selected\r\n* BYE"),
+            "{out}"
+        );
+        assert!(c.closed);
+    });
+}
+
+#[test]
+fn append_copy_move_expunge() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        let mut c = Client::login(&store).await;
+        let body = msg("appended", "line");
+        let cmd = format!(
+            "a APPEND INBOX (\\Seen) \"14-Nov-2023 22:13:20 +0000\" {{{}}}\r\n",
+            body.len()
+        );
+        let mut input = cmd.into_bytes();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b"\r\n");
+        let out = c.send(&input).await;
+        assert!(
+            out.starts_with("+ Ready for literal data\r\na OK [APPENDUID "),
+            "{out}"
+        );
+        assert!(out.contains(" 1] APPEND completed"), "{out}");
+        let out = c.send("b APPEND Nowhere {3+}\r\nabc\r\n").await;
+        assert!(out.starts_with("b NO [TRYCREATE]"), "{out}");
+        let out = c.send("c APPEND INBOX {999999999}\r\n").await;
+        assert!(out.starts_with("c NO [TOOBIG]"), "{out}");
+
+        let out = c
+            .send("d SELECT INBOX\r\ne UID FETCH 1 (BODY.PEEK[] INTERNALDATE FLAGS)\r\n")
+            .await;
+        let expect = format!(
+            "BODY[] {{{}}}\r\n{}",
+            body.len(),
+            String::from_utf8_lossy(&body)
+        );
+        assert!(out.contains(&expect), "{out}");
+        assert!(
+            out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\" FLAGS (\\Seen)"),
+            "{out}"
+        );
+
+        c.send("f CREATE Archive/2023\r\n").await;
+        let out = c.send("g COPY 1 Archive/2023\r\n").await;
+        assert!(out.starts_with("g OK [COPYUID "), "{out}");
+        assert!(out.contains(" 1 1] COPY completed"), "{out}");
+        let out = c.send("h COPY 1 Missing\r\n").await;
+        assert!(out.starts_with("h NO [TRYCREATE]"), "{out}");
+
+        // Expunge; then the next append must not reuse UID 1.
+        let out = c
+            .send("i STORE 1 +FLAGS.SILENT (\\Deleted)\r\nj EXPUNGE\r\n")
+            .await;
+        assert!(
+            out.contains("* 1 EXPUNGE\r\nj OK EXPUNGE completed"),
+            "{out}"
+        );
+        let uid = deliver(&store, "INBOX", "next").await;
+        assert_eq!(uid, 2);
+        let out = c.send("k NOOP\r\n").await;
+        assert_eq!(out, "* 1 EXISTS\r\nk OK completed\r\n");
+
+        let out = c.send("l UID MOVE 2 Archive/2023\r\n").await;
+        assert!(out.starts_with("* OK [COPYUID "), "{out}");
+        assert!(
+            out.contains(" 2 2] Moved\r\n* 1 EXPUNGE\r\nl OK MOVE completed\r\n"),
+            "{out}"
+        );
+        let out = c.send("m STATUS Archive/2023 (MESSAGES UIDNEXT)\r\n").await;
+        assert!(
+            out.starts_with("* STATUS Archive/2023 (MESSAGES 2 UIDNEXT 3)"),
+            "{out}"
+        );
+
+        // UID EXPUNGE only removes the given UIDs.
+        let out = c
+            .send("n SELECT Archive/2023\r\no STORE 1:* +FLAGS (\\Deleted)\r\np UID EXPUNGE 2\r\n")
+            .await;
+        assert!(
+            out.contains("* 2 EXPUNGE\r\np OK EXPUNGE completed"),
+            "{out}"
+        );
+        let out = c
+            .send("q UNSELECT\r\nr EXAMINE Archive/2023\r\ns STORE 1 +FLAGS (\\Seen)\r\n")
+            .await;
+        assert!(out.contains("r OK [READ-ONLY] EXAMINE completed"), "{out}");
+        assert!(out.contains("s NO [READ-ONLY]"), "{out}");
+    });
+}
+
+#[test]
+fn mailbox_management_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        deliver(&store, "INBOX", "x").await;
+        let mut c = Client::login(&store).await;
+        let out = c.send("a CREATE Work\r\nb CREATE Work/Projects\r\nc CREATE Work\r\nd SUBSCRIBE Work/Projects\r\n").await;
+        assert!(out.contains("a OK CREATE"), "{out}");
+        assert!(out.contains("c NO [ALREADYEXISTS]"), "{out}");
+        assert!(out.contains("d OK SUBSCRIBE"), "{out}");
+        let out = c.send("e LIST \"\" *\r\n").await;
+        assert!(
+            out.contains("* LIST (\\HasNoChildren) \"/\" INBOX\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("* LIST (\\HasChildren) \"/\" Work\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("* LIST (\\HasNoChildren) \"/\" Work/Projects\r\n"),
+            "{out}"
+        );
+        let out = c.send("f LIST \"\" %\r\n").await;
+        assert!(!out.contains("Work/Projects"), "{out}");
+        let out = c.send("g LIST \"\" \"\"\r\n").await;
+        assert_eq!(
+            out,
+            "* LIST (\\Noselect) \"/\" \"\"\r\ng OK LIST completed\r\n"
+        );
+        let out = c
+            .send("h LIST (SUBSCRIBED) \"\" Work* RETURN (STATUS (MESSAGES))\r\n")
+            .await;
+        assert!(out.contains("* LIST (\\HasNoChildren \\Subscribed) \"/\" Work/Projects\r\n* STATUS Work/Projects (MESSAGES 0)\r\n"), "{out}");
+        assert!(!out.contains("INBOX"), "{out}");
+        let out = c.send("i LSUB \"\" Work/*\r\n").await;
+        assert_eq!(
+            out,
+            "* LSUB () \"/\" Work/Projects\r\ni OK LSUB completed\r\n"
+        );
+        let out = c.send("j LIST \"\" * RETURN (SPECIAL-USE)\r\n").await;
+        assert!(
+            out.contains("* LIST (\\HasNoChildren \\Sent) \"/\" Sent\r\n"),
+            "{out}"
+        );
+        let out = c
+            .send("k RENAME Work/Projects Work/Done\r\nl LIST \"\" Work/*\r\n")
+            .await;
+        assert!(out.contains("k OK RENAME"), "{out}");
+        assert!(out.contains("\"/\" Work/Done\r\n"), "{out}");
+        let out = c
+            .send("m DELETE Work/Done\r\nn DELETE INBOX\r\no SELECT Work/Done\r\n")
+            .await;
+        assert!(out.contains("m OK DELETE"), "{out}");
+        assert!(out.contains("n NO [CANNOT]"), "{out}");
+        assert!(out.contains("o NO [NONEXISTENT]"), "{out}");
+        let out = c.send("p STATUS Nope (MESSAGES)\r\n").await;
+        assert!(out.starts_with("p NO [NONEXISTENT]"), "{out}");
+    });
+}
+
+#[test]
+fn two_sessions_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["a", "b", "c"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        let mut a = Client::login(&store).await;
+        let mut b = Client::login(&store).await;
+        a.send("1 SELECT INBOX\r\n").await;
+        b.send("1 SELECT INBOX\r\n").await;
+        let out = b
+            .send("2 STORE 2 +FLAGS (\\Deleted)\r\n3 EXPUNGE\r\n4 STORE 1 +FLAGS (\\Answered)\r\n")
+            .await;
+        assert!(out.contains("* 2 EXPUNGE"), "{out}");
+        deliver(&store, "INBOX", "d").await;
+        // FETCH: flags and EXISTS, but no EXPUNGE (numbers must not shift).
+        let out = a.send("2 FETCH 2 UID\r\n").await;
+        assert!(out.starts_with("* 2 FETCH (UID 2)\r\n"), "{out}");
+        assert!(out.contains("* 1 FETCH (FLAGS (\\Answered))\r\n"), "{out}");
+        assert!(out.contains("* 4 EXISTS\r\n"), "{out}");
+        assert!(!out.contains("EXPUNGE"), "{out}");
+        // NOOP: now the expunge is reported.
+        let out = a.send("3 NOOP\r\n").await;
+        assert_eq!(out, "* 2 EXPUNGE\r\n3 OK completed\r\n");
+        let out = a.send("4 FETCH 1:* UID\r\n").await;
+        assert!(out.contains("* 3 FETCH (UID 4)"), "{out}");
+
+        // IDLE: a change wakes the driver, which calls idle_update.
+        let out = a.send("5 IDLE\r\n").await;
+        assert_eq!(out, "+ idling\r\n");
+        assert!(a.idling && a.s.is_idling());
+        deliver(&store, "INBOX", "e").await;
+        use futures_channel::mpsc::TryRecvError;
+        let mut got = false;
+        for _ in 0..100 {
+            match a.s.change_receiver().unwrap().try_recv() {
+                Ok(_) => {
+                    got = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                Err(TryRecvError::Closed) => break,
+            }
+        }
+        assert!(got);
+        let mut out = Vec::new();
+        a.s.idle_update(&a.store, &mut out);
+        assert_eq!(String::from_utf8_lossy(&out), "* 4 EXISTS\r\n");
+        let out = a.send("DONE\r\n").await;
+        assert_eq!(out, "5 OK IDLE terminated\r\n");
+    });
+}
+
+#[test]
+fn condstore_and_qresync() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["a", "b", "c", "d"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        let mut c = Client::login(&store).await;
+        let out = c.send("1 ENABLE QRESYNC\r\n2 SELECT INBOX\r\n").await;
+        assert!(out.contains("* ENABLED QRESYNC"), "{out}");
+        let uv = store.snapshot("alice", "INBOX").unwrap().uidvalidity;
+        let before = store.snapshot("alice", "INBOX").unwrap().highest_modseq;
+        let out = c.send("3 STORE 1 +FLAGS (\\Seen)\r\n").await;
+        assert!(out.contains("* 1 FETCH (FLAGS (\\Seen) MODSEQ ("), "{out}");
+        let out = c
+            .send(format!(
+                "4 STORE 1,2 (UNCHANGEDSINCE {before}) +FLAGS (\\Flagged)\r\n"
+            ))
+            .await;
+        assert!(
+            out.contains("* 2 FETCH (FLAGS (\\Flagged) MODSEQ ("),
+            "{out}"
+        );
+        assert!(
+            out.contains("4 OK [MODIFIED 1] Conditional STORE failed"),
+            "{out}"
+        );
+        let out = c
+            .send("5 UID STORE 3 +FLAGS (\\Deleted)\r\n6 UID EXPUNGE 3\r\n")
+            .await;
+        assert!(out.contains("* VANISHED 3\r\n"), "{out}");
+        let out = c
+            .send(format!(
+                "7 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {before} VANISHED)\r\n"
+            ))
+            .await;
+        assert!(out.starts_with("* VANISHED (EARLIER) 3\r\n"), "{out}");
+        assert!(
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            "{out}"
+        );
+        assert!(
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            "{out}"
+        );
+        assert!(!out.contains("UID 4"), "{out}");
+        let out = c.send(format!("8 SEARCH MODSEQ {}\r\n", before + 1)).await;
+        assert!(out.starts_with("* SEARCH 1 2 (MODSEQ "), "{out}");
+
+        // A client resynchronising after a disconnect.
+        let mut r = Client::login(&store).await;
+        let out = r
+            .send(format!(
+                "1 ENABLE QRESYNC\r\n2 SELECT INBOX (QRESYNC ({uv} {before}))\r\n"
+            ))
+            .await;
+        assert!(out.contains("* VANISHED (EARLIER) 3\r\n"), "{out}");
+        assert!(
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            "{out}"
+        );
+        assert!(
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            "{out}"
+        );
+        assert!(!out.contains("UID 4"), "{out}");
+        let out = r.send("3 STATUS INBOX (HIGHESTMODSEQ)\r\n").await;
+        assert!(out.starts_with("* STATUS INBOX (HIGHESTMODSEQ "), "{out}");
+        // Selecting another mailbox reports CLOSED first.
+        let out = r.send("4 EXAMINE INBOX\r\n").await;
+        assert!(out.starts_with("* OK [CLOSED]"), "{out}");
+    });
+}
+
+#[test]
+fn big_fetch_is_streamed_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        let big = "x".repeat(3000);
+        let mut batch = Vec::new();
+        for i in 0..20 {
+            batch.push(NewMessage {
+                account: "alice".into(),
+                mailbox: "INBOX".into(),
+                bytes: msg(&format!("m{i}"), &big),
+                flags: Flags::default(),
+                internal_date: 1_700_000_000,
+            });
+        }
+        store.append(batch).await.unwrap();
+        let config = ImapConfig {
+            flush_threshold: 10_000,
+            allow_plaintext_auth: true,
+            ..ImapConfig::default()
+        };
+        let mut c = Client::new(&store, config).await;
+        c.send("1 SELECT INBOX\r\n").await;
+        let out = c.send("2 FETCH 1:* BODY.PEEK[]\r\n").await;
+        assert_eq!(out.matches(" FETCH (BODY[] {").count(), 20);
+        assert!(out.ends_with("2 OK FETCH completed\r\n"));
+        assert!(c.flushes >= 5, "{}", c.flushes);
+    });
+}
+
+#[test]
+fn hostile_input_with_store() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        deliver(&store, "INBOX", "x").await;
+        let mut c = Client::login(&store).await;
+        let out = c.send("1 SELECT INBOX\r\n2 FETCH 1 (FLAGS\r\n3 SEARCH (OR SEEN\r\n4 FETCH 1 BODY[1.2.3.4.5]\r\n5 NOOP\r\n").await;
+        assert!(out.contains("2 BAD"), "{out}");
+        assert!(out.contains("3 BAD"), "{out}");
+        assert!(out.contains("4 OK FETCH"), "{out}");
+        assert!(out.ends_with("5 OK completed\r\n"), "{out}");
+        let out = c.send("6 SEARCH CHARSET KOI8-R ALL\r\n").await;
+        assert!(out.starts_with("6 NO [BADCHARSET"), "{out}");
+        let mut long = b"7 NOOP ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 100_000));
+        long.extend_from_slice(b"\r\n8 NOOP\r\n");
+        let out = c.send(&long).await;
+        assert!(out.starts_with("7 BAD Line too long\r\n8 OK"), "{out}");
+        // Bad password counts as an error; errors accumulate to BYE.
+        let out = c.send("x\r\ny\r\nz\r\nw\r\nv\r\nu\r\nt\r\n").await;
+        assert!(out.contains("* BYE Too many errors"), "{out}");
+        assert!(c.closed);
+    });
+}
