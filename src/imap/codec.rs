@@ -242,13 +242,12 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
-    pub save: bool,
 }
 
 impl SearchReturn {
     /// `RETURN ()` means `RETURN (ALL)`.
     pub fn is_empty(&self) -> bool {
-        !(self.min || self.max || self.all || self.count || self.save)
+        !(self.min || self.max || self.all || self.count)
     }
 }
 
@@ -300,7 +299,6 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
                 "MAX" => r.max = true,
                 "ALL" => r.all = true,
                 "COUNT" => r.count = true,
-                "SAVE" => r.save = true,
                 other => return Err(format!("Unknown RETURN option {other}")),
             }
         }

@@ -206,7 +206,14 @@ impl ImapSession {
                     ))
                 } else {
                     let keys: Vec<SearchKey<'_>> = criteria.into_inner();
-                    self.search(store, &tag, keys, uid, extras.search_return.clone(), out)
+                    // IMAP4rev2 (RFC 9051 §6.4.4): ESEARCH replaces SEARCH; no options = ALL.
+                    let ret = extras.search_return.clone().or_else(|| {
+                        self.rev2.then(|| SearchReturn {
+                            all: true,
+                            ..SearchReturn::default()
+                        })
+                    });
+                    self.search(store, &tag, keys, uid, ret, out)
                 }
             }
             CommandBody::Fetch {
@@ -729,7 +736,7 @@ impl ImapSession {
             return Err(ImapError::no_code("READ-ONLY", "Mailbox is read-only"));
         }
         let candidates: Vec<usize> = match set {
-            Some(s) => sequence::resolve_uid(s, &mb.uids()),
+            Some(s) => mb.resolve_uid(s),
             None => (0..mb.messages.len()).collect(),
         };
         let deleted: Vec<u32> = candidates
@@ -864,7 +871,7 @@ impl ImapSession {
             return Err(ImapError::no_code("READ-ONLY", "Mailbox is read-only"));
         }
         let indices = if uid {
-            sequence::resolve_uid(set, &mb.uids())
+            mb.resolve_uid(set)
         } else {
             sequence::resolve_msn(set, mb.exists())?
         };
@@ -915,12 +922,12 @@ impl ImapSession {
                 let m = &mb.messages[i];
                 if silent {
                     imap_w!(out, "* {} FETCH (", i + 1);
-                    if uid {
+                    if uid || rep.qresync {
                         imap_w!(out, "UID {} ", m.uid);
                     }
                     imap_w!(out, "MODSEQ ({}))\r\n", m.modseq);
                 } else {
-                    write_flags_fetch(out, i + 1, m, uid, rep.condstore);
+                    write_flags_fetch(out, i + 1, m, uid || rep.qresync, rep.condstore);
                 }
             }
         }
@@ -962,7 +969,7 @@ impl ImapSession {
             return Err(ImapError::no_code("READ-ONLY", "Mailbox is read-only"));
         }
         let indices = if uid {
-            sequence::resolve_uid(set, &mb.uids())
+            mb.resolve_uid(set)
         } else {
             sequence::resolve_msn(set, mb.exists())?
         };

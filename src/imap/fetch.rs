@@ -372,11 +372,12 @@ impl ImapSession {
             .as_mut()
             .ok_or_else(|| ImapError::bad("No mailbox selected"))?;
         let mut items = items_from(names);
-        if uid && !items.contains(&FetchItem::Uid) {
+        // UID FETCH, and every FETCH once QRESYNC is on (RFC 7162 §3.2.4), carries the UID.
+        if (uid || rep.qresync) && !items.contains(&FetchItem::Uid) {
             items.insert(0, FetchItem::Uid);
         }
         let mut indices = if uid {
-            sequence::resolve_uid(set, &mb.uids())
+            mb.resolve_uid(set)
         } else {
             sequence::resolve_msn(set, mb.exists())?
         };

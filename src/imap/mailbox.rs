@@ -78,6 +78,11 @@ impl SelectedMailbox {
         self.messages.iter().map(|m| m.uid).collect()
     }
 
+    /// View indices of the messages whose UID is in the set.
+    pub fn resolve_uid(&self, set: &imap_codec::imap_types::sequence::SequenceSet) -> Vec<usize> {
+        super::sequence::resolve_uid_by(set, &self.messages, |m| m.uid)
+    }
+
     pub fn max_uid(&self) -> u32 {
         self.messages.last().map_or(0, |m| m.uid)
     }
@@ -167,7 +172,7 @@ impl SelectedMailbox {
                     cur.flags = fresh.flags.clone();
                     cur.modseq = fresh.modseq;
                     if changed_flags || rep.condstore {
-                        write_flags_fetch(out, i + 1, cur, false, rep.condstore);
+                        write_flags_fetch(out, i + 1, cur, rep.qresync, rep.condstore);
                     }
                 }
                 j += 1;

@@ -50,13 +50,18 @@ pub fn resolve_msn(set: &SequenceSet, exists: u32) -> ImapResult<Vec<usize>> {
 /// UID is in the set (absent UIDs are ignored). `*` is the highest UID present, so `N:*`
 /// always includes the last message even when N is larger (RFC 9051 §6.4.9).
 pub fn resolve_uid(set: &SequenceSet, uids: &[u32]) -> Vec<usize> {
-    let Some(&max) = uids.last() else {
+    resolve_uid_by(set, uids, |&u| u)
+}
+
+/// [`resolve_uid`] over any UID-ordered slice (e.g. the view's messages, without copying).
+pub fn resolve_uid_by<T>(set: &SequenceSet, items: &[T], uid: impl Fn(&T) -> u32) -> Vec<usize> {
+    let Some(max) = items.last().map(&uid) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (lo, hi) in ranges(set, max) {
-        let start = uids.partition_point(|&u| u < lo);
-        let end = uids.partition_point(|&u| u <= hi);
+        let start = items.partition_point(|x| uid(x) < lo);
+        let end = items.partition_point(|x| uid(x) <= hi);
         out.extend(start..end);
     }
     out.sort_unstable();

@@ -440,14 +440,17 @@ fn condstore_and_qresync() {
         let uv = store.snapshot("alice", "INBOX").unwrap().uidvalidity;
         let before = store.snapshot("alice", "INBOX").unwrap().highest_modseq;
         let out = c.send("3 STORE 1 +FLAGS (\\Seen)\r\n").await;
-        assert!(out.contains("* 1 FETCH (FLAGS (\\Seen) MODSEQ ("), "{out}");
+        assert!(
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            "{out}"
+        );
         let out = c
             .send(format!(
                 "4 STORE 1,2 (UNCHANGEDSINCE {before}) +FLAGS (\\Flagged)\r\n"
             ))
             .await;
         assert!(
-            out.contains("* 2 FETCH (FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
             "{out}"
         );
         assert!(
@@ -475,6 +478,12 @@ fn condstore_and_qresync() {
         assert!(!out.contains("UID 4"), "{out}");
         let out = c.send(format!("8 SEARCH MODSEQ {}\r\n", before + 1)).await;
         assert!(out.starts_with("* SEARCH 1 2 (MODSEQ "), "{out}");
+        // IMAP4rev2 answers SEARCH with ESEARCH.
+        let out = c.send("9 ENABLE IMAP4rev2\r\n10 UID SEARCH ALL\r\n").await;
+        assert!(
+            out.contains("* ESEARCH (TAG \"10\") UID ALL 1:2,4\r\n10 OK"),
+            "{out}"
+        );
 
         // A client resynchronising after a disconnect.
         let mut r = Client::login(&store).await;
