@@ -5,6 +5,8 @@
 //! place. Before a tagged OK in the Selected state, pending mailbox updates are sent through
 //! [`ImapSession::sync_selected`], with EXPUNGE allowed only where RFC 9051 §7.5.1 allows it.
 
+use std::collections::HashSet;
+
 use imap_codec::imap_types::{
     command::{CommandBody, SelectParameter, StoreModifier},
     flag::{Flag, StoreResponse, StoreType},
@@ -555,16 +557,23 @@ impl ImapSession {
         };
         let mut boxes = store.list_mailboxes(&self.account_name());
         boxes.sort_by(|a, b| a.name.cmp(&b.name));
-        let names: Vec<String> = boxes.iter().map(|b| b.name.clone()).collect();
+        // Every proper ancestor of a mailbox has children; ancestors of subscribed mailboxes
+        // have subscribed children (RECURSIVEMATCH / CHILDINFO).
+        let mut parents: HashSet<&str> = HashSet::new();
+        let mut subscribed_parents: HashSet<&str> = HashSet::new();
         for b in &boxes {
-            let matched = inbox_fold(&full, &b.name);
-            // RECURSIVEMATCH: a parent matches if a subscribed child does.
-            let child_subscribed = boxes
-                .iter()
-                .any(|c| c.subscribed && c.name.starts_with(&format!("{}/", b.name)));
-            if !matched {
+            for (i, _) in b.name.match_indices('/') {
+                parents.insert(&b.name[..i]);
+                if b.subscribed {
+                    subscribed_parents.insert(&b.name[..i]);
+                }
+            }
+        }
+        for b in &boxes {
+            if !inbox_fold(&full, &b.name) {
                 continue;
             }
+            let child_subscribed = subscribed_parents.contains(b.name.as_str());
             if opts.select_subscribed
                 && !b.subscribed
                 && !(opts.recursive_match && child_subscribed)
@@ -574,8 +583,7 @@ impl ImapSession {
             if opts.select_special_use && b.special_use.is_none() {
                 continue;
             }
-            let prefix = format!("{}/", b.name);
-            let has_children = names.iter().any(|n| n.starts_with(&prefix));
+            let has_children = parents.contains(b.name.as_str());
             let mut attrs: Vec<&str> = Vec::new();
             if !lsub {
                 attrs.push(if has_children {
@@ -980,14 +988,8 @@ impl ImapSession {
             return Ok(Step::Done);
         }
         let pairs = store.copy(&account, &mb.name, &dest, &uids).await?;
-        let src: Vec<String> = pairs.iter().map(|p| p.0.to_string()).collect();
-        let dst: Vec<String> = pairs.iter().map(|p| p.1.to_string()).collect();
-        let copyuid = format!(
-            "COPYUID {} {} {}",
-            dest_info.uidvalidity,
-            src.join(","),
-            dst.join(",")
-        );
+        let (src, dst) = uid_pair_sets(&pairs);
+        let copyuid = format!("COPYUID {} {src} {dst}", dest_info.uidvalidity);
         if is_move {
             imap_w!(out, "* OK [{copyuid}] Moved\r\n");
             let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
@@ -1001,6 +1003,35 @@ impl ImapSession {
         }
         Ok(Step::Done)
     }
+}
+
+/// COPYUID source and destination sets, in corresponding order, with runs that are
+/// consecutive on both sides compressed to ranges.
+pub(crate) fn uid_pair_sets(pairs: &[(u32, u32)]) -> (String, String) {
+    let (mut src, mut dst) = (String::new(), String::new());
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j + 1 < pairs.len()
+            && pairs[j + 1].0 == pairs[j].0 + 1
+            && pairs[j + 1].1 == pairs[j].1 + 1
+        {
+            j += 1;
+        }
+        if !src.is_empty() {
+            src.push(',');
+            dst.push(',');
+        }
+        if i == j {
+            src.push_str(&pairs[i].0.to_string());
+            dst.push_str(&pairs[i].1.to_string());
+        } else {
+            src.push_str(&format!("{}:{}", pairs[i].0, pairs[j].0));
+            dst.push_str(&format!("{}:{}", pairs[i].1, pairs[j].1));
+        }
+        i = j + 1;
+    }
+    (src, dst)
 }
 
 /// `* STATUS name (ITEM n ...)` for the given upper-case item names.
@@ -1050,5 +1081,11 @@ mod tests {
         assert!(inbox_fold("inbox", "INBOX"));
         assert!(inbox_fold("Inbox/%", "INBOX/x"));
         assert!(!inbox_fold("Sent", "INBOX"));
+    }
+
+    #[test]
+    fn copyuid_sets() {
+        let (s, d) = uid_pair_sets(&[(1, 10), (2, 11), (3, 12), (7, 13), (9, 20)]);
+        assert_eq!((s.as_str(), d.as_str()), ("1:3,7,9", "10:12,13,20"));
     }
 }

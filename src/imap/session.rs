@@ -211,6 +211,18 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
         self.selected.as_mut()?.change_receiver()
     }
 
+    /// During IDLE: resolves when the selected mailbox has changed; then call
+    /// [`ImapSession::idle_update`]. Never resolves when no mailbox is selected. Cancel-safe
+    /// (a notification is only a wake-up; `idle_update` re-reads the mailbox state).
+    pub async fn mailbox_changed(&mut self) {
+        match self.change_receiver() {
+            Some(rx) => {
+                let _ = rx.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
     /// Inactivity timeout: say BYE (the driver closes after flushing).
     pub fn on_timeout(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
