@@ -568,6 +568,92 @@ pub fn days_from_iso(s: &str) -> Option<i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Modified UTF-7 mailbox names (RFC 3501 §5.1.3), for IMAP4rev1 clients.
+
+const B64_IMAP: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+
+/// Decode modified UTF-7; None if the input is not valid modified UTF-7.
+pub fn mutf7_decode(s: &str) -> Option<String> {
+    if !s.contains('&') {
+        return Some(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let end = after.find('-')?;
+        let enc = &after[..end];
+        if enc.is_empty() {
+            out.push('&');
+        } else {
+            let mut acc = 0u32;
+            let mut bits = 0;
+            let mut units = Vec::new();
+            let mut bytes = Vec::new();
+            for c in enc.bytes() {
+                let v = B64_IMAP.iter().position(|&b| b == c)? as u32;
+                acc = (acc << 6) | v;
+                bits += 6;
+                if bits >= 8 {
+                    bits -= 8;
+                    bytes.push((acc >> bits) as u8);
+                    acc &= (1 << bits) - 1;
+                }
+            }
+            for pair in bytes.chunks(2) {
+                if pair.len() == 2 {
+                    units.push(u16::from_be_bytes([pair[0], pair[1]]));
+                }
+            }
+            out.push_str(&String::from_utf16(&units).ok()?);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Encode a UTF-8 name as modified UTF-7.
+pub fn mutf7_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut pending: Vec<u16> = Vec::new();
+    let flush = |pending: &mut Vec<u16>, out: &mut String| {
+        if pending.is_empty() {
+            return;
+        }
+        let bytes: Vec<u8> = pending.iter().flat_map(|u| u.to_be_bytes()).collect();
+        out.push('&');
+        for chunk in bytes.chunks(3) {
+            let n = (u32::from(chunk[0]) << 16)
+                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*chunk.get(2).unwrap_or(&0));
+            let chars = chunk.len() + 1;
+            for k in 0..chars {
+                out.push(B64_IMAP[(n >> (18 - 6 * k)) as usize & 63] as char);
+            }
+        }
+        out.push('-');
+        pending.clear();
+    };
+    for c in s.chars() {
+        if (' '..='~').contains(&c) {
+            flush(&mut pending, &mut out);
+            if c == '&' {
+                out.push_str("&-");
+            } else {
+                out.push(c);
+            }
+        } else {
+            let mut buf = [0u16; 2];
+            pending.extend_from_slice(c.encode_utf16(&mut buf));
+        }
+    }
+    flush(&mut pending, &mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Base64 (SASL).
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -786,6 +872,28 @@ mod tests {
         assert_eq!(out, b"\"14-Nov-2023 22:13:20 +0000\"");
         assert_eq!(days_from_iso("1970-01-02"), Some(1));
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    #[test]
+    fn modified_utf7() {
+        assert_eq!(mutf7_encode("Entw\u{fc}rfe"), "Entw&APw-rfe");
+        assert_eq!(mutf7_decode("Entw&APw-rfe").unwrap(), "Entw\u{fc}rfe");
+        assert_eq!(mutf7_encode("A&B"), "A&-B");
+        assert_eq!(mutf7_decode("A&-B").unwrap(), "A&B");
+        // RFC 3501 example: ~peter/mail/台北/日本語
+        assert_eq!(
+            mutf7_encode("~peter/mail/\u{53f0}\u{5317}/\u{65e5}\u{672c}\u{8a9e}"),
+            "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+        );
+        assert_eq!(
+            mutf7_decode("~peter/mail/&U,BTFw-/&ZeVnLIqe-").unwrap(),
+            "~peter/mail/\u{53f0}\u{5317}/\u{65e5}\u{672c}\u{8a9e}"
+        );
+        assert_eq!(mutf7_decode("&Jjo-!").unwrap(), "\u{263a}!");
+        assert_eq!(mutf7_encode("\u{1f600}"), "&2D3eAA-");
+        assert_eq!(mutf7_decode("&2D3eAA-").unwrap(), "\u{1f600}");
+        assert!(mutf7_decode("&unterminated").is_none());
+        assert!(mutf7_decode("&*-").is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use imap_codec::imap_types::{
     status::StatusDataItemName,
 };
 
-use super::codec::{ListOptions, SearchReturn, write_astring};
+use super::codec::{ListOptions, SearchReturn, mutf7_decode, mutf7_encode, write_astring};
 use super::mailbox::{SelectedMailbox, write_flags, write_flags_fetch};
 use super::search::{self, SearchMessage};
 use super::sequence::{self, format_sorted};
@@ -27,19 +27,34 @@ use crate::store::{
     FlagOp, Flags, MailStore, MailboxInfo, NewMessage, SpecialUse, StoreError, SystemFlags,
 };
 
-/// The name a client's mailbox argument refers to (INBOX is case-insensitive).
-pub(crate) fn mailbox_name(m: &Mailbox<'_>) -> String {
+/// The name a client's mailbox argument refers to (INBOX is case-insensitive). Names are
+/// stored in UTF-8; IMAP4rev1 clients send modified UTF-7 (RFC 3501 §5.1.3), decoded here.
+pub(crate) fn mailbox_name(m: &Mailbox<'_>, rev2: bool) -> String {
     match m {
         Mailbox::Inbox => "INBOX".into(),
         Mailbox::Other(o) => {
             let s = String::from_utf8_lossy(o.as_ref()).into_owned();
             let s = s.trim_end_matches('/').to_string();
+            let s = if rev2 {
+                s
+            } else {
+                mutf7_decode(&s).unwrap_or(s)
+            };
             if s.eq_ignore_ascii_case("INBOX") {
                 "INBOX".into()
             } else {
                 s
             }
         }
+    }
+}
+
+/// Write a stored (UTF-8) mailbox name for this client (modified UTF-7 for IMAP4rev1).
+fn write_mailbox(out: &mut Vec<u8>, name: &str, rev2: bool) {
+    if rev2 || name.is_ascii() && !name.contains('&') {
+        write_astring(out, name.as_bytes());
+    } else {
+        write_astring(out, mutf7_encode(name).as_bytes());
     }
 }
 
@@ -352,7 +367,7 @@ impl ImapSession {
         }
         self.state = State::Authenticated;
         let account = self.account_name();
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox, self.rev2);
         let mut qresync = None;
         for p in params {
             match p {
@@ -450,7 +465,7 @@ impl ImapSession {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox, self.rev2);
         if name == "INBOX" {
             return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
         }
@@ -470,7 +485,7 @@ impl ImapSession {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox, self.rev2);
         if name == "INBOX" {
             return Err(ImapError::no_code("CANNOT", "INBOX cannot be deleted"));
         }
@@ -488,7 +503,7 @@ impl ImapSession {
         to: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let (from, to) = (mailbox_name(from), mailbox_name(to));
+        let (from, to) = (mailbox_name(from, self.rev2), mailbox_name(to, self.rev2));
         if to == "INBOX" {
             return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
         }
@@ -508,7 +523,7 @@ impl ImapSession {
         on: bool,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox, self.rev2);
         store
             .set_subscribed(&self.account_name(), &name, on)
             .await?;
@@ -540,6 +555,11 @@ impl ImapSession {
         let pattern = match pattern {
             ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
             ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        };
+        let pattern = if self.rev2 {
+            pattern
+        } else {
+            mutf7_decode(&pattern).unwrap_or(pattern)
         };
         if pattern.is_empty() && !opts.extended {
             imap_w!(
@@ -599,13 +619,13 @@ impl ImapSession {
                 }
             }
             imap_w!(out, "* {verb} ({}) \"/\" ", attrs.join(" "));
-            write_astring(out, b.name.as_bytes());
+            write_mailbox(out, &b.name, self.rev2);
             if opts.recursive_match && opts.select_subscribed && !b.subscribed && child_subscribed {
                 out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
             }
             out.extend_from_slice(b"\r\n");
             if let Some(items) = &opts.return_status {
-                write_status(out, b, items.iter().map(String::as_str));
+                write_status(out, b, self.rev2, items.iter().map(String::as_str));
             }
         }
         self.sync_selected(store, true, out);
@@ -621,7 +641,7 @@ impl ImapSession {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox, self.rev2);
         let info = self
             .find_mailbox(store, &name)
             .ok_or(ImapError::Store(StoreError::NoSuchMailbox))?;
@@ -644,7 +664,7 @@ impl ImapSession {
         if names.contains(&"HIGHESTMODSEQ") {
             self.reporting.condstore = true;
         }
-        write_status(out, &info, names.into_iter());
+        write_status(out, &info, self.rev2, names.into_iter());
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK STATUS completed\r\n");
         Ok(Step::Done)
@@ -661,7 +681,7 @@ impl ImapSession {
         bytes: Vec<u8>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox);
+        let name = mailbox_name(mailbox, self.rev2);
         if self.find_mailbox(store, &name).is_none() {
             return Err(ImapError::no_code("TRYCREATE", "No such mailbox"));
         }
@@ -965,7 +985,7 @@ impl ImapSession {
     ) -> ImapResult<Step> {
         let account = self.account_name();
         let rep = self.reporting;
-        let dest = mailbox_name(dest);
+        let dest = mailbox_name(dest, self.rev2);
         let Some(dest_info) = self.find_mailbox(store, &dest) else {
             return Err(ImapError::no_code("TRYCREATE", "No such mailbox"));
         };
@@ -1035,9 +1055,14 @@ pub(crate) fn uid_pair_sets(pairs: &[(u32, u32)]) -> (String, String) {
 }
 
 /// `* STATUS name (ITEM n ...)` for the given upper-case item names.
-fn write_status<'a>(out: &mut Vec<u8>, info: &MailboxInfo, items: impl Iterator<Item = &'a str>) {
+fn write_status<'a>(
+    out: &mut Vec<u8>,
+    info: &MailboxInfo,
+    rev2: bool,
+    items: impl Iterator<Item = &'a str>,
+) {
     out.extend_from_slice(b"* STATUS ");
-    write_astring(out, info.name.as_bytes());
+    write_mailbox(out, &info.name, rev2);
     out.extend_from_slice(b" (");
     let mut first = true;
     for item in items {

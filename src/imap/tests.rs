@@ -366,6 +366,20 @@ fn mailbox_management_and_list() {
         assert!(out.contains("m OK DELETE"), "{out}");
         assert!(out.contains("n NO [CANNOT]"), "{out}");
         assert!(out.contains("o NO [NONEXISTENT]"), "{out}");
+        // IMAP4rev1 names are modified UTF-7 on the wire, UTF-8 in the store.
+        let out = c
+            .send("q CREATE Entw&APw-rfe\r\nr LIST \"\" Entw*\r\n")
+            .await;
+        assert!(
+            out.contains("* LIST (\\HasNoChildren) \"/\" Entw&APw-rfe\r\n"),
+            "{out}"
+        );
+        assert!(
+            store
+                .list_mailboxes("alice")
+                .iter()
+                .any(|m| m.name == "Entw\u{fc}rfe")
+        );
         let out = c.send("p STATUS Nope (MESSAGES)\r\n").await;
         assert!(out.starts_with("p NO [NONEXISTENT]"), "{out}");
     });
