@@ -429,6 +429,17 @@ impl ImapSession {
             "* OK [HIGHESTMODSEQ {}] Highest\r\n",
             mb.highest_modseq.max(1)
         );
+        if self.rev2 {
+            // RFC 9051 §6.3.2: the LIST response carries the canonical name and attributes.
+            let su = self.find_mailbox(store, &name).and_then(|i| i.special_use);
+            imap_w!(
+                out,
+                "* LIST ({}) \"/\" ",
+                su.map(special_use_attr).unwrap_or("")
+            );
+            write_mailbox(out, &name, true);
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some((uidvalidity, modseq, known)) = qresync
             && uidvalidity == mb.uidvalidity
         {

@@ -511,6 +511,9 @@ fn condstore_and_qresync() {
         // Selecting another mailbox reports CLOSED first.
         let out = r.send("4 EXAMINE INBOX\r\n").await;
         assert!(out.starts_with("* OK [CLOSED]"), "{out}");
+        let out = r.send("5 ENABLE IMAP4rev2\r\n6 SELECT Sent\r\n").await;
+        assert!(out.contains("* LIST (\\Sent) \"/\" Sent\r\n"), "{out}");
+        assert!(!out.contains("RECENT"), "{out}");
     });
 }
 
