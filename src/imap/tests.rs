@@ -573,3 +573,53 @@ fn hostile_input_with_store() {
         assert!(c.closed);
     });
 }
+
+#[test]
+fn misc_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        deliver(&store, "INBOX", "x").await;
+        // Failed login, then a successful one.
+        let mut c = Client {
+            s: ImapSession::new(ImapConfig::default(), true),
+            store: store.clone(),
+            flushes: 0,
+            idling: false,
+            closed: false,
+        };
+        let out = c
+            .send("1 LOGIN alice wrong\r\n2 ID NIL\r\n3 LOGIN alice pw\r\n")
+            .await;
+        assert!(out.starts_with("1 NO [AUTHENTICATIONFAILED]"), "{out}");
+        assert!(out.contains("* ID (\"name\" \"surel\""), "{out}");
+        assert!(out.contains("3 OK [CAPABILITY IMAP4rev2"), "{out}");
+        let out = c
+            .send("4 SUBSCRIBE Sent\r\n5 UNSUBSCRIBE Sent\r\n6 LSUB \"\" Sent\r\n")
+            .await;
+        assert!(
+            out.contains("5 OK UNSUBSCRIBE completed\r\n6 OK LSUB"),
+            "{out}"
+        );
+        let out = c
+            .send(
+                "7 SELECT INBOX\r\n8 CHECK\r\n9 FETCH 1 (RFC822.HEADER BINARY.SIZE[1] RFC822)\r\n",
+            )
+            .await;
+        assert!(out.contains("8 OK completed\r\n"), "{out}");
+        assert!(out.contains("RFC822.HEADER {"), "{out}");
+        assert!(out.contains("BINARY.SIZE[1] 13 RFC822 {"), "{out}");
+        // RFC822 (not .PEEK) sets \Seen.
+        assert!(
+            out.contains("FLAGS (\\Seen))\r\n9 OK FETCH completed"),
+            "{out}"
+        );
+        let out = c.send("10 UID SEARCH SEEN\r\n").await;
+        assert_eq!(out, "* SEARCH 1\r\n10 OK SEARCH completed\r\n");
+        let out = c.send("11 IDLE\r\nDONE\r\n12 LOGOUT\r\n").await;
+        assert_eq!(
+            out,
+            "+ idling\r\n11 OK IDLE terminated\r\n* BYE localhost logging out\r\n12 OK LOGOUT completed\r\n"
+        );
+    });
+}
