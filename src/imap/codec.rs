@@ -74,6 +74,22 @@ impl CommandReader {
         }
     }
 
+    /// Take the bytes of the last complete command out of the reader (no copy); hand the
+    /// buffer back with [`Self::restore`] once the command is handled.
+    pub fn take_command(&mut self) -> Vec<u8> {
+        self.line_start = 0;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Return a buffer taken with [`Self::take_command`] for reuse.
+    pub fn restore(&mut self, mut buf: Vec<u8>) {
+        if self.buf.is_empty() && buf.capacity() <= 1 << 20 {
+            buf.clear();
+            self.buf = buf;
+        }
+        self.line_start = 0;
+    }
+
     /// Drop everything buffered (STARTTLS).
     pub fn reset(&mut self) {
         self.clear();

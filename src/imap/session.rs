@@ -322,13 +322,15 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                     self.bad(&tag, "Line too long", out)
                 }
                 Frame::Command => {
-                    let line = std::mem::take(&mut self.reader_buf());
+                    // Borrow the reader's buffer for the command and give it back afterwards,
+                    // so its capacity is reused across commands.
+                    let line = self.reader.take_command();
                     let ev = if line_mode {
                         self.handle_line(&line, out)
                     } else {
                         self.handle_command(&line, out)
                     };
-                    self.reader.clear();
+                    self.reader.restore(line);
                     ev
                 }
             };
@@ -343,10 +345,6 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
             }
         }
         (pos, None)
-    }
-
-    fn reader_buf(&self) -> Vec<u8> {
-        self.reader.command().to_vec()
     }
 
     /// A plain line in IDLE or during an AUTHENTICATE exchange.
