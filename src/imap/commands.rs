@@ -124,7 +124,7 @@ impl ImapSession {
         cmd: ImapCommand,
         out: &mut Vec<u8>,
     ) -> Step {
-        let ImapCommand { tag, body, extras } = *Box::new(cmd);
+        let ImapCommand { tag, body, extras } = cmd;
         self.mode = Mode::Normal;
         if !self.inbox_checked {
             self.inbox_checked = true;
@@ -199,9 +199,14 @@ impl ImapSession {
                 self.mode = Mode::Idle { tag };
                 return Step::Idle;
             }
-            CommandBody::Noop | CommandBody::Check => {
+            body @ (CommandBody::Noop | CommandBody::Check) => {
                 self.sync_selected(store, true, out);
-                imap_w!(out, "{tag} OK completed\r\n");
+                let verb = if body == CommandBody::Noop {
+                    "NOOP"
+                } else {
+                    "CHECK"
+                };
+                imap_w!(out, "{tag} OK {verb} completed\r\n");
                 Ok(Step::Done)
             }
             CommandBody::Close => self.close(store, &tag, true, out).await,

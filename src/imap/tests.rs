@@ -279,7 +279,7 @@ fn append_copy_move_expunge() {
         let uid = deliver(&store, "INBOX", "next").await;
         assert_eq!(uid, 2);
         let out = c.send("k NOOP\r\n").await;
-        assert_eq!(out, "* 1 EXISTS\r\nk OK completed\r\n");
+        assert_eq!(out, "* 1 EXISTS\r\nk OK NOOP completed\r\n");
 
         let out = c.send("l UID MOVE 2 Archive/2023\r\n").await;
         assert!(out.starts_with("* OK [COPYUID "), "{out}");
@@ -410,7 +410,7 @@ fn two_sessions_see_each_other() {
         assert!(!out.contains("EXPUNGE"), "{out}");
         // NOOP: now the expunge is reported.
         let out = a.send("3 NOOP\r\n").await;
-        assert_eq!(out, "* 2 EXPUNGE\r\n3 OK completed\r\n");
+        assert_eq!(out, "* 2 EXPUNGE\r\n3 OK NOOP completed\r\n");
         let out = a.send("4 FETCH 1:* UID\r\n").await;
         assert!(out.contains("* 3 FETCH (UID 4)"), "{out}");
 
@@ -559,7 +559,7 @@ fn hostile_input_with_store() {
         assert!(out.contains("2 BAD"), "{out}");
         assert!(out.contains("3 BAD"), "{out}");
         assert!(out.contains("4 OK FETCH"), "{out}");
-        assert!(out.ends_with("5 OK completed\r\n"), "{out}");
+        assert!(out.ends_with("5 OK NOOP completed\r\n"), "{out}");
         let out = c.send("6 SEARCH CHARSET KOI8-R ALL\r\n").await;
         assert!(out.starts_with("6 NO [BADCHARSET"), "{out}");
         let mut long = b"7 NOOP ".to_vec();
@@ -606,7 +606,7 @@ fn misc_commands() {
                 "7 SELECT INBOX\r\n8 CHECK\r\n9 FETCH 1 (RFC822.HEADER BINARY.SIZE[1] RFC822)\r\n",
             )
             .await;
-        assert!(out.contains("8 OK completed\r\n"), "{out}");
+        assert!(out.contains("8 OK CHECK completed\r\n"), "{out}");
         assert!(out.contains("RFC822.HEADER {"), "{out}");
         assert!(out.contains("BINARY.SIZE[1] 13 RFC822 {"), "{out}");
         // RFC822 (not .PEEK) sets \Seen.
