@@ -623,3 +623,160 @@ fn misc_commands() {
         );
     });
 }
+
+/// A tiny deterministic PRNG for the robustness tests (no extra dependency).
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const FRAGMENTS: &[&[u8]] = &[
+    b"a1 ",
+    b"UID ",
+    b"FETCH ",
+    b"1:* ",
+    b"(",
+    b")",
+    b"BODY[",
+    b"]",
+    b"{5}\r\n",
+    b"{3+}\r\n",
+    b"~{2}\r\n",
+    b"\r\n",
+    b"\n",
+    b"\0",
+    b"\xff",
+    b"\"",
+    b"\\",
+    b"SEARCH ",
+    b"OR ",
+    b"NOT ",
+    b"LIST ",
+    b"RETURN ",
+    b"(STATUS (MESSAGES))",
+    b"LOGIN ",
+    b"AUTHENTICATE PLAIN",
+    b"=",
+    b"*",
+    b"%",
+    b"DONE\r\n",
+    b"IDLE\r\n",
+    b"APPEND INBOX ",
+    b"{99999999999999999999}\r\n",
+    b"SELECT INBOX (QRESYNC (1 1))",
+    b"ENABLE QRESYNC\r\n",
+    b"STARTTLS\r\n",
+    b"x",
+];
+
+#[test]
+fn random_input_never_panics() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let mut s = ImapSession::new(
+            ImapConfig {
+                allow_plaintext_auth: true,
+                max_errors: 1000,
+                max_line: 512,
+                max_literal: 4096,
+                ..ImapConfig::default()
+            },
+            false,
+        );
+        let mut input = Vec::new();
+        for _ in 0..rng.below(60) + 1 {
+            if rng.below(4) == 0 {
+                input.push(rng.next() as u8);
+            } else {
+                input.extend_from_slice(FRAGMENTS[rng.below(FRAGMENTS.len())]);
+            }
+        }
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let mut guard = 0;
+        while pos < input.len() && guard < 10_000 {
+            guard += 1;
+            // Feed in random chunk sizes.
+            let end = (pos + rng.below(16) + 1).min(input.len());
+            let (n, ev) = s.feed(&input[pos..end], &mut out);
+            pos += n;
+            match ev {
+                Some(ImapEvent::Authenticate { .. }) => {
+                    s.auth_result(AuthOutcome::Accepted("alice".into()), &mut out);
+                }
+                Some(ImapEvent::StartTls) => s.tls_started(),
+                Some(ImapEvent::Close) => break,
+                Some(ImapEvent::Command(_)) => {
+                    // Pretend it ran.
+                    s.mode = session::Mode::Normal;
+                }
+                None => {}
+            }
+        }
+        assert!(guard < 10_000, "round {round}: no progress");
+    }
+}
+
+#[test]
+fn random_messages_never_panic() {
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let parts: &[&[u8]] = &[
+        b"Content-Type: multipart/mixed; boundary=b\r\n",
+        b"Content-Type: message/rfc822\r\n",
+        b"Content-Type: text/plain; charset*=utf-8''x%ZZ\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+        b"From: =?utf-8?b?????\r\n",
+        b"To: a@, <b@c>, group:;\r\n",
+        b"\r\n",
+        b"\n",
+        b"--b\r\n",
+        b"--b--\r\n",
+        b"--b",
+        b"=\r\n",
+        b"=4",
+        b"body text\r\n",
+        b" folded\r\n",
+        b"\xc3\x28",
+    ];
+    for _ in 0..500 {
+        let mut raw = Vec::new();
+        for _ in 0..rng.below(40) {
+            raw.extend_from_slice(parts[rng.below(parts.len())]);
+        }
+        let st = bodystructure::RenderedStructure::render(&raw);
+        let depth = st.bodystructure.iter().fold(0i64, |d, &b| {
+            d + i64::from(b == b'(') - i64::from(b == b')')
+        });
+        // Literals may contain parentheses; only check balance when there are none.
+        if !st.bodystructure.contains(&b'{') {
+            assert_eq!(depth, 0, "{}", String::from_utf8_lossy(&st.bodystructure));
+        }
+        let root = mime::parse(&raw);
+        for _ in 0..5 {
+            let path: Vec<u32> = (0..rng.below(4)).map(|_| rng.below(4) as u32).collect();
+            for kind in [
+                section::SectionKind::Full,
+                section::SectionKind::Header,
+                section::SectionKind::Text,
+                section::SectionKind::Mime,
+                section::SectionKind::HeaderFields(vec!["to".into()]),
+            ] {
+                let spec = section::SectionSpec {
+                    path: path.clone(),
+                    kind,
+                };
+                let _ = section::extract(&raw, &root, &spec);
+            }
+            let _ = section::binary(&raw, &root, &path);
+        }
+    }
+}
