@@ -711,12 +711,17 @@ impl ImapSession {
         let appended = store
             .append(vec![NewMessage {
                 account: self.account_name(),
-                mailbox: name,
+                mailbox: name.clone(),
                 bytes,
                 flags: to_flags(flags),
                 internal_date: date.unwrap_or(now),
             }])
             .await?;
+        if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
+            // Report the new message in this response (RFC 9051 §6.3.12), without waiting
+            // for the store's change notification.
+            mb.mark_dirty();
+        }
         let a = appended
             .first()
             .ok_or_else(|| ImapError::no_code("SERVERBUG", "Append failed"))?;
@@ -1034,6 +1039,9 @@ impl ImapSession {
             self.sync_selected(store, true, out);
             imap_w!(out, "{tag} OK MOVE completed\r\n");
         } else {
+            if mb.name == dest {
+                mb.mark_dirty();
+            }
             self.sync_selected(store, true, out);
             imap_w!(out, "{tag} OK [{copyuid}] COPY completed\r\n");
         }

@@ -221,6 +221,10 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
             }
             None => std::future::pending::<()>().await,
         }
+        // The notification itself is only a wake-up: remember to re-read the mailbox.
+        if let Some(mb) = self.selected.as_mut() {
+            mb.mark_dirty();
+        }
     }
 
     /// Inactivity timeout: say BYE (the driver closes after flushing).

@@ -50,6 +50,14 @@ impl Client {
         Client::new(store, ImapConfig::default()).await
     }
 
+    /// Wait until a change notification reached the session (the store notifies
+    /// subscribers just after answering the writer).
+    async fn settle(&mut self) {
+        monoio::time::timeout(std::time::Duration::from_secs(5), self.s.mailbox_changed())
+            .await
+            .expect("a change notification");
+    }
+
     async fn send(&mut self, input: impl AsRef<[u8]>) -> String {
         let input = input.as_ref();
         let mut out = Vec::new();
@@ -278,6 +286,7 @@ fn append_copy_move_expunge() {
         );
         let uid = deliver(&store, "INBOX", "next").await;
         assert_eq!(uid, 2);
+        c.settle().await;
         let out = c.send("k NOOP\r\n").await;
         assert_eq!(out, "* 1 EXISTS\r\nk OK NOOP completed\r\n");
 
@@ -380,6 +389,14 @@ fn mailbox_management_and_list() {
                 .iter()
                 .any(|m| m.name == "Entw\u{fc}rfe")
         );
+        // IMAP4rev2 clients use UTF-8 quoted strings.
+        let out = c
+            .send("s ENABLE IMAP4rev2\r\nt STATUS \"Entw\u{fc}rfe\" (MESSAGES)\r\n")
+            .await;
+        assert!(
+            out.contains("* STATUS {9}\r\nEntw\u{fc}rfe (MESSAGES 0)\r\n"),
+            "{out}"
+        );
         let out = c.send("p STATUS Nope (MESSAGES)\r\n").await;
         assert!(out.starts_with("p NO [NONEXISTENT]"), "{out}");
     });
@@ -402,6 +419,7 @@ fn two_sessions_see_each_other() {
             .await;
         assert!(out.contains("* 2 EXPUNGE"), "{out}");
         deliver(&store, "INBOX", "d").await;
+        a.settle().await;
         // FETCH: flags and EXISTS, but no EXPUNGE (numbers must not shift).
         let out = a.send("2 FETCH 2 UID\r\n").await;
         assert!(out.starts_with("* 2 FETCH (UID 2)\r\n"), "{out}");
@@ -419,9 +437,7 @@ fn two_sessions_see_each_other() {
         assert_eq!(out, "+ idling\r\n");
         assert!(a.idling && a.s.is_idling());
         deliver(&store, "INBOX", "e").await;
-        monoio::time::timeout(std::time::Duration::from_secs(5), a.s.mailbox_changed())
-            .await
-            .expect("a change notification");
+        a.settle().await;
         let mut out = Vec::new();
         a.s.idle_update(&a.store, &mut out);
         assert_eq!(String::from_utf8_lossy(&out), "* 4 EXISTS\r\n");
