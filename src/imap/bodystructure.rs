@@ -143,7 +143,10 @@ pub fn write_body(out: &mut Vec<u8>, raw: &[u8], part: &MimePart, extended: bool
             write_string(out, &enc);
             let body = &raw[part.body.clone()];
             imap_w!(out, " {}", body.len());
-            let lines = memchr::memchr_iter(b'\n', body).count();
+            // Lines of text: LFs, plus a final line without one (inside a multipart the CRLF
+            // before the boundary belongs to the boundary).
+            let lines = memchr::memchr_iter(b'\n', body).count()
+                + usize::from(!body.is_empty() && !body.ends_with(b"\n"));
             if let PartKind::Message(inner) = kind {
                 out.push(b' ');
                 write_envelope(out, &raw[inner.header.clone()]);
@@ -290,7 +293,7 @@ Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n";
     fn nested_bodystructure() {
         let r = RenderedStructure::render(NESTED);
         let bs = s(&r.bodystructure);
-        assert!(bs.starts_with("(((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 10 0 NIL NIL NIL NIL)"), "{bs}");
+        assert!(bs.starts_with("(((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 10 1 NIL NIL NIL NIL)"), "{bs}");
         assert!(
             bs.contains("\"ALTERNATIVE\" (\"BOUNDARY\" \"alt\") NIL NIL NIL)"),
             "{bs}"
@@ -345,6 +348,64 @@ x\r\n";
         let bs = s(&r.bodystructure);
         assert!(bs.contains("(\"ATTACHMENT\" (\"FILENAME\" {"), "{bs}");
         assert!(bs.contains("(\"en\" \"fr\")"), "{bs}");
+    }
+
+    #[test]
+    fn mixed_inside_alternative_with_8bit_subject() {
+        let raw = "Subject: R\u{e9}sum\u{e9} \u{2014} 8-bit\r\n\
+From: \"Last, First\" <first.last@example.org>\r\n\
+Content-Type: multipart/alternative; boundary=\"=_alt\"\r\n\
+\r\n\
+--=_alt\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n\
+line one\r\n\
+line two\r\n\
+--=_alt\r\n\
+Content-Type: multipart/mixed; boundary=mix\r\n\
+\r\n\
+--mix\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+\r\n\
+<b>hi</b>\r\n\
+--mix\r\n\
+Content-Type: image/png; name=\"dot.png\"\r\n\
+Content-Disposition: inline; filename=\"dot.png\"\r\n\
+Content-ID: <dot@x>\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+iVBORw0KGgo=\r\n\
+--mix--\r\n\
+--=_alt--\r\n";
+        let r = RenderedStructure::render(raw.as_bytes());
+        let env = s(&r.envelope);
+        // 8-bit subject goes out as a literal, byte for byte.
+        assert!(env.starts_with("(NIL {18}\r\nR\u{e9}sum\u{e9} \u{2014} 8-bit ((\"Last, First\" NIL \"first.last\" \"example.org\"))"), "{env}");
+        let bs = s(&r.bodystructure);
+        assert!(bs.starts_with("((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"8BIT\" 18 2 NIL NIL NIL NIL)"), "{bs}");
+        assert!(
+            bs.contains(
+                "((\"TEXT\" \"HTML\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 9 1 NIL NIL NIL NIL)"
+            ),
+            "{bs}"
+        );
+        assert!(bs.contains("(\"IMAGE\" \"PNG\" (\"NAME\" \"dot.png\") \"<dot@x>\" NIL \"BASE64\" 12 NIL (\"INLINE\" (\"FILENAME\" \"dot.png\")) NIL NIL)"), "{bs}");
+        assert!(
+            bs.contains(" \"MIXED\" (\"BOUNDARY\" \"mix\") NIL NIL NIL)"),
+            "{bs}"
+        );
+        assert!(
+            bs.ends_with(" \"ALTERNATIVE\" (\"BOUNDARY\" \"=_alt\") NIL NIL NIL)"),
+            "{bs}"
+        );
+        let b = s(&r.body);
+        assert_eq!(
+            b,
+            "((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"8BIT\" 18 2)\
+((\"TEXT\" \"HTML\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 9 1)\
+(\"IMAGE\" \"PNG\" (\"NAME\" \"dot.png\") \"<dot@x>\" NIL \"BASE64\" 12) \"MIXED\") \"ALTERNATIVE\")"
+        );
     }
 
     #[test]
