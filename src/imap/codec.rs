@@ -13,6 +13,18 @@
 
 use std::fmt::Write as _;
 
+use imap_codec::{
+    CommandCodec,
+    decode::Decoder,
+    imap_types::{
+        IntoStatic,
+        command::{Command, CommandBody},
+        datetime::DateTime,
+        extensions::binary::LiteralOrLiteral8,
+        flag::Flag,
+    },
+};
+
 /// What the reader produced from the input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -47,6 +59,8 @@ pub struct CommandReader {
     state: ReadState,
     max_line: usize,
     max_literal: u32,
+    /// Offsets in `buf` just after each literal of the current command (for MULTIAPPEND).
+    literal_ends: Vec<usize>,
 }
 
 impl CommandReader {
@@ -57,6 +71,7 @@ impl CommandReader {
             state: ReadState::Line,
             max_line,
             max_literal,
+            literal_ends: Vec::new(),
         }
     }
 
@@ -68,6 +83,7 @@ impl CommandReader {
     /// Forget the current command (call after handling [`Frame::Command`]).
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.literal_ends.clear();
         self.line_start = 0;
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
@@ -88,6 +104,12 @@ impl CommandReader {
             self.buf = buf;
         }
         self.line_start = 0;
+        self.literal_ends.clear();
+    }
+
+    /// Offsets just after each literal of the last complete command.
+    pub fn literal_ends(&self) -> &[usize] {
+        &self.literal_ends
     }
 
     /// Drop everything buffered (STARTTLS).
@@ -141,6 +163,7 @@ impl CommandReader {
                     if left == 0 {
                         self.state = ReadState::Line;
                         self.line_start = self.buf.len();
+                        self.literal_ends.push(self.buf.len());
                     } else {
                         self.state = ReadState::Literal(left);
                     }
@@ -191,6 +214,7 @@ impl CommandReader {
                             if len == 0 {
                                 self.state = ReadState::Line;
                                 self.line_start = self.buf.len();
+                                self.literal_ends.push(self.buf.len());
                             }
                             if sync {
                                 return (pos, Some(Frame::Continue));
@@ -281,11 +305,85 @@ pub struct ListOptions {
     pub return_status: Option<Vec<String>>,
 }
 
+/// One further message of a MULTIAPPEND (RFC 3502).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendMessage {
+    pub flags: Vec<Flag<'static>>,
+    pub date: Option<DateTime>,
+    pub message: LiteralOrLiteral8<'static>,
+}
+
 /// Extension data cut out of a command before imap-codec parses it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandExtras {
     pub search_return: Option<SearchReturn>,
     pub list: Option<ListOptions>,
+    /// Messages 2..n of a MULTIAPPEND (the first is in the APPEND command itself).
+    pub more_appends: Vec<AppendMessage>,
+}
+
+/// MULTIAPPEND: imap-codec parses only single-message APPEND, so split
+/// `tag APPEND mbox msg1 msg2 ...` at literal ends: the first message is decoded as a normal
+/// APPEND (`cmd[..end of its literal]` + CRLF), every further message from a synthetic
+/// `tag APPEND INBOX <msg>` command. None if the command is not a valid MULTIAPPEND.
+pub fn split_multiappend(
+    cmd: &[u8],
+    literal_ends: &[usize],
+) -> Option<(Command<'static>, Vec<AppendMessage>)> {
+    let tag = tag_of(cmd);
+    let verb_at = tag.len() + 1;
+    if literal_ends.len() < 2
+        || !cmd
+            .get(verb_at..verb_at + 7)?
+            .eq_ignore_ascii_case(b"APPEND ")
+    {
+        return None;
+    }
+    let codec = CommandCodec::default();
+    let decode = |bytes: &[u8]| -> Option<Command<'static>> {
+        match codec.decode(bytes) {
+            Ok((b"", c)) if matches!(c.body, CommandBody::Append { .. }) => Some(c.into_static()),
+            _ => None,
+        }
+    };
+    let with_crlf = |head: &[u8], body: &[u8]| {
+        let mut p = head.to_vec();
+        p.extend_from_slice(body);
+        p.extend_from_slice(b"\r\n");
+        p
+    };
+    // The first literal may be the mailbox name: try each end until an APPEND decodes.
+    let (first, mut at) = literal_ends
+        .iter()
+        .find_map(|&end| decode(&with_crlf(&cmd[..end], b"")).map(|c| (c, end)))?;
+    let head = format!("{tag} APPEND INBOX").into_bytes();
+    let mut more = Vec::new();
+    loop {
+        let rest = &cmd[at..];
+        if rest == b"\r\n" || rest == b"\n" {
+            break;
+        }
+        if !rest.starts_with(b" ") {
+            return None;
+        }
+        let next = *literal_ends.iter().find(|&&e| e > at)?;
+        let c = decode(&with_crlf(&head, &cmd[at..next]))?;
+        if let CommandBody::Append {
+            flags,
+            date,
+            message,
+            ..
+        } = c.body
+        {
+            more.push(AppendMessage {
+                flags,
+                date,
+                message,
+            });
+        }
+        at = next;
+    }
+    (!more.is_empty()).then_some((first, more))
 }
 
 /// Remove `RETURN (...)` from SEARCH and LIST-EXTENDED options from LIST; returns the command
@@ -839,6 +937,28 @@ mod tests {
         assert_eq!(
             frames,
             vec![Frame::LineTooLong { tag: "a1".into() }, Frame::Command]
+        );
+    }
+
+    #[test]
+    fn multiappend_split() {
+        let mut r = CommandReader::new(1000, 100);
+        let input = b"m APPEND {5+}\r\nINBOX (\\Seen) {3+}\r\none {3+}\r\ntwo \"14-Nov-2023 22:13:20 +0000\" {5+}\r\nthree\r\n";
+        let frames = {
+            let (n, f) = r.push(input);
+            assert_eq!(n, input.len());
+            f
+        };
+        assert_eq!(frames, Some(Frame::Command));
+        let (first, more) = split_multiappend(r.command(), r.literal_ends()).unwrap();
+        assert!(matches!(first.body, CommandBody::Append { .. }));
+        assert_eq!(more.len(), 2);
+        assert!(more[1].date.is_some());
+        // A normal APPEND is not a MULTIAPPEND.
+        assert!(split_multiappend(b"a APPEND INBOX {1+}\r\nx\r\n", &[21]).is_none());
+        // Garbage after the first message.
+        assert!(
+            split_multiappend(b"a APPEND INBOX {1+}\r\nx junk {1+}\r\ny\r\n", &[21, 35]).is_none()
         );
     }
 

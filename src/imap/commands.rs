@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use imap_codec::imap_types::{
     command::{CommandBody, SelectParameter, StoreModifier},
+    extensions::binary::LiteralOrLiteral8,
     flag::{Flag, StoreResponse, StoreType},
     mailbox::{ListMailbox, Mailbox},
     search::SearchKey,
@@ -78,6 +79,13 @@ fn to_flags(flags: &[Flag<'_>]) -> Flags {
         }
     }
     f
+}
+
+fn literal_bytes(message: LiteralOrLiteral8<'_>) -> Vec<u8> {
+    match message {
+        LiteralOrLiteral8::Literal(l) => l.into_inner().into_owned(),
+        LiteralOrLiteral8::Literal8(l) => l.data.into_owned(),
+    }
 }
 
 fn special_use_attr(s: SpecialUse) -> &'static str {
@@ -181,17 +189,19 @@ impl ImapSession {
                 date,
                 message,
             } => {
-                let bytes = match message {
-                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
-                        l.into_inner().into_owned()
-                    }
-                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
-                        l.data.into_owned()
-                    }
-                };
-                let when = date.map(|d| d.as_ref().timestamp());
-                self.append(store, &tag, &mailbox, &flags, when, bytes, out)
-                    .await
+                let mut messages = vec![(
+                    to_flags(&flags),
+                    date.map(|d| d.as_ref().timestamp()),
+                    literal_bytes(message),
+                )];
+                for m in extras.more_appends {
+                    messages.push((
+                        to_flags(&m.flags),
+                        m.date.map(|d| d.as_ref().timestamp()),
+                        literal_bytes(m.message),
+                    ));
+                }
+                self.append(store, &tag, &mailbox, messages, out).await
             }
             CommandBody::Idle => {
                 self.sync_selected(store, true, out);
@@ -687,50 +697,53 @@ impl ImapSession {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// APPEND of one message, or MULTIAPPEND of several (all in one store commit).
     async fn append<S: MailStore>(
         &mut self,
         store: &S,
         tag: &str,
         mailbox: &Mailbox<'_>,
-        flags: &[Flag<'_>],
-        date: Option<i64>,
-        bytes: Vec<u8>,
+        messages: Vec<(Flags, Option<i64>, Vec<u8>)>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
         let name = mailbox_name(mailbox, self.rev2);
         if self.find_mailbox(store, &name).is_none() {
             return Err(ImapError::no_code("TRYCREATE", "No such mailbox"));
         }
-        if bytes.is_empty() {
+        if messages.iter().any(|m| m.2.is_empty()) {
             return Err(ImapError::no("Empty message"));
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let appended = store
-            .append(vec![NewMessage {
-                account: self.account_name(),
+        let account = self.account_name();
+        let batch = messages
+            .into_iter()
+            .map(|(flags, date, bytes)| NewMessage {
+                account: account.clone(),
                 mailbox: name.clone(),
                 bytes,
-                flags: to_flags(flags),
+                flags,
                 internal_date: date.unwrap_or(now),
-            }])
-            .await?;
+            })
+            .collect();
+        let appended = store.append(batch).await?;
         if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
             // Report the new message in this response (RFC 9051 §6.3.12), without waiting
             // for the store's change notification.
             mb.mark_dirty();
         }
-        let a = appended
+        let uidvalidity = appended
             .first()
-            .ok_or_else(|| ImapError::no_code("SERVERBUG", "Append failed"))?;
+            .ok_or_else(|| ImapError::no_code("SERVERBUG", "Append failed"))?
+            .uidvalidity;
+        let uids: Vec<u32> = appended.iter().map(|a| a.uid).collect();
         self.sync_selected(store, true, out);
         imap_w!(
             out,
-            "{tag} OK [APPENDUID {} {}] APPEND completed\r\n",
-            a.uidvalidity,
-            a.uid
+            "{tag} OK [APPENDUID {uidvalidity} {}] APPEND completed\r\n",
+            format_sorted(&uids)
         );
         Ok(Step::Done)
     }

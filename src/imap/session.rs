@@ -48,7 +48,9 @@ use imap_codec::{
     },
 };
 
-use super::codec::{CommandExtras, CommandReader, Frame, base64_decode, extract_extras, tag_of};
+use super::codec::{
+    CommandExtras, CommandReader, Frame, base64_decode, extract_extras, split_multiappend, tag_of,
+};
 use super::mailbox::{Reporting, SelectedMailbox};
 use super::{ImapConfig, ImapError};
 use crate::auth::AuthOutcome;
@@ -190,7 +192,7 @@ impl ImapSession {
             out.extend_from_slice(b" SASL-IR");
         }
         out.extend_from_slice(
-            b" LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT SPECIAL-USE ESEARCH \
+            b" LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT SPECIAL-USE ESEARCH MULTIAPPEND \
 CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
@@ -438,8 +440,13 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
             Ok(x) => x,
             Err(msg) => return self.bad(&tag, &msg, out),
         };
+        let mut extras = extras;
         let command: Command<'static> = match CommandCodec::default().decode(&cmd_bytes) {
             Ok((b"", cmd)) => cmd.into_static(),
+            _ if let Some((first, more)) = split_multiappend(bytes, self.reader.literal_ends()) => {
+                extras.more_appends = more;
+                first
+            }
             _ => {
                 let msg = if tag == "*" {
                     "Missing or invalid tag"

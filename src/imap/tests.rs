@@ -252,6 +252,10 @@ fn append_copy_move_expunge() {
         assert!(out.contains(" 1] APPEND completed"), "{out}");
         let out = c.send("b APPEND Nowhere {3+}\r\nabc\r\n").await;
         assert!(out.starts_with("b NO [TRYCREATE]"), "{out}");
+        let out = c
+            .send("b2 APPEND Sent (\\Seen) {3+}\r\none {3+}\r\ntwo () {5+}\r\nthree\r\n")
+            .await;
+        assert!(out.contains(" 1:3] APPEND completed"), "{out}");
         let out = c.send("c APPEND INBOX {999999999}\r\n").await;
         assert!(out.starts_with("c NO [TOOBIG]"), "{out}");
 
