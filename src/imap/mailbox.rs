@@ -97,6 +97,16 @@ impl SelectedMailbox {
         self.changes.as_mut()
     }
 
+    /// Take the receiver out (see [`super::ImapSession::take_change_receiver`]).
+    pub fn take_changes(&mut self) -> Option<ChangeReceiver> {
+        self.changes.take()
+    }
+
+    /// Put a receiver taken with [`Self::take_changes`] back.
+    pub fn restore_changes(&mut self, rx: ChangeReceiver) {
+        self.changes = Some(rx);
+    }
+
     /// Drain queued notifications; true if anything changed since the last sync.
     pub fn poll_changes(&mut self) -> bool {
         if let Some(rx) = self.changes.as_mut() {

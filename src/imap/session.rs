@@ -20,17 +20,24 @@
 //!                        +-----------+
 //! ```
 //!
-//! Driver contract:
+//! Driver contract (the methods match `crate::net::ProtocolSession`: `feed`, `is_idle`,
+//! `on_timeout`, `on_shutdown`, with `type Event = ImapEvent`):
 //! 1. Write [`ImapSession::greeting`] first.
 //! 2. Call [`ImapSession::feed`] with received bytes; it appends responses to `out` and returns
-//!    how many bytes it consumed. Keep the unconsumed rest and feed it again after the event.
+//!    how many bytes it consumed. Keep the unconsumed rest and feed it again after the event
+//!    (pipelined commands wait there, unparsed).
 //! 3. On `Some(event)`:
-//!    * [`ImapEvent::Command`]: `let mut step = session.execute(&store, cmd, &mut out).await;`
+//!    * [`ImapEvent::Command`]: `let mut step = session.execute(&store, *cmd, &mut out).await;`
 //!      then, while `step == Step::Flush`, write `out` to the socket, clear it and
-//!      `step = session.resume(&store, &mut out).await`. On [`Step::Idle`] the session is in
-//!      IDLE: flush, then wait for input (feed it: `DONE` ends IDLE) or for a change on
-//!      [`ImapSession::change_receiver`] (then call [`ImapSession::idle_update`] and flush).
-//!    * [`ImapEvent::Authenticate`]: verify, then [`ImapSession::auth_result`].
+//!      `step = session.resume(&store, &mut out).await`. [`Step::Close`]: flush and close.
+//!      [`Step::Idle`]: the client is in IDLE. Flush, feed any input already buffered, then
+//!      wait for more input (feed it: `DONE` ends IDLE) or for a mailbox change, and on a
+//!      change call [`ImapSession::idle_update`] and flush. Waiting on the change: either
+//!      [`ImapSession::mailbox_changed`] (borrows the session), or
+//!      [`ImapSession::take_change_receiver`] + `rx.recv()` beside the socket read +
+//!      [`ImapSession::restore_change_receiver`] (when the read future also needs the session).
+//!    * [`ImapEvent::Authenticate`]: verify, then [`ImapSession::auth_result`] (which may
+//!      return [`ImapEvent::Close`] after too many failures).
 //!    * [`ImapEvent::StartTls`]: flush `out`, drop all unconsumed input, handshake, then
 //!      [`ImapSession::tls_started`].
 //!    * [`ImapEvent::Close`]: flush `out` and close.
@@ -211,6 +218,25 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
     /// The change notifications of the selected mailbox (for waiting during IDLE).
     pub fn change_receiver(&mut self) -> Option<&mut ChangeReceiver> {
         self.selected.as_mut()?.change_receiver()
+    }
+
+    /// IDLE for drivers that wait on the socket and the mailbox at the same time (both
+    /// futures cannot borrow the session): take the change receiver out (None if no mailbox
+    /// is selected), await `rx.recv()` beside the read, give it back with
+    /// [`Self::restore_change_receiver`], and call [`Self::idle_update`] if it fired.
+    /// While it is out, the session does not see notifications, so restore it before the
+    /// next command is fed.
+    pub fn take_change_receiver(&mut self) -> Option<ChangeReceiver> {
+        self.selected.as_mut()?.take_changes()
+    }
+
+    /// Give back a receiver from [`Self::take_change_receiver`] (dropped if the mailbox was
+    /// closed meanwhile).
+    pub fn restore_change_receiver(&mut self, rx: ChangeReceiver) {
+        if let Some(mb) = self.selected.as_mut() {
+            mb.restore_changes(rx);
+            mb.mark_dirty();
+        }
     }
 
     /// During IDLE: resolves when the selected mailbox has changed; then call

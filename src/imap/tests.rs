@@ -447,6 +447,25 @@ fn two_sessions_see_each_other() {
         assert_eq!(String::from_utf8_lossy(&out), "* 4 EXISTS\r\n");
         let out = a.send("DONE\r\n").await;
         assert_eq!(out, "5 OK IDLE terminated\r\n");
+
+        // The take/restore form, for drivers selecting over the socket and the mailbox.
+        let out = a.send("6 IDLE\r\n").await;
+        assert_eq!(out, "+ idling\r\n");
+        let mut rx = a.s.take_change_receiver().expect("selected");
+        b.send("7 STORE 1 +FLAGS (\\Flagged)\r\n").await;
+        monoio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a change notification")
+            .unwrap();
+        a.s.restore_change_receiver(rx);
+        let mut out = Vec::new();
+        a.s.idle_update(&a.store, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "* 1 FETCH (FLAGS (\\Answered \\Flagged))\r\n"
+        );
+        let out = a.send("DONE\r\n").await;
+        assert_eq!(out, "6 OK IDLE terminated\r\n");
     });
 }
 
