@@ -354,6 +354,14 @@ impl ImapSession {
         }
     }
 
+    /// This session changed the selected mailbox itself: re-read it at the next sync rather
+    /// than wait for the store's notification.
+    fn mark_dirty_if_selected(&mut self, name: &str) {
+        if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
+            mb.mark_dirty();
+        }
+    }
+
     fn account_name(&self) -> String {
         self.account.clone().unwrap_or_default()
     }
@@ -516,6 +524,7 @@ impl ImapSession {
             return Err(ImapError::no_code("CANNOT", "INBOX cannot be deleted"));
         }
         store.delete_mailbox(&self.account_name(), &name).await?;
+        self.mark_dirty_if_selected(&name);
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK DELETE completed\r\n");
         Ok(Step::Done)
@@ -536,6 +545,7 @@ impl ImapSession {
         store
             .rename_mailbox(&self.account_name(), &from, &to)
             .await?;
+        self.mark_dirty_if_selected(&from);
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK RENAME completed\r\n");
         Ok(Step::Done)
@@ -729,11 +739,8 @@ impl ImapSession {
             })
             .collect();
         let appended = store.append(batch).await?;
-        if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
-            // Report the new message in this response (RFC 9051 §6.3.12), without waiting
-            // for the store's change notification.
-            mb.mark_dirty();
-        }
+        // Report the new message in this response (RFC 9051 §6.3.12).
+        self.mark_dirty_if_selected(&name);
         let uidvalidity = appended
             .first()
             .ok_or_else(|| ImapError::no_code("SERVERBUG", "Append failed"))?

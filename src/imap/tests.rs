@@ -401,6 +401,15 @@ fn mailbox_management_and_list() {
             out.contains("* STATUS {9}\r\nEntw\u{fc}rfe (MESSAGES 0)\r\n"),
             "{out}"
         );
+        // Deleting the selected mailbox closes it.
+        let out = c
+            .send("u CREATE Tmp\r\nv SELECT Tmp\r\nw DELETE Tmp\r\nx FETCH 1 UID\r\n")
+            .await;
+        assert!(
+            out.contains("* OK [CLOSED] The selected mailbox was deleted\r\nw OK DELETE"),
+            "{out}"
+        );
+        assert!(out.ends_with("x BAD No mailbox selected\r\n"), "{out}");
         let out = c.send("p STATUS Nope (MESSAGES)\r\n").await;
         assert!(out.starts_with("p NO [NONEXISTENT]"), "{out}");
     });
