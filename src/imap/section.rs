@@ -76,7 +76,17 @@ impl SectionSpec {
     /// The section text as echoed in the FETCH response, e.g. `1.2.HEADER.FIELDS (FROM TO)`.
     pub fn name(&self) -> String {
         let mut s: Vec<String> = self.path.iter().map(|n| n.to_string()).collect();
-        let fields = |f: &[String]| format!("({})", f.join(" ").to_ascii_uppercase());
+        // Field names are echoed as the client sent them (quoted if they are not atoms).
+        let fields = |f: &[String]| {
+            let mut out = Vec::new();
+            for (i, name) in f.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                super::codec::write_astring(&mut out, name.as_bytes());
+            }
+            format!("({})", String::from_utf8_lossy(&out))
+        };
         match &self.kind {
             SectionKind::Full => {}
             SectionKind::Header => s.push("HEADER".into()),
@@ -327,7 +337,7 @@ mod tests {
             &[1, 2],
             SectionKind::HeaderFieldsNot(vec!["a".into(), "b".into()]),
         );
-        assert_eq!(s.name(), "1.2.HEADER.FIELDS.NOT (A B)");
+        assert_eq!(s.name(), "1.2.HEADER.FIELDS.NOT (a b)");
     }
 
     #[test]

@@ -164,11 +164,11 @@ fn select_fetch_store_search() {
             "* 2 FETCH (BODY[TEXT] {13}\r\nhello world\r\n FLAGS (\\Seen))\r\nc OK FETCH completed\r\n"
         );
         let out = c
-            .send("d FETCH 2 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+            .send("d FETCH 2 (FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
             .await;
         assert!(
             out.contains(
-                "FLAGS (\\Seen) BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: two\r\n\r\n)"
+                "FLAGS (\\Seen) BODY[HEADER.FIELDS (Subject)] {16}\r\nSubject: two\r\n\r\n)"
             ),
             "{out}"
         );
