@@ -511,9 +511,10 @@ impl ImapSession {
         // Done: updates (no EXPUNGE during FETCH; allowed during UID FETCH).
         self.sync_selected(store, job.uid, out);
         if job.missing {
+            // RFC 5530: the client may want to NOOP soon; the data it asked for is gone.
             imap_w!(
                 out,
-                "{} NO [EXPUNGEISSUED] Some messages were expunged\r\n",
+                "{} OK [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n",
                 job.tag
             );
         } else {

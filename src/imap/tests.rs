@@ -828,3 +828,41 @@ fn random_messages_never_panic() {
         }
     }
 }
+
+#[test]
+fn fetch_of_message_expunged_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["a", "b"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        let mut a = Client::login(&store).await;
+        let mut b = Client::login(&store).await;
+        a.send("1 SELECT INBOX\r\n").await;
+        b.send("1 SELECT INBOX\r\n2 STORE 1 +FLAGS (\\Deleted)\r\n3 EXPUNGE\r\n")
+            .await;
+        a.settle().await;
+        // Message 1 is gone from the store but still numbered in A's view.
+        let out = a
+            .send("2 FETCH 1:2 (UID BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
+            .await;
+        assert!(!out.contains("* 1 FETCH"), "{out}");
+        assert!(
+            out.contains("* 2 FETCH (UID 2 BODY[HEADER.FIELDS (Subject)]"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("2 OK [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n"),
+            "{out}"
+        );
+        // Flags-only items are answered from the view.
+        let out = a.send("3 FETCH 1 FLAGS\r\n").await;
+        assert!(
+            out.starts_with("* 1 FETCH (FLAGS ())\r\n3 OK FETCH"),
+            "{out}"
+        );
+        let out = a.send("4 NOOP\r\n").await;
+        assert_eq!(out, "* 1 EXPUNGE\r\n4 OK NOOP completed\r\n");
+    });
+}
