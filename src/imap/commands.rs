@@ -18,7 +18,7 @@ use imap_codec::imap_types::{
 };
 
 use super::codec::{ListOptions, SearchReturn, mutf7_decode, mutf7_encode, write_astring};
-use super::mailbox::{SelectedMailbox, write_flags, write_flags_fetch};
+use super::mailbox::{SelectedMailbox, write_flags_fetch};
 use super::search::{self, SearchMessage};
 use super::sequence::{self, format_sorted};
 use super::session::{ImapCommand, ImapSession, Mode, State, Step};
@@ -1128,11 +1128,6 @@ fn write_status<'a>(
         imap_w!(out, "{item} {value}");
     }
     out.extend_from_slice(b")\r\n");
-}
-
-#[allow(dead_code)]
-fn write_flag_list(out: &mut Vec<u8>, f: &Flags) {
-    write_flags(out, f)
 }
 
 #[cfg(test)]
