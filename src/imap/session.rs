@@ -289,10 +289,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                 None
             }
             AuthOutcome::Rejected => {
-                imap_w!(
-                    out,
-                    "{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-                );
+                ImapError::no_code("AUTHENTICATIONFAILED", "Authentication failed")
+                    .write_tagged(&tag, out);
                 self.count_error(out)
             }
         }
@@ -341,11 +339,14 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                     None
                 }
                 Frame::TooBig { tag, literal } => {
-                    imap_w!(
-                        out,
-                        "{tag} NO [TOOBIG] Literal of {literal} octets exceeds the limit of {}\r\n",
-                        self.config.max_literal
-                    );
+                    ImapError::no_code(
+                        "TOOBIG",
+                        format!(
+                            "Literal of {literal} octets exceeds the limit of {}",
+                            self.config.max_literal
+                        ),
+                    )
+                    .write_tagged(&tag, out);
                     self.mode = Mode::Normal;
                     self.count_error(out)
                 }
@@ -447,10 +448,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
             return self.bad(&tag, "Malformed PLAIN response", out);
         };
         if !authz.is_empty() && authz != user.as_bytes() {
-            imap_w!(
-                out,
-                "{tag} NO [AUTHORIZATIONFAILED] Cannot act as another user\r\n"
-            );
+            ImapError::no_code("AUTHORIZATIONFAILED", "Cannot act as another user")
+                .write_tagged(&tag, out);
             return None;
         }
         self.mode = Mode::AwaitAuth { tag };
@@ -543,7 +542,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                     return self.bad(&tag, "Already authenticated", out);
                 }
                 if self.login_disabled() {
-                    imap_w!(out, "{tag} NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+                    ImapError::no_code("PRIVACYREQUIRED", "Use STARTTLS first")
+                        .write_tagged(&tag, out);
                     return None;
                 }
                 let username = String::from_utf8_lossy(username.as_ref()).into_owned();
@@ -559,7 +559,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                     return self.bad(&tag, "Already authenticated", out);
                 }
                 if self.login_disabled() {
-                    imap_w!(out, "{tag} NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+                    ImapError::no_code("PRIVACYREQUIRED", "Use STARTTLS first")
+                        .write_tagged(&tag, out);
                     return None;
                 }
                 let ir = initial_response.map(|r| r.declassify().to_vec());
@@ -586,10 +587,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                         }
                     },
                     _ => {
-                        imap_w!(
-                            out,
-                            "{tag} NO [CANNOT] Unsupported authentication mechanism\r\n"
-                        );
+                        ImapError::no_code("CANNOT", "Unsupported authentication mechanism")
+                            .write_tagged(&tag, out);
                         None
                     }
                 }
