@@ -118,6 +118,11 @@ impl CommandReader {
         self.state = ReadState::Line;
     }
 
+    /// Change the literal limit (smaller before authentication).
+    pub fn set_max_literal(&mut self, max_literal: u32) {
+        self.max_literal = max_literal;
+    }
+
     /// True when nothing of a command is buffered.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.state == ReadState::Line

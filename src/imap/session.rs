@@ -64,6 +64,9 @@ use crate::auth::AuthOutcome;
 use crate::imap_w;
 use crate::store::ChangeReceiver;
 
+/// Largest literal accepted before authentication.
+pub const PREAUTH_MAX_LITERAL: u32 = 8 * 1024;
+
 /// Asynchronous work the driver must do for the session.
 #[derive(Debug)]
 pub enum ImapEvent {
@@ -148,7 +151,10 @@ pub struct ImapSession {
 impl ImapSession {
     /// A new session; `tls` is true on implicit-TLS listeners (993).
     pub fn new(config: ImapConfig, tls: bool) -> Self {
-        let reader = CommandReader::new(config.max_line, config.max_literal);
+        // Before authentication only credentials are sent: keep literals small so an
+        // unauthenticated peer cannot make the server buffer APPENDLIMIT bytes.
+        let reader =
+            CommandReader::new(config.max_line, config.max_literal.min(PREAUTH_MAX_LITERAL));
         ImapSession {
             config,
             state: State::NotAuthenticated,
@@ -282,6 +288,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
         match outcome {
             AuthOutcome::Accepted(account) => {
                 self.account = Some(account);
+                self.reader.set_max_literal(self.config.max_literal);
                 self.state = State::Authenticated;
                 imap_w!(out, "{tag} OK [CAPABILITY ");
                 self.write_capabilities(out);
@@ -826,6 +833,30 @@ mod tests {
         let (out, ev) = run(&mut s, b"x\r\ny\r\nz\r\n");
         assert!(out.contains("* BYE Too many errors"), "{out}");
         assert!(matches!(ev.last(), Some(ImapEvent::Close)));
+    }
+
+    #[test]
+    fn small_literals_before_authentication() {
+        let mut s = ImapSession::new(
+            ImapConfig {
+                allow_plaintext_auth: true,
+                ..ImapConfig::default()
+            },
+            false,
+        );
+        let mut out = Vec::new();
+        s.feed(b"a APPEND INBOX {100000}\r\n", &mut out);
+        assert!(String::from_utf8_lossy(&out).starts_with("a NO [TOOBIG]"));
+        out.clear();
+        let (_, ev) = s.feed(b"b LOGIN alice pw\r\n", &mut out);
+        assert!(ev.is_some());
+        s.auth_result(AuthOutcome::Accepted("alice".into()), &mut out);
+        out.clear();
+        s.feed(b"c APPEND INBOX {100000}\r\n", &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "+ Ready for literal data\r\n"
+        );
     }
 
     #[test]
