@@ -346,14 +346,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
                     None
                 }
                 Frame::TooBig { tag, literal } => {
-                    ImapError::no_code(
-                        "TOOBIG",
-                        format!(
-                            "Literal of {literal} octets exceeds the limit of {}",
-                            self.config.max_literal
-                        ),
-                    )
-                    .write_tagged(&tag, out);
+                    ImapError::no_code("TOOBIG", format!("Literal of {literal} octets is too big"))
+                        .write_tagged(&tag, out);
                     self.mode = Mode::Normal;
                     self.count_error(out)
                 }
