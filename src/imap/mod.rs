@@ -11,6 +11,13 @@
 //! * [`ImapSession::auth_result`], [`ImapSession::tls_started`], [`ImapSession::idle_update`]
 //!   complete the other events.
 //!
+//! Supported: IMAP4rev2 and IMAP4rev1 (modified UTF-7 names for rev1 clients, UTF-8 in the
+//! store), STARTTLS/LOGINDISABLED, AUTH=PLAIN/LOGIN with SASL-IR, LITERAL+, ID, ENABLE,
+//! NAMESPACE, IDLE, UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, ESEARCH (MIN/MAX/COUNT/ALL; ESEARCH
+//! replaces SEARCH once IMAP4rev2 is enabled), MULTIAPPEND, CONDSTORE, QRESYNC (VANISHED,
+//! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
+//! BINARY fetch. Not supported: SEARCHRES (`$`), SORT/THREAD, COMPRESS, NOTIFY, METADATA, QUOTA.
+//!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
 //! tree with byte ranges), `bodystructure` (ENVELOPE/BODYSTRUCTURE), `section`
