@@ -357,9 +357,11 @@ pub fn split_multiappend(
         p.extend_from_slice(b"\r\n");
         p
     };
-    // The first literal may be the mailbox name: try each end until an APPEND decodes.
+    // The first literal may be the mailbox name, so the first message ends at the first or
+    // the second literal (trying no further keeps this linear in the command size).
     let (first, mut at) = literal_ends
         .iter()
+        .take(2)
         .find_map(|&end| decode(&with_crlf(&cmd[..end], b"")).map(|c| (c, end)))?;
     let head = format!("{tag} APPEND INBOX").into_bytes();
     let mut more = Vec::new();
