@@ -98,16 +98,43 @@ fn special_use_attr(s: SpecialUse) -> &'static str {
     }
 }
 
+/// Longest LIST reference + pattern accepted (matching costs pattern × name length).
+const MAX_LIST_PATTERN: usize = 1024;
+
 /// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
+/// Dynamic programming over (pattern, name), O(len(pattern) * len(name)): a backtracking
+/// matcher is exponential on patterns like `*a*a*a*a*b`.
 pub(crate) fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| pattern_matches(rest, &name[i..])),
-        Some((b'%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != b'/')
-            .any(|i| pattern_matches(rest, &name[i..])),
-        Some((c, rest)) => name.first() == Some(c) && pattern_matches(rest, &name[1..]),
+    // dp[j]: the pattern prefix seen so far matches name[..j].
+    let mut dp = vec![false; name.len() + 1];
+    dp[0] = true;
+    for &p in pattern {
+        let mut next = vec![false; name.len() + 1];
+        match p {
+            b'*' => {
+                next[0] = dp[0];
+                for j in 1..=name.len() {
+                    next[j] = dp[j] || next[j - 1];
+                }
+            }
+            b'%' => {
+                next[0] = dp[0];
+                for j in 1..=name.len() {
+                    next[j] = dp[j] || (next[j - 1] && name[j - 1] != b'/');
+                }
+            }
+            c => {
+                for j in 1..=name.len() {
+                    next[j] = dp[j - 1] && name[j - 1] == c;
+                }
+            }
+        }
+        dp = next;
+        if !dp.iter().any(|&m| m) {
+            return false;
+        }
     }
+    dp[name.len()]
 }
 
 fn inbox_fold(pattern: &str, name: &str) -> bool {
@@ -611,6 +638,9 @@ impl ImapSession {
         } else {
             format!("{reference}/{pattern}")
         };
+        if full.len() > MAX_LIST_PATTERN {
+            return Err(ImapError::bad("Mailbox pattern too long"));
+        }
         let mut boxes = store.list_mailboxes(&self.account_name());
         boxes.sort_by(|a, b| a.name.cmp(&b.name));
         // Every proper ancestor of a mailbox has children; ancestors of subscribed mailboxes
@@ -1142,6 +1172,14 @@ mod tests {
         assert!(pattern_matches(b"a/%", b"a/b"));
         assert!(pattern_matches(b"a*b", b"a/x/b"));
         assert!(!pattern_matches(b"a", b"ab"));
+        assert!(pattern_matches(b"", b""));
+        assert!(!pattern_matches(b"", b"a"));
+        assert!(pattern_matches(b"a%", b"a"));
+        assert!(pattern_matches(b"%/%", b"a/b"));
+        assert!(!pattern_matches(b"%/%", b"a/b/c"));
+        // No exponential blow-up.
+        let name = [b'a'; 200];
+        assert!(!pattern_matches(b"*a*a*a*a*a*a*a*a*a*a*a*a*b", &name));
         assert!(inbox_fold("inbox", "INBOX"));
         assert!(inbox_fold("Inbox/%", "INBOX/x"));
         assert!(!inbox_fold("Sent", "INBOX"));
