@@ -24,6 +24,21 @@ pub fn ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// [`ranges`] sorted and merged (overlapping or adjacent ranges joined), so expanding them
+/// never yields more values than the mailbox has, however the client repeats itself.
+pub fn merged_ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
+    let mut r = ranges(set, star);
+    r.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(r.len());
+    for (lo, hi) in r {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
 /// Resolve a message-sequence-number set against a mailbox of `exists` messages: the 0-based
 /// indices, ascending and without duplicates. A number beyond `exists` is a BAD (RFC 9051
 /// §6.4.x: "invalid message sequence number"); `*` in an empty mailbox selects nothing... and
@@ -35,14 +50,12 @@ pub fn resolve_msn(set: &SequenceSet, exists: u32) -> ImapResult<Vec<usize>> {
         ));
     }
     let mut out = Vec::new();
-    for (lo, hi) in ranges(set, exists) {
+    for (lo, hi) in merged_ranges(set, exists) {
         if hi > exists || lo == 0 {
             return Err(ImapError::bad("Invalid message sequence number"));
         }
         out.extend((lo - 1) as usize..hi as usize);
     }
-    out.sort_unstable();
-    out.dedup();
     Ok(out)
 }
 
@@ -59,13 +72,11 @@ pub fn resolve_uid_by<T>(set: &SequenceSet, items: &[T], uid: impl Fn(&T) -> u32
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (lo, hi) in ranges(set, max) {
+    for (lo, hi) in merged_ranges(set, max) {
         let start = items.partition_point(|x| uid(x) < lo);
         let end = items.partition_point(|x| uid(x) <= hi);
         out.extend(start..end);
     }
-    out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -156,6 +167,17 @@ mod tests {
         assert_eq!(resolve_uid(&set("*"), &[]), Vec::<usize>::new());
         assert!(contains(&set("1:3,7"), 7, 10));
         assert!(!contains(&set("1:3,7"), 5, 10));
+    }
+
+    #[test]
+    fn repeated_ranges_do_not_multiply() {
+        let many = vec!["1:*"; 5000].join(",");
+        assert_eq!(resolve_msn(&set(&many), 3).unwrap(), vec![0, 1, 2]);
+        assert_eq!(resolve_uid(&set(&many), &[4, 9]), vec![0, 1]);
+        assert_eq!(
+            merged_ranges(&set("5:7,1:2,3,9,8"), 10),
+            vec![(1, 3), (5, 9)]
+        );
     }
 
     #[test]
