@@ -21,7 +21,7 @@
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
 //! tree with byte ranges), `bodystructure` (ENVELOPE/BODYSTRUCTURE), `section`
-//! (BODY[section]<partial>), `search`, `sequence`.
+//! (`BODY[section]<partial>`), `search`, `sequence`.
 
 pub mod bodystructure;
 pub mod codec;

@@ -1,4 +1,4 @@
-//! BODY[section]<partial> and BINARY[section] extraction (RFC 9051 §6.4.5).
+//! `BODY[section]<partial>` and `BINARY[section]` extraction (RFC 9051 §6.4.5).
 //!
 //! Part numbering: the top-level message acts as an encapsulating message; a non-multipart
 //! message has only part 1 (its body); a message/rfc822 part's sub-parts are those of the
@@ -205,7 +205,7 @@ pub enum BinaryError {
     UnknownCte,
 }
 
-/// BINARY[path]: the decoded content of a part (the whole message for an empty path).
+/// `BINARY[path]`: the decoded content of a part (the whole message for an empty path).
 pub fn binary<'a>(
     raw: &'a [u8],
     root: &MimePart,
