@@ -866,3 +866,88 @@ fn fetch_of_message_expunged_elsewhere() {
         assert_eq!(out, "* 1 EXPUNGE\r\n4 OK NOOP completed\r\n");
     });
 }
+
+#[test]
+fn random_command_sequences_against_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["a", "b", "c", "d", "e"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        let config = ImapConfig {
+            max_errors: u32::MAX,
+            flush_threshold: 2048,
+            ..ImapConfig::default()
+        };
+        let mut clients = vec![
+            Client::new(&store, config.clone()).await,
+            Client::new(&store, config).await,
+        ];
+        let mut rng = XorShift(0xdead_beef_cafe_f00d);
+        let mut ok = 0;
+        let templates: &[&str] = &[
+            "SELECT INBOX",
+            "EXAMINE INBOX",
+            "SELECT Archive",
+            "FETCH {s} (FLAGS UID ENVELOPE BODYSTRUCTURE)",
+            "UID FETCH {s} (BODY.PEEK[1] BINARY.SIZE[1] MODSEQ)",
+            "FETCH {s} BODY[]",
+            "STORE {s} +FLAGS (\\Deleted)",
+            "UID STORE {s} -FLAGS.SILENT (\\Seen)",
+            "STORE {s} (UNCHANGEDSINCE 3) FLAGS ($x)",
+            "EXPUNGE",
+            "UID EXPUNGE {s}",
+            "SEARCH {s} NOT DELETED",
+            "UID SEARCH RETURN (MIN MAX COUNT) TEXT hello",
+            "COPY {s} Archive",
+            "UID MOVE {s} Archive",
+            "APPEND INBOX {5+}\r\nhello",
+            "NOOP",
+            "CHECK",
+            "CLOSE",
+            "UNSELECT",
+            "STATUS INBOX (MESSAGES UIDNEXT UNSEEN SIZE HIGHESTMODSEQ)",
+            "LIST \"\" * RETURN (CHILDREN STATUS (MESSAGES))",
+            "ENABLE QRESYNC",
+            "UID FETCH 1:* FLAGS (CHANGEDSINCE 2 VANISHED)",
+        ];
+        let sets = ["1", "2:4", "*", "1:*", "3,1", "5:2", "9", "100:*"];
+        for i in 0..400 {
+            let c = &mut clients[rng.below(2)];
+            if c.closed {
+                continue;
+            }
+            let t = templates[rng.below(templates.len())];
+            let cmd = t.replace("{s}", sets[rng.below(sets.len())]);
+            let tag = format!("t{i}");
+            let out = c.send(format!("{tag} {cmd}\r\n")).await;
+            let done = [" OK", " NO", " BAD"]
+                .iter()
+                .any(|k| out.contains(&format!("{tag}{k}")));
+            assert!(done, "{tag} {cmd} -> {out}");
+            ok += usize::from(out.contains(&format!("{tag} OK")));
+            // Invariant: after NOOP the view is exactly the store's mailbox.
+            if i % 10 == 0 {
+                for c in clients.iter_mut() {
+                    // Notifications may trail the other session's reply by microseconds;
+                    // the diff itself is what is checked here.
+                    if let Some(mb) = c.s.selected.as_mut() {
+                        mb.mark_dirty();
+                    }
+                    c.send("n NOOP\r\n").await;
+                    if let Some(mb) = &c.s.selected {
+                        let snap = store.snapshot("alice", &mb.name).unwrap();
+                        let uids: Vec<u32> = snap.messages.iter().map(|m| m.uid).collect();
+                        assert_eq!(mb.uids(), uids, "after {tag} {cmd}");
+                        let flags: Vec<_> = snap.messages.iter().map(|m| &m.flags).collect();
+                        let view: Vec<_> = mb.messages.iter().map(|m| &m.flags).collect();
+                        assert_eq!(view, flags, "after {tag} {cmd}");
+                    }
+                }
+            }
+        }
+        assert!(ok > 200, "{ok}");
+        assert!(!clients[0].closed && !clients[1].closed);
+    });
+}
