@@ -880,7 +880,7 @@ fn random_command_sequences_against_the_store() {
             flush_threshold: 2048,
             ..ImapConfig::default()
         };
-        let mut clients = vec![
+        let mut clients = [
             Client::new(&store, config.clone()).await,
             Client::new(&store, config).await,
         ];
