@@ -25,6 +25,7 @@ pub struct SearchMessage<'a> {
     loader: &'a mut dyn FnMut(u32) -> Option<Vec<u8>>,
     raw: Option<Option<Vec<u8>>>,
     body_text: Option<String>,
+    header_text: Option<String>,
 }
 
 impl<'a> SearchMessage<'a> {
@@ -43,6 +44,7 @@ impl<'a> SearchMessage<'a> {
             loader,
             raw: None,
             body_text: None,
+            header_text: None,
         }
     }
 
@@ -71,6 +73,24 @@ impl<'a> SearchMessage<'a> {
             self.body_text = Some(text.to_lowercase());
         }
         self.body_text.as_deref().unwrap_or("")
+    }
+
+    /// Lower-cased raw header plus the decoded value of every field (for TEXT).
+    fn header_text(&mut self) -> &str {
+        if self.header_text.is_none() {
+            let mut text = String::new();
+            if let Some(header) = self.header() {
+                text.push_str(&String::from_utf8_lossy(header));
+                if let Some(msg) = MessageParser::default().parse_headers(header) {
+                    for h in msg.root_part().headers() {
+                        text.push('\n');
+                        value_text(&h.value, &mut text);
+                    }
+                }
+            }
+            self.header_text = Some(text.to_lowercase());
+        }
+        self.header_text.as_deref().unwrap_or("")
     }
 
     /// Raw and decoded values of the header fields named `name`, lower-cased.
@@ -218,11 +238,7 @@ pub fn matches(key: &SearchKey<'_>, m: &mut SearchMessage<'_>) -> bool {
         }
         SearchKey::Text(s) => {
             let needle = astr(s);
-            let in_header = m
-                .header()
-                .map(|h| String::from_utf8_lossy(h).to_lowercase().contains(&needle))
-                .unwrap_or(false);
-            in_header || m.body_text().contains(&needle)
+            m.header_text().contains(&needle) || m.body_text().contains(&needle)
         }
         SearchKey::ModSequence { modseq, .. } => meta.modseq >= *modseq,
         #[allow(unreachable_patterns)]
@@ -382,6 +398,8 @@ D=E9jeuner at NOON\r\n\
         assert!(check("BODY noon", &m, 1));
         assert!(!check("BODY meeting", &m, 1));
         assert!(check("TEXT meeting", &m, 1));
+        // TEXT also sees decoded header values.
+        assert!(check("CHARSET UTF-8 TEXT {5+}\r\ncaf\u{e9}", &m, 1));
         assert!(check("SENTON 14-Nov-2023", &m, 1));
         assert!(check("SENTSINCE 1-Jan-2020 SENTBEFORE 1-Jan-2024", &m, 1));
         assert!(!check("SENTBEFORE 14-Nov-2023", &m, 1));
