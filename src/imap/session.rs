@@ -867,6 +867,11 @@ mod tests {
         assert!(
             matches!(&ev[0], ImapEvent::Command(c) if matches!(c.body, CommandBody::Append { .. }))
         );
+        // BINARY (RFC 3516, part of IMAP4rev2): literal8 may carry NUL.
+        let (_, ev) = run(&mut s, b"c APPEND INBOX ~{5+}\r\nhe\0lo\r\n");
+        assert!(
+            matches!(&ev[0], ImapEvent::Command(c) if matches!(c.body, CommandBody::Append { .. }))
+        );
     }
 
     #[test]
