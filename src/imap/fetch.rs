@@ -196,26 +196,54 @@ pub struct FetchJob {
     pub missing: bool,
 }
 
-type CacheKey = (String, String, u32, u32);
+/// Rendered structures of one mailbox (one UIDVALIDITY), by UID.
+pub type MailboxCache = Rc<RefCell<HashMap<u32, Rc<RenderedStructure>>>>;
+
+/// Entries kept per thread before the cache is emptied.
 const CACHE_MAX: usize = 20_000;
 
 thread_local! {
-    static STRUCTURE_CACHE: RefCell<HashMap<CacheKey, Rc<RenderedStructure>>> = RefCell::new(HashMap::new());
+    /// (account, mailbox, UIDVALIDITY) → that mailbox's structures; the total number of
+    /// structures across mailboxes is in `CACHED`.
+    static STRUCTURE_CACHE: RefCell<HashMap<(String, String, u32), MailboxCache>> =
+        RefCell::new(HashMap::new());
+    static CACHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// ENVELOPE/BODY/BODYSTRUCTURE of a message, rendered at most once per thread.
-pub fn cached_structure(key: &CacheKey, raw: Option<&[u8]>) -> Option<Rc<RenderedStructure>> {
-    if let Some(hit) = STRUCTURE_CACHE.with(|c| c.borrow().get(key).cloned()) {
+/// The structure cache of one mailbox (looked up once per FETCH chunk, not per message).
+pub fn mailbox_cache(account: &str, mailbox: &str, uidvalidity: u32) -> MailboxCache {
+    STRUCTURE_CACHE.with(|c| {
+        c.borrow_mut()
+            .entry((account.to_string(), mailbox.to_string(), uidvalidity))
+            .or_default()
+            .clone()
+    })
+}
+
+/// ENVELOPE/BODY/BODYSTRUCTURE of a message, rendered at most once per thread (while it
+/// stays cached). Without `raw`, only a cache hit is returned.
+pub fn cached_structure(
+    cache: &MailboxCache,
+    uid: u32,
+    raw: Option<&[u8]>,
+) -> Option<Rc<RenderedStructure>> {
+    if let Some(hit) = cache.borrow().get(&uid).cloned() {
         return Some(hit);
     }
     let rendered = Rc::new(RenderedStructure::render(raw?));
-    STRUCTURE_CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= CACHE_MAX {
-            c.clear();
-        }
-        c.insert(key.clone(), rendered.clone());
-    });
+    if CACHED.with(|n| n.get()) >= CACHE_MAX {
+        // Crude but bounded: forget everything (running jobs keep their mailbox handle).
+        STRUCTURE_CACHE.with(|c| {
+            for m in c.borrow().values() {
+                m.borrow_mut().clear();
+            }
+            c.borrow_mut().clear();
+        });
+        CACHED.with(|n| n.set(0));
+    }
+    if cache.borrow_mut().insert(uid, rendered.clone()).is_none() {
+        CACHED.with(|n| n.set(n.get() + 1));
+    }
     Some(rendered)
 }
 
@@ -461,15 +489,15 @@ impl ImapSession {
         };
         let needs_raw = job.items.iter().any(FetchItem::needs_raw);
         let needs_structure = job.items.iter().any(FetchItem::needs_structure);
+        let cache = needs_structure.then(|| mailbox_cache(&account, &mb.name, mb.uidvalidity));
         while job.next < job.indices.len() {
             let idx = job.indices[job.next];
             job.next += 1;
             let meta = &mb.messages[idx];
-            let key: CacheKey = (account.clone(), mb.name.clone(), mb.uidvalidity, meta.uid);
             let mut structure = None;
             let mut raw = None;
-            if needs_structure {
-                structure = cached_structure(&key, None);
+            if let Some(cache) = &cache {
+                structure = cached_structure(cache, meta.uid, None);
             }
             if needs_raw || (needs_structure && structure.is_none()) {
                 match store.read(&account, &mb.name, meta.uid) {
@@ -480,8 +508,8 @@ impl ImapSession {
                         continue;
                     }
                 }
-                if needs_structure && structure.is_none() {
-                    structure = cached_structure(&key, raw.as_deref());
+                if let Some(cache) = cache.as_ref().filter(|_| structure.is_none()) {
+                    structure = cached_structure(cache, meta.uid, raw.as_deref());
                 }
             }
             let with_flags = job.flags_for.contains(&idx);
