@@ -619,6 +619,18 @@ mod tests {
     }
 
     #[test]
+    fn structure_cache_hits_without_the_message() {
+        let cache = mailbox_cache("cache-test", "INBOX", 7);
+        assert!(cached_structure(&cache, 1, None).is_none());
+        let first = cached_structure(&cache, 1, Some(NESTED)).unwrap();
+        // Second lookup: no bytes needed, same rendering.
+        let again = cached_structure(&mailbox_cache("cache-test", "INBOX", 7), 1, None).unwrap();
+        assert!(Rc::ptr_eq(&first, &again));
+        // Another UIDVALIDITY is another mailbox.
+        assert!(cached_structure(&mailbox_cache("cache-test", "INBOX", 8), 1, None).is_none());
+    }
+
+    #[test]
     fn simple_items() {
         assert_eq!(
             render("(UID FLAGS RFC822.SIZE INTERNALDATE MODSEQ)"),
