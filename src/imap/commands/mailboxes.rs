@@ -190,8 +190,8 @@ impl ImapSession {
         if full.len() > MAX_LIST_PATTERN {
             return Err(ImapError::bad("Mailbox pattern too long"));
         }
-        let mut boxes = store.list_mailboxes(&self.account_name());
-        boxes.sort_by(|a, b| a.name.cmp(&b.name));
+        // The store lists INBOX first, then by name.
+        let boxes = store.list_mailboxes(&self.account_name());
         // Every proper ancestor of a mailbox has children; ancestors of subscribed mailboxes
         // have subscribed children (RECURSIVEMATCH / CHILDINFO).
         let mut parents: HashSet<&str> = HashSet::new();
