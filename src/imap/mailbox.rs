@@ -33,6 +33,8 @@ pub struct SelectedMailbox {
     changes: Option<ChangeReceiver>,
     /// A change notification arrived since the last sync.
     dirty: bool,
+    /// Keywords announced in the last FLAGS response.
+    announced_keywords: Vec<String>,
 }
 
 /// What the client has enabled that changes how updates are reported.
@@ -57,7 +59,7 @@ impl SelectedMailbox {
         snapshot: MailboxSnapshot,
         changes: Option<ChangeReceiver>,
     ) -> Self {
-        SelectedMailbox {
+        let mut mb = SelectedMailbox {
             name,
             read_only,
             uidvalidity: snapshot.uidvalidity,
@@ -67,7 +69,10 @@ impl SelectedMailbox {
             pending_expunge: HashSet::new(),
             changes,
             dirty: false,
-        }
+            announced_keywords: Vec::new(),
+        };
+        mb.announced_keywords = mb.keywords();
+        mb
     }
 
     pub fn exists(&self) -> u32 {
@@ -159,7 +164,10 @@ impl SelectedMailbox {
             if snap.uidvalidity != self.uidvalidity {
                 return SyncOutcome::Gone;
             }
-            self.merge(snap, rep, out);
+            let mut updates = Vec::new();
+            self.merge(snap, rep, &mut updates);
+            self.announce_new_keywords(out);
+            out.extend_from_slice(&updates);
         }
         if allow_expunge && !self.pending_expunge.is_empty() {
             self.announce_expunges(rep, out);
@@ -244,6 +252,46 @@ impl SelectedMailbox {
             }
         }
         idx
+    }
+
+    /// `* FLAGS (...)` and `* OK [PERMANENTFLAGS (...)]` with the announced keywords.
+    pub fn write_flag_lists(&self, out: &mut Vec<u8>) {
+        const SYSTEM: &[u8] = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+        out.extend_from_slice(b"* FLAGS (");
+        out.extend_from_slice(SYSTEM);
+        for k in &self.announced_keywords {
+            out.push(b' ');
+            write_astring(out, k.as_bytes());
+        }
+        out.extend_from_slice(b")\r\n");
+        if self.read_only {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
+        } else {
+            out.extend_from_slice(b"* OK [PERMANENTFLAGS (");
+            out.extend_from_slice(SYSTEM);
+            for k in &self.announced_keywords {
+                out.push(b' ');
+                write_astring(out, k.as_bytes());
+            }
+            out.extend_from_slice(b" \\*)] Flags permitted\r\n");
+        }
+    }
+
+    /// If messages now carry keywords the client was not told about, send new FLAGS lists
+    /// (RFC 9051 §7.3.5) before the FETCH responses that use them.
+    pub fn announce_new_keywords(&mut self, out: &mut Vec<u8>) {
+        let new = self.messages.iter().any(|m| {
+            m.flags.keywords.iter().any(|k| {
+                !self
+                    .announced_keywords
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(k))
+            })
+        });
+        if new {
+            self.announced_keywords = self.keywords();
+            self.write_flag_lists(out);
+        }
     }
 
     /// Keywords in use, for the FLAGS response.

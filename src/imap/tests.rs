@@ -175,6 +175,14 @@ fn select_fetch_store_search() {
 
         let out = c.send("e STORE 1,3 +FLAGS (\\Flagged $Work)\r\n").await;
         assert!(
+            out.starts_with("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\\Draft $Work \\*)] Flags permitted\r\n"),
+            "{out}"
+        );
+        assert!(
             out.contains("* 1 FETCH (FLAGS (\\Flagged $Work))\r\n"),
             "{out}"
         );

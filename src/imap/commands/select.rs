@@ -3,7 +3,6 @@
 use imap_codec::imap_types::{command::SelectParameter, mailbox::Mailbox};
 
 use super::{mailbox_name, special_use_attr, write_mailbox};
-use crate::imap::codec::write_astring;
 use crate::imap::mailbox::{SelectedMailbox, write_flags_fetch};
 use crate::imap::sequence::{self, format_sorted};
 use crate::imap::session::{ImapSession, State, Step};
@@ -54,25 +53,7 @@ impl ImapSession {
         let changes = store.subscribe(&account, &name);
         let snapshot = store.snapshot(&account, &name)?;
         let mb = SelectedMailbox::new(name.clone(), read_only, snapshot, Some(changes));
-        out.extend_from_slice(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
-        let keywords = mb.keywords();
-        for k in &keywords {
-            out.push(b' ');
-            write_astring(out, k.as_bytes());
-        }
-        out.extend_from_slice(b")\r\n");
-        if read_only {
-            out.extend_from_slice(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
-        } else {
-            out.extend_from_slice(
-                b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft",
-            );
-            for k in &keywords {
-                out.push(b' ');
-                write_astring(out, k.as_bytes());
-            }
-            out.extend_from_slice(b" \\*)] Flags permitted\r\n");
-        }
+        mb.write_flag_lists(out);
         imap_w!(out, "* {} EXISTS\r\n", mb.exists());
         if !self.rev2 {
             out.extend_from_slice(b"* 0 RECENT\r\n");
