@@ -166,7 +166,7 @@ impl SelectedMailbox {
             }
             let mut updates = Vec::new();
             self.merge(snap, rep, &mut updates);
-            self.announce_new_keywords(out);
+            self.announce_new_keywords(None, out);
             out.extend_from_slice(&updates);
         }
         if allow_expunge && !self.pending_expunge.is_empty() {
@@ -279,15 +279,20 @@ impl SelectedMailbox {
 
     /// If messages now carry keywords the client was not told about, send new FLAGS lists
     /// (RFC 9051 §7.3.5) before the FETCH responses that use them.
-    pub fn announce_new_keywords(&mut self, out: &mut Vec<u8>) {
-        let new = self.messages.iter().any(|m| {
+    /// `changed`: view indices whose flags changed (None: check every message).
+    pub fn announce_new_keywords(&mut self, changed: Option<&[usize]>, out: &mut Vec<u8>) {
+        let is_new = |m: &MessageMeta| {
             m.flags.keywords.iter().any(|k| {
                 !self
                     .announced_keywords
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(k))
             })
-        });
+        };
+        let new = match changed {
+            Some(idx) => idx.iter().any(|&i| is_new(&self.messages[i])),
+            None => self.messages.iter().any(is_new),
+        };
         if new {
             self.announced_keywords = self.keywords();
             self.write_flag_lists(out);

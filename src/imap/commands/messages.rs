@@ -204,7 +204,7 @@ impl ImapSession {
                 .await?
         };
         let changed_idx = mb.apply_flags(&changed);
-        mb.announce_new_keywords(out);
+        mb.announce_new_keywords(Some(&changed_idx), out);
         // Messages the store refused under UNCHANGEDSINCE (changed meanwhile elsewhere).
         if let Some(us) = unchanged_since {
             let done: std::collections::HashSet<u32> = changed.iter().map(|c| c.0).collect();
