@@ -1,0 +1,345 @@
+//! CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB (LIST-EXTENDED, LIST-STATUS)
+//! and STATUS.
+
+use std::collections::HashSet;
+
+use imap_codec::imap_types::{
+    mailbox::{ListMailbox, Mailbox},
+    status::StatusDataItemName,
+};
+
+use super::{mailbox_name, special_use_attr, write_mailbox};
+use crate::imap::codec::{ListOptions, mutf7_decode};
+use crate::imap::session::{ImapSession, Step};
+use crate::imap::{ImapError, ImapResult};
+use crate::imap_w;
+use crate::store::{MailStore, MailboxInfo, StoreError};
+
+/// Longest LIST reference + pattern accepted (matching costs pattern × name length).
+const MAX_LIST_PATTERN: usize = 1024;
+
+/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
+/// Dynamic programming over (pattern, name), O(len(pattern) * len(name)): a backtracking
+/// matcher is exponential on patterns like `*a*a*a*a*b`.
+pub(crate) fn pattern_matches(pattern: &[u8], name: &[u8]) -> bool {
+    // dp[j]: the pattern prefix seen so far matches name[..j].
+    let mut dp = vec![false; name.len() + 1];
+    dp[0] = true;
+    for &p in pattern {
+        let mut next = vec![false; name.len() + 1];
+        match p {
+            b'*' => {
+                next[0] = dp[0];
+                for j in 1..=name.len() {
+                    next[j] = dp[j] || next[j - 1];
+                }
+            }
+            b'%' => {
+                next[0] = dp[0];
+                for j in 1..=name.len() {
+                    next[j] = dp[j] || (next[j - 1] && name[j - 1] != b'/');
+                }
+            }
+            c => {
+                for j in 1..=name.len() {
+                    next[j] = dp[j - 1] && name[j - 1] == c;
+                }
+            }
+        }
+        dp = next;
+        if !dp.iter().any(|&m| m) {
+            return false;
+        }
+    }
+    dp[name.len()]
+}
+
+fn inbox_fold(pattern: &str, name: &str) -> bool {
+    // INBOX matches case-insensitively.
+    if name == "INBOX" {
+        pattern_matches(pattern.to_ascii_uppercase().as_bytes(), b"INBOX")
+    } else if let Some(rest) = name.strip_prefix("INBOX/") {
+        let up = pattern.to_ascii_uppercase();
+        up.starts_with("INBOX/") && pattern_matches(&pattern.as_bytes()[6..], rest.as_bytes())
+            || pattern_matches(pattern.as_bytes(), name.as_bytes())
+    } else {
+        pattern_matches(pattern.as_bytes(), name.as_bytes())
+    }
+}
+
+impl ImapSession {
+    pub(super) async fn create<S: MailStore>(
+        &mut self,
+        store: &S,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> ImapResult<Step> {
+        let name = mailbox_name(mailbox, self.rev2);
+        if name == "INBOX" {
+            return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
+        }
+        if name.is_empty() || name.split('/').any(|p| p.is_empty()) {
+            return Err(ImapError::no_code("CANNOT", "Invalid mailbox name"));
+        }
+        store.create_mailbox(&self.account_name(), &name).await?;
+        self.sync_selected(store, true, out);
+        imap_w!(out, "{tag} OK CREATE completed\r\n");
+        Ok(Step::Done)
+    }
+
+    pub(super) async fn delete<S: MailStore>(
+        &mut self,
+        store: &S,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> ImapResult<Step> {
+        let name = mailbox_name(mailbox, self.rev2);
+        if name == "INBOX" {
+            return Err(ImapError::no_code("CANNOT", "INBOX cannot be deleted"));
+        }
+        store.delete_mailbox(&self.account_name(), &name).await?;
+        self.mark_dirty_if_selected(&name);
+        self.sync_selected(store, true, out);
+        imap_w!(out, "{tag} OK DELETE completed\r\n");
+        Ok(Step::Done)
+    }
+
+    pub(super) async fn rename<S: MailStore>(
+        &mut self,
+        store: &S,
+        tag: &str,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+        out: &mut Vec<u8>,
+    ) -> ImapResult<Step> {
+        let (from, to) = (mailbox_name(from, self.rev2), mailbox_name(to, self.rev2));
+        if to == "INBOX" {
+            return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
+        }
+        store
+            .rename_mailbox(&self.account_name(), &from, &to)
+            .await?;
+        self.mark_dirty_if_selected(&from);
+        self.sync_selected(store, true, out);
+        imap_w!(out, "{tag} OK RENAME completed\r\n");
+        Ok(Step::Done)
+    }
+
+    pub(super) async fn subscribe<S: MailStore>(
+        &mut self,
+        store: &S,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        on: bool,
+        out: &mut Vec<u8>,
+    ) -> ImapResult<Step> {
+        let name = mailbox_name(mailbox, self.rev2);
+        store
+            .set_subscribed(&self.account_name(), &name, on)
+            .await?;
+        self.sync_selected(store, true, out);
+        imap_w!(
+            out,
+            "{tag} OK {} completed\r\n",
+            if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" }
+        );
+        Ok(Step::Done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn list<S: MailStore>(
+        &mut self,
+        store: &S,
+        tag: &str,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        opts: ListOptions,
+        lsub: bool,
+        out: &mut Vec<u8>,
+    ) -> ImapResult<Step> {
+        let verb = if lsub { "LSUB" } else { "LIST" };
+        let reference = match reference {
+            Mailbox::Inbox => "INBOX".to_string(),
+            Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+        };
+        let pattern = match pattern {
+            ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+            ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+        };
+        let pattern = if self.rev2 {
+            pattern
+        } else {
+            mutf7_decode(&pattern).unwrap_or(pattern)
+        };
+        if pattern.is_empty() && !opts.extended {
+            imap_w!(
+                out,
+                "* {verb} (\\Noselect) \"/\" \"\"\r\n{tag} OK {verb} completed\r\n"
+            );
+            return Ok(Step::Done);
+        }
+        let full = if pattern.starts_with('/') || reference.is_empty() {
+            pattern.clone()
+        } else if reference.ends_with('/') {
+            format!("{reference}{pattern}")
+        } else {
+            format!("{reference}/{pattern}")
+        };
+        if full.len() > MAX_LIST_PATTERN {
+            return Err(ImapError::bad("Mailbox pattern too long"));
+        }
+        // The store lists INBOX first, then by name.
+        let boxes = store.list_mailboxes(&self.account_name());
+        // Every proper ancestor of a mailbox has children; ancestors of subscribed mailboxes
+        // have subscribed children (RECURSIVEMATCH / CHILDINFO).
+        let mut parents: HashSet<&str> = HashSet::new();
+        let mut subscribed_parents: HashSet<&str> = HashSet::new();
+        for b in &boxes {
+            for (i, _) in b.name.match_indices('/') {
+                parents.insert(&b.name[..i]);
+                if b.subscribed {
+                    subscribed_parents.insert(&b.name[..i]);
+                }
+            }
+        }
+        for b in &boxes {
+            if !inbox_fold(&full, &b.name) {
+                continue;
+            }
+            let child_subscribed = subscribed_parents.contains(b.name.as_str());
+            if opts.select_subscribed
+                && !b.subscribed
+                && !(opts.recursive_match && child_subscribed)
+            {
+                continue;
+            }
+            if opts.select_special_use && b.special_use.is_none() {
+                continue;
+            }
+            let has_children = parents.contains(b.name.as_str());
+            let mut attrs: Vec<&str> = Vec::new();
+            if !lsub {
+                attrs.push(if has_children {
+                    "\\HasChildren"
+                } else {
+                    "\\HasNoChildren"
+                });
+                if (opts.select_subscribed || opts.return_subscribed) && b.subscribed {
+                    attrs.push("\\Subscribed");
+                }
+                if let Some(su) = b.special_use {
+                    attrs.push(special_use_attr(su));
+                }
+            }
+            imap_w!(out, "* {verb} ({}) \"/\" ", attrs.join(" "));
+            write_mailbox(out, &b.name, self.rev2);
+            if opts.recursive_match && opts.select_subscribed && !b.subscribed && child_subscribed {
+                out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
+            out.extend_from_slice(b"\r\n");
+            if let Some(items) = &opts.return_status {
+                write_status(out, b, self.rev2, items.iter().map(String::as_str));
+            }
+        }
+        self.sync_selected(store, true, out);
+        imap_w!(out, "{tag} OK {verb} completed\r\n");
+        Ok(Step::Done)
+    }
+
+    pub(super) fn status<S: MailStore>(
+        &mut self,
+        store: &S,
+        tag: &str,
+        mailbox: &Mailbox<'_>,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) -> ImapResult<Step> {
+        let name = mailbox_name(mailbox, self.rev2);
+        let info = self
+            .find_mailbox(store, &name)
+            .ok_or(ImapError::Store(StoreError::NoSuchMailbox))?;
+        let names: Vec<&str> = items
+            .iter()
+            .map(|i| match i {
+                StatusDataItemName::Messages => "MESSAGES",
+                StatusDataItemName::Recent => "RECENT",
+                StatusDataItemName::UidNext => "UIDNEXT",
+                StatusDataItemName::UidValidity => "UIDVALIDITY",
+                StatusDataItemName::Unseen => "UNSEEN",
+                StatusDataItemName::Deleted => "DELETED",
+                StatusDataItemName::DeletedStorage => "DELETED-STORAGE",
+                StatusDataItemName::Size => "SIZE",
+                StatusDataItemName::HighestModSeq => "HIGHESTMODSEQ",
+                #[allow(unreachable_patterns)]
+                _ => "",
+            })
+            .collect();
+        if names.contains(&"HIGHESTMODSEQ") {
+            self.reporting.condstore = true;
+        }
+        write_status(out, &info, self.rev2, names.into_iter());
+        self.sync_selected(store, true, out);
+        imap_w!(out, "{tag} OK STATUS completed\r\n");
+        Ok(Step::Done)
+    }
+}
+
+/// `* STATUS name (ITEM n ...)` for the given upper-case item names.
+fn write_status<'a>(
+    out: &mut Vec<u8>,
+    info: &MailboxInfo,
+    rev2: bool,
+    items: impl Iterator<Item = &'a str>,
+) {
+    out.extend_from_slice(b"* STATUS ");
+    write_mailbox(out, &info.name, rev2);
+    out.extend_from_slice(b" (");
+    let mut first = true;
+    for item in items {
+        let value = match item {
+            "MESSAGES" => info.messages as u64,
+            "RECENT" => 0,
+            "UIDNEXT" => info.uidnext as u64,
+            "UIDVALIDITY" => info.uidvalidity as u64,
+            "UNSEEN" => info.unseen as u64,
+            "DELETED" => info.deleted as u64,
+            "SIZE" => info.size,
+            "HIGHESTMODSEQ" => info.highest_modseq,
+            _ => continue,
+        };
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        imap_w!(out, "{item} {value}");
+    }
+    out.extend_from_slice(b")\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_patterns() {
+        assert!(pattern_matches(b"*", b"a/b"));
+        assert!(pattern_matches(b"%", b"a"));
+        assert!(!pattern_matches(b"%", b"a/b"));
+        assert!(pattern_matches(b"a/%", b"a/b"));
+        assert!(pattern_matches(b"a*b", b"a/x/b"));
+        assert!(!pattern_matches(b"a", b"ab"));
+        assert!(pattern_matches(b"", b""));
+        assert!(!pattern_matches(b"", b"a"));
+        assert!(pattern_matches(b"a%", b"a"));
+        assert!(pattern_matches(b"%/%", b"a/b"));
+        assert!(!pattern_matches(b"%/%", b"a/b/c"));
+        // No exponential blow-up.
+        let name = [b'a'; 200];
+        assert!(!pattern_matches(b"*a*a*a*a*a*a*a*a*a*a*a*a*b", &name));
+        assert!(inbox_fold("inbox", "INBOX"));
+        assert!(inbox_fold("Inbox/%", "INBOX/x"));
+        assert!(!inbox_fold("Sent", "INBOX"));
+    }
+}

@@ -1,0 +1,348 @@
+//! Store-backed commands: [`ImapSession::execute`] and the handlers it dispatches to.
+//!
+//! Every handler writes its untagged responses and its own tagged OK (response codes such as
+//! APPENDUID differ per command); failures come back as [`ImapError`] and are written in one
+//! place. Before a tagged OK in the Selected state, pending mailbox updates are sent through
+//! [`ImapSession::sync_selected`], with EXPUNGE allowed only where RFC 9051 §7.5.1 allows it.
+//!
+//! One file per command group: `select` (SELECT/EXAMINE, CLOSE/UNSELECT), `mailboxes`
+//! (CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST/LSUB, STATUS), `append` (APPEND and
+//! MULTIAPPEND), `messages` (EXPUNGE, SEARCH, STORE, COPY/MOVE). FETCH lives in
+//! [`super::fetch`].
+
+mod append;
+mod mailboxes;
+mod messages;
+mod select;
+
+use imap_codec::imap_types::{
+    command::CommandBody, extensions::binary::LiteralOrLiteral8, flag::Flag, mailbox::Mailbox,
+    search::SearchKey,
+};
+
+use super::ImapError;
+use super::codec::{ListOptions, SearchReturn, mutf7_decode, mutf7_encode, write_astring};
+use super::session::{ImapCommand, ImapSession, Mode, Step};
+use crate::imap_w;
+use crate::store::{Flags, MailStore, MailboxInfo, SpecialUse, StoreError, SystemFlags};
+
+/// The name a client's mailbox argument refers to (INBOX is case-insensitive). Names are
+/// stored in UTF-8; IMAP4rev1 clients send modified UTF-7 (RFC 3501 §5.1.3), decoded here.
+pub(crate) fn mailbox_name(m: &Mailbox<'_>, rev2: bool) -> String {
+    match m {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(o) => {
+            let s = String::from_utf8_lossy(o.as_ref()).into_owned();
+            let s = s.trim_end_matches('/').to_string();
+            let s = if rev2 {
+                s
+            } else {
+                mutf7_decode(&s).unwrap_or(s)
+            };
+            if s.eq_ignore_ascii_case("INBOX") {
+                "INBOX".into()
+            } else {
+                s
+            }
+        }
+    }
+}
+
+/// Write a stored (UTF-8) mailbox name for this client (modified UTF-7 for IMAP4rev1).
+fn write_mailbox(out: &mut Vec<u8>, name: &str, rev2: bool) {
+    if rev2 || name.is_ascii() && !name.contains('&') {
+        write_astring(out, name.as_bytes());
+    } else {
+        write_astring(out, mutf7_encode(name).as_bytes());
+    }
+}
+
+fn to_flags(flags: &[Flag<'_>]) -> Flags {
+    let mut f = Flags::default();
+    for flag in flags {
+        match flag {
+            Flag::Seen => f.system.0 |= SystemFlags::SEEN,
+            Flag::Answered => f.system.0 |= SystemFlags::ANSWERED,
+            Flag::Flagged => f.system.0 |= SystemFlags::FLAGGED,
+            Flag::Deleted => f.system.0 |= SystemFlags::DELETED,
+            Flag::Draft => f.system.0 |= SystemFlags::DRAFT,
+            Flag::Keyword(k) => {
+                let k = k.as_ref().to_string();
+                if !f.keywords.iter().any(|x| x.eq_ignore_ascii_case(&k)) {
+                    f.keywords.push(k);
+                }
+            }
+            // \Recent and unknown system flags cannot be set.
+            Flag::Extension(_) => {}
+        }
+    }
+    f
+}
+
+fn literal_bytes(message: LiteralOrLiteral8<'_>) -> Vec<u8> {
+    match message {
+        LiteralOrLiteral8::Literal(l) => l.into_inner().into_owned(),
+        LiteralOrLiteral8::Literal8(l) => l.data.into_owned(),
+    }
+}
+
+fn special_use_attr(s: SpecialUse) -> &'static str {
+    match s {
+        SpecialUse::Sent => "\\Sent",
+        SpecialUse::Drafts => "\\Drafts",
+        SpecialUse::Trash => "\\Trash",
+        SpecialUse::Junk => "\\Junk",
+        SpecialUse::Archive => "\\Archive",
+    }
+}
+
+impl ImapSession {
+    /// Run a store command (from [`super::ImapEvent::Command`]). See the module docs of
+    /// [`super::session`] for the driver loop around it.
+    pub async fn execute<S: MailStore>(
+        &mut self,
+        store: &S,
+        cmd: ImapCommand,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let ImapCommand { tag, body, extras } = cmd;
+        self.mode = Mode::Normal;
+        if !self.inbox_checked {
+            self.inbox_checked = true;
+            self.ensure_inbox(store).await;
+        }
+        let result = match body {
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => {
+                self.select(store, &tag, &mailbox, &parameters, false, out)
+                    .await
+            }
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => {
+                self.select(store, &tag, &mailbox, &parameters, true, out)
+                    .await
+            }
+            CommandBody::Create { mailbox } => self.create(store, &tag, &mailbox, out).await,
+            CommandBody::Delete { mailbox } => self.delete(store, &tag, &mailbox, out).await,
+            CommandBody::Rename { from, to } => self.rename(store, &tag, &from, &to, out).await,
+            CommandBody::Subscribe { mailbox } => {
+                self.subscribe(store, &tag, &mailbox, true, out).await
+            }
+            CommandBody::Unsubscribe { mailbox } => {
+                self.subscribe(store, &tag, &mailbox, false, out).await
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => {
+                let opts = extras.list.clone().unwrap_or_default();
+                self.list(store, &tag, &reference, &mailbox_wildcard, opts, false, out)
+            }
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
+                let opts = ListOptions {
+                    select_subscribed: true,
+                    ..ListOptions::default()
+                };
+                self.list(store, &tag, &reference, &mailbox_wildcard, opts, true, out)
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(store, &tag, &mailbox, &item_names, out),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                let mut messages = vec![(
+                    to_flags(&flags),
+                    date.map(|d| d.as_ref().timestamp()),
+                    literal_bytes(message),
+                )];
+                for m in extras.more_appends {
+                    messages.push((
+                        to_flags(&m.flags),
+                        m.date.map(|d| d.as_ref().timestamp()),
+                        literal_bytes(m.message),
+                    ));
+                }
+                self.append(store, &tag, &mailbox, messages, out).await
+            }
+            CommandBody::Idle => {
+                self.sync_selected(store, true, out);
+                out.extend_from_slice(b"+ idling\r\n");
+                self.mode = Mode::Idle { tag };
+                return Step::Idle;
+            }
+            body @ (CommandBody::Noop | CommandBody::Check) => {
+                self.sync_selected(store, true, out);
+                let verb = if body == CommandBody::Noop {
+                    "NOOP"
+                } else {
+                    "CHECK"
+                };
+                imap_w!(out, "{tag} OK {verb} completed\r\n");
+                Ok(Step::Done)
+            }
+            CommandBody::Close => self.close(store, &tag, true, out).await,
+            CommandBody::Unselect => self.close(store, &tag, false, out).await,
+            CommandBody::Expunge => self.expunge(store, &tag, None, out).await,
+            CommandBody::ExpungeUid { sequence_set } => {
+                self.expunge(store, &tag, Some(&sequence_set), out).await
+            }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                let charset = charset.map(|c| c.as_ref().to_ascii_uppercase());
+                if let Some(cs) = charset.filter(|c| c != "UTF-8" && c != "US-ASCII") {
+                    Err(ImapError::no_code(
+                        "BADCHARSET (UTF-8 US-ASCII)",
+                        format!("Unsupported charset {cs}"),
+                    ))
+                } else {
+                    let keys: Vec<SearchKey<'_>> = criteria.into_inner();
+                    // IMAP4rev2 (RFC 9051 §6.4.4): ESEARCH replaces SEARCH; no options = ALL.
+                    let ret = extras.search_return.clone().or_else(|| {
+                        self.rev2.then(|| SearchReturn {
+                            all: true,
+                            ..SearchReturn::default()
+                        })
+                    });
+                    self.search(store, &tag, keys, uid, ret, out)
+                }
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                self.start_fetch(
+                    store,
+                    tag.clone(),
+                    &sequence_set,
+                    &macro_or_item_names,
+                    uid,
+                    &modifiers,
+                    out,
+                )
+                .await
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => {
+                self.store(
+                    store,
+                    &tag,
+                    &sequence_set,
+                    kind,
+                    response,
+                    &flags,
+                    uid,
+                    &modifiers,
+                    out,
+                )
+                .await
+            }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy(store, &tag, &sequence_set, &mailbox, uid, false, out)
+                    .await
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy(store, &tag, &sequence_set, &mailbox, uid, true, out)
+                    .await
+            }
+            _ => Err(ImapError::bad("Command not supported")),
+        };
+        match result {
+            Ok(step) => step,
+            Err(e) => {
+                e.write_tagged(&tag, out);
+                if e.is_bad() && self.count_error(out).is_some() {
+                    return Step::Close;
+                }
+                Step::Done
+            }
+        }
+    }
+
+    /// Continue after [`Step::Flush`].
+    pub async fn resume<S: MailStore>(&mut self, store: &S, out: &mut Vec<u8>) -> Step {
+        self.continue_fetch(store, out)
+    }
+
+    /// During IDLE: a change notification arrived (the driver took one from
+    /// [`ImapSession::change_receiver`]); write the updates.
+    pub fn idle_update<S: MailStore>(&mut self, store: &S, out: &mut Vec<u8>) {
+        if let Some(mb) = self.selected.as_mut() {
+            mb.mark_dirty();
+        }
+        self.sync_selected(store, true, out);
+    }
+
+    async fn ensure_inbox<S: MailStore>(&mut self, store: &S) {
+        let account = self.account.clone().unwrap_or_default();
+        if store
+            .list_mailboxes(&account)
+            .iter()
+            .any(|m| m.name == "INBOX")
+        {
+            return;
+        }
+        // The store creates an account's default mailboxes (INBOX, Sent, Drafts, Trash, Junk,
+        // Archive) on its first write; creating one of them initializes a fresh account.
+        match store.create_mailbox(&account, "Trash").await {
+            Ok(()) | Err(StoreError::MailboxExists) => {}
+            Err(e) => tracing::warn!(error = %e, "imap: cannot initialize the account"),
+        }
+        if !store
+            .list_mailboxes(&account)
+            .iter()
+            .any(|m| m.name == "INBOX")
+        {
+            tracing::warn!(account, "imap: account has no INBOX");
+        }
+    }
+
+    /// This session changed the selected mailbox itself: re-read it at the next sync rather
+    /// than wait for the store's notification.
+    fn mark_dirty_if_selected(&mut self, name: &str) {
+        if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
+            mb.mark_dirty();
+        }
+    }
+
+    fn account_name(&self) -> String {
+        self.account.clone().unwrap_or_default()
+    }
+
+    fn find_mailbox<S: MailStore>(&self, store: &S, name: &str) -> Option<MailboxInfo> {
+        store
+            .list_mailboxes(&self.account_name())
+            .into_iter()
+            .find(|m| m.name == name)
+    }
+}

@@ -1,0 +1,157 @@
+//! IMAP4rev2 / IMAP4rev1 protocol core (RFC 9051, RFC 3501), sans-IO.
+//!
+//! The connection driver owns the socket; this module only consumes bytes and produces bytes:
+//!
+//! * [`ImapSession::feed`] frames and parses client input (literal-aware, bounded memory) and
+//!   answers everything that needs neither the store nor the authenticator itself. When async
+//!   work is needed it returns an [`ImapEvent`] and stops consuming input.
+//! * [`ImapSession::execute`] / [`ImapSession::resume`] run a store command
+//!   ([`ImapEvent::Command`]) against any [`crate::store::MailStore`], writing responses in
+//!   bounded chunks ([`Step::Flush`]).
+//! * [`ImapSession::auth_result`], [`ImapSession::tls_started`], [`ImapSession::idle_update`]
+//!   complete the other events.
+//!
+//! Supported: IMAP4rev2 and IMAP4rev1 (modified UTF-7 names for rev1 clients, UTF-8 in the
+//! store), STARTTLS/LOGINDISABLED, AUTH=PLAIN/LOGIN with SASL-IR, LITERAL+, ID, ENABLE,
+//! NAMESPACE, IDLE, UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, ESEARCH (MIN/MAX/COUNT/ALL; ESEARCH
+//! replaces SEARCH once IMAP4rev2 is enabled), MULTIAPPEND, CONDSTORE, QRESYNC (VANISHED,
+//! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
+//! BINARY fetch. Not supported: SEARCHRES (`$`), SORT/THREAD, COMPRESS, NOTIFY, METADATA, QUOTA.
+//!
+//! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
+//! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
+//! tree with byte ranges), `bodystructure` (ENVELOPE/BODYSTRUCTURE), `section`
+//! (`BODY[section]<partial>`), `search`, `sequence`.
+
+pub mod bodystructure;
+pub mod codec;
+mod commands;
+pub mod fetch;
+pub mod mailbox;
+pub mod mime;
+pub mod search;
+pub mod section;
+pub mod sequence;
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
+
+use crate::store::StoreError;
+
+/// Configuration of the IMAP protocol core (one per listener; cheap to clone).
+#[derive(Clone, Debug)]
+pub struct ImapConfig {
+    /// Host name used in the greeting and BYE responses.
+    pub hostname: String,
+    /// Largest literal accepted (also advertised as APPENDLIMIT).
+    pub max_literal: u32,
+    /// Longest command line (without literals) accepted.
+    pub max_line: usize,
+    /// After this many protocol errors (BAD) in one session the server says BYE.
+    pub max_errors: u32,
+    /// Allow LOGIN / AUTHENTICATE without TLS (otherwise LOGINDISABLED before STARTTLS).
+    pub allow_plaintext_auth: bool,
+    /// Offer STARTTLS (the listener has a certificate and the connection is not TLS yet).
+    pub starttls: bool,
+    /// Bytes of FETCH output after which [`ImapSession::execute`] yields [`Step::Flush`].
+    pub flush_threshold: usize,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            hostname: "localhost".into(),
+            max_literal: 64 << 20,
+            max_line: 64 * 1024,
+            max_errors: 10,
+            allow_plaintext_auth: false,
+            starttls: true,
+            flush_threshold: 256 * 1024,
+        }
+    }
+}
+
+/// Errors of the IMAP layer. The tagged response (BAD / NO and response code) for each is
+/// decided in one place: [`ImapError::write_tagged`].
+#[derive(Debug)]
+pub enum ImapError {
+    /// Syntax or protocol misuse: tagged BAD.
+    Bad(String),
+    /// The command failed: tagged NO with an optional response code.
+    No(Option<&'static str>, String),
+    /// The store refused or failed.
+    Store(StoreError),
+}
+
+impl ImapError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ImapError::Bad(msg.into())
+    }
+    pub fn no(msg: impl Into<String>) -> Self {
+        ImapError::No(None, msg.into())
+    }
+    pub fn no_code(code: &'static str, msg: impl Into<String>) -> Self {
+        ImapError::No(Some(code), msg.into())
+    }
+
+    /// Write the tagged completion for this error.
+    pub fn write_tagged(&self, tag: &str, out: &mut Vec<u8>) {
+        let (kind, code, text): (&str, Option<&str>, String) = match self {
+            ImapError::Bad(m) => ("BAD", None, m.clone()),
+            ImapError::No(code, m) => ("NO", *code, m.clone()),
+            ImapError::Store(e) => match e {
+                StoreError::NoSuchMailbox => ("NO", Some("NONEXISTENT"), "No such mailbox".into()),
+                StoreError::MailboxExists => {
+                    ("NO", Some("ALREADYEXISTS"), "Mailbox already exists".into())
+                }
+                StoreError::NotAllowed(why) => {
+                    ("NO", Some("CANNOT"), format!("Not allowed: {why}"))
+                }
+                StoreError::Closed => ("NO", Some("UNAVAILABLE"), "Server shutting down".into()),
+                StoreError::Io(_) | StoreError::Corrupt(_) => {
+                    tracing::warn!(error = %e, "imap: store failure");
+                    ("NO", Some("SERVERBUG"), "Internal error".into())
+                }
+            },
+        };
+        out.extend_from_slice(tag.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(kind.as_bytes());
+        out.push(b' ');
+        if let Some(code) = code {
+            out.push(b'[');
+            out.extend_from_slice(code.as_bytes());
+            out.extend_from_slice(b"] ");
+        }
+        // Text must not contain CR/LF.
+        for b in text.bytes() {
+            out.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    pub fn is_bad(&self) -> bool {
+        matches!(self, ImapError::Bad(_))
+    }
+}
+
+impl From<StoreError> for ImapError {
+    fn from(e: StoreError) -> Self {
+        ImapError::Store(e)
+    }
+}
+
+impl std::fmt::Display for ImapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImapError::Bad(m) => write!(f, "BAD {m}"),
+            ImapError::No(_, m) => write!(f, "NO {m}"),
+            ImapError::Store(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+impl std::error::Error for ImapError {}
+
+pub type ImapResult<T> = Result<T, ImapError>;
