@@ -26,6 +26,7 @@
 pub mod bodystructure;
 pub mod codec;
 mod commands;
+pub mod driver;
 pub mod fetch;
 pub mod mailbox;
 pub mod mime;

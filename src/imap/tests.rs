@@ -959,35 +959,3 @@ fn random_command_sequences_against_the_store() {
         assert!(!clients[0].closed && !clients[1].closed);
     });
 }
-
-#[test]
-#[ignore]
-fn transcript_for_eyeballing() {
-    let dir = tempfile::tempdir().unwrap();
-    block_on(async {
-        let store = open_store(dir.path());
-        store
-            .append(vec![NewMessage {
-                account: "alice".into(),
-                mailbox: "INBOX".into(),
-                bytes: crate::imap::mime::tests::NESTED.to_vec(),
-                flags: Flags::default(),
-                internal_date: 1_700_000_000,
-            }])
-            .await
-            .unwrap();
-        let mut c = Client::login(&store).await;
-        for cmd in [
-            "a CAPABILITY\r\n",
-            "b LIST \"\" *\r\n",
-            "c SELECT INBOX (CONDSTORE)\r\n",
-            "d FETCH 1 (ENVELOPE BODYSTRUCTURE FLAGS INTERNALDATE RFC822.SIZE)\r\n",
-            "e FETCH 1 (BODY.PEEK[1.MIME] BODY.PEEK[2.HEADER.FIELDS (subject from)])\r\n",
-            "f UID STORE 1 +FLAGS (\\Answered)\r\n",
-            "g STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE HIGHESTMODSEQ)\r\n",
-            "h LOGOUT\r\n",
-        ] {
-            print!("C: {cmd}{}", c.send(cmd).await);
-        }
-    });
-}

@@ -10,7 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
 
 use super::shutdown::ShutdownSignal;
 
@@ -57,9 +57,19 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
+/// Pushes server-initiated updates while the client is expected to talk next (IMAP IDLE).
+#[allow(async_fn_in_trait)]
+pub trait Pusher {
+    /// Resolves when there is something to push. Must be cancel-safe.
+    async fn ready(&mut self);
+    /// Appends the update to `out`.
+    fn push(&mut self, out: &mut Vec<u8>);
+}
+
 /// A stream with a reusable read buffer and write buffer.
 pub struct Connection<S> {
-    stream: S,
+    /// Only `None` inside [`Connection::read_while_pushing`], which always puts it back.
+    stream: Option<S>,
     /// Received bytes; `input[consumed..]` is not yet processed. Allocated once per connection.
     input: Vec<u8>,
     consumed: usize,
@@ -70,7 +80,7 @@ pub struct Connection<S> {
 impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
     pub fn new(stream: S, read_buffer: usize) -> Self {
         Connection {
-            stream,
+            stream: Some(stream),
             input: Vec::with_capacity(read_buffer),
             consumed: 0,
             output: Vec::with_capacity(1024),
@@ -83,20 +93,29 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         &self.input[self.consumed..]
     }
 
+    /// Lets the session process the buffered input once, replies going to the write buffer.
+    pub fn feed<P: ProtocolSession>(&mut self, session: &mut P) -> Option<P::Event> {
+        let (used, event) = session.feed(&self.input[self.consumed..], &mut self.output);
+        self.consumed += used;
+        event
+    }
+
     /// The reply buffer; written out by [`flush`](Self::flush).
     pub fn output(&mut self) -> &mut Vec<u8> {
         &mut self.output
     }
 
-    pub fn stream_mut(&mut self) -> &mut S {
-        &mut self.stream
+    fn stream(&mut self) -> &mut S {
+        self.stream
+            .as_mut()
+            .expect("stream is back after read_while_pushing")
     }
 
     /// Gives the stream back for a TLS upgrade. Unprocessed input is dropped on purpose: bytes a
     /// client pipelined after STARTTLS/STLS must not be read as if they came over TLS
     /// (CVE-2011-0411 and its kin).
-    pub fn into_stream(self) -> S {
-        self.stream
+    pub fn into_stream(mut self) -> S {
+        self.stream.take().expect("stream present")
     }
 
     pub async fn flush(&mut self) -> io::Result<()> {
@@ -104,7 +123,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.output);
-        let (res, mut buf) = self.stream.write_all(buf).await;
+        let (res, mut buf) = self.stream().write_all(buf).await;
         buf.clear();
         self.output = buf;
         res.map(|_| ())
@@ -113,12 +132,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
     /// Writes `bytes` after whatever is queued, without copying them into the reply buffer.
     pub async fn write_owned<B: monoio::buf::IoBuf>(&mut self, bytes: B) -> io::Result<B> {
         self.flush().await?;
-        let (res, bytes) = self.stream.write_all(bytes).await;
+        let (res, bytes) = self.stream().write_all(bytes).await;
         res.map(|_| bytes)
     }
 
-    /// Reads more input. Returns the number of new bytes (0 = peer closed).
-    async fn fill(&mut self) -> io::Result<usize> {
+    /// Makes room at the end of the read buffer, dropping what was consumed.
+    fn compact(&mut self) -> io::Result<()> {
         if self.consumed == self.input.len() {
             self.input.clear();
             self.consumed = 0;
@@ -129,11 +148,16 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         if self.input.len() == self.input.capacity() {
             return Err(io::Error::other("read buffer full"));
         }
-        let mut buf = std::mem::take(&mut self.input);
-        let start = buf.len();
-        let end = buf.bytes_total();
-        let (res, slice) = self.stream.read(buf.slice_mut(start..end)).await;
-        self.input = slice.into_inner();
+        Ok(())
+    }
+
+    /// Reads more input. Returns the number of new bytes (0 = peer closed).
+    async fn fill(&mut self) -> io::Result<usize> {
+        self.compact()?;
+        let buf = std::mem::take(&mut self.input);
+        let stream = self.stream.as_mut().expect("stream present");
+        let (res, buf) = read_more(stream, buf).await;
+        self.input = buf;
         res
     }
 
@@ -146,9 +170,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         shutdown: &ShutdownSignal,
     ) -> Result<P::Event, Ended> {
         loop {
-            let (used, event) = session.feed(&self.input[self.consumed..], &mut self.output);
-            self.consumed += used;
-            if let Some(event) = event {
+            if let Some(event) = self.feed(session) {
                 return Ok(event);
             }
             self.flush().await?;
@@ -195,6 +217,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         }
     }
 
+    /// The session's "goodbye" for a server shutdown.
     async fn end_for_shutdown<P: ProtocolSession>(
         &mut self,
         session: &mut P,
@@ -203,4 +226,84 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         let _ = self.flush().await;
         Err(Ended::Shutdown)
     }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
+    /// Waits for more input while `pusher` may write updates (IMAP IDLE). The read is never
+    /// cancelled to write an update — a cancelled io_uring read can lose the bytes it had
+    /// already received, such as the client's `DONE` — so the stream is split and the
+    /// updates go out through its write half while the read is pending. Returns the number
+    /// of new bytes (0 = peer closed).
+    pub async fn read_while_pushing<P: Pusher>(
+        &mut self,
+        pusher: &mut P,
+        limit: Duration,
+        shutdown: &ShutdownSignal,
+    ) -> Result<usize, Ended> {
+        self.compact()?;
+        let (mut reader, mut writer) = self.stream.take().expect("stream present").into_split();
+        let buf = std::mem::take(&mut self.input);
+        let outcome = {
+            let read = read_more(&mut reader, buf);
+            let mut read = std::pin::pin!(read);
+            let deadline = monoio::time::sleep(limit);
+            let mut deadline = std::pin::pin!(deadline);
+            loop {
+                monoio::select! {
+                    (res, buf) = &mut read => break Ok((res, buf)),
+                    _ = pusher.ready() => {
+                        pusher.push(&mut self.output);
+                        let out = std::mem::take(&mut self.output);
+                        let (res, mut out) = writer.write_all(out).await;
+                        out.clear();
+                        self.output = out;
+                        if let Err(e) = res {
+                            break Err(Ended::Io(e));
+                        }
+                    }
+                    _ = &mut deadline => break Err(Ended::TimedOut),
+                    _ = shutdown.wait() => break Err(Ended::Shutdown),
+                }
+            }
+        };
+        self.stream = Some(
+            reader
+                .reunite(writer)
+                .map_err(|_| io::Error::other("split halves do not match"))?,
+        );
+        match outcome {
+            Ok((res, buf)) => {
+                self.input = buf;
+                Ok(res?)
+            }
+            Err(ended) => {
+                // The read was abandoned with its buffer; the connection is closing anyway.
+                self.input = Vec::with_capacity(self.capacity);
+                self.consumed = 0;
+                Err(ended)
+            }
+        }
+    }
+
+    /// Says goodbye after [`read_while_pushing`](Self::read_while_pushing) ended in a timeout
+    /// or a shutdown.
+    pub async fn say_goodbye<P: ProtocolSession>(&mut self, session: &mut P, why: &Ended) {
+        match why {
+            Ended::TimedOut => session.on_timeout(&mut self.output),
+            Ended::Shutdown => session.on_shutdown(&mut self.output),
+            _ => return,
+        }
+        let _ = self.flush().await;
+    }
+}
+
+/// Reads into the spare capacity of `buf`, keeping what it holds.
+async fn read_more<R: AsyncReadRent>(
+    reader: &mut R,
+    mut buf: Vec<u8>,
+) -> (io::Result<usize>, Vec<u8>) {
+    let start = buf.len();
+    let end = buf.bytes_total();
+    let (res, slice) = reader.read(buf.slice_mut(start..end)).await;
+    (res, slice.into_inner())
 }

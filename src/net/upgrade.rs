@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::Connection;
@@ -22,7 +22,10 @@ pub trait SessionDriver {
     fn greet(&mut self, out: &mut Vec<u8>);
     /// Called after a STARTTLS handshake: the session must forget what it learnt in clear text.
     fn tls_started(&mut self);
-    async fn run<S: AsyncReadRent + AsyncWriteRent>(&mut self, conn: &mut Connection<S>) -> Flow;
+    async fn run<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Flow;
 }
 
 pub struct TlsSetup<'a> {

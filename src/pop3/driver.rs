@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::{MaildropOpen, Pop3Event, Pop3Session, write_stuffed};
@@ -181,7 +181,10 @@ impl SessionDriver for Pop3Driver<'_> {
         self.session.tls_started();
     }
 
-    async fn run<S: AsyncReadRent + AsyncWriteRent>(&mut self, conn: &mut Connection<S>) -> Flow {
+    async fn run<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Flow {
         let services = self.core.services.clone();
         let mut pending: Option<Pop3Event> = None;
         loop {

@@ -45,11 +45,6 @@ impl Protocol {
         }
     }
 
-    /// Whether this build serves the protocol; listeners of protocols not built yet are not started.
-    pub fn implemented(self) -> bool {
-        !matches!(self, Protocol::Imap | Protocol::Imaps)
-    }
-
     pub fn configured_port(self, ports: &crate::config::Ports) -> u16 {
         match self {
             Protocol::Smtp => ports.smtp,

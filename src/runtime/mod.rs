@@ -42,6 +42,7 @@ pub struct Services {
     pub limits: Arc<ConnectionLimits>,
     pub smtp: Arc<crate::smtp::SmtpConfig>,
     pub pop3: Arc<crate::pop3::Pop3Config>,
+    pub imap: crate::imap::ImapConfig,
     pub pop3_locks: crate::pop3::driver::MaildropLocks,
     pub timeouts: Timeouts,
 }
@@ -136,6 +137,14 @@ impl Services {
             max_errors: l.max_errors,
             allow_plaintext_auth: config.auth.allow_plaintext,
         });
+        let imap = crate::imap::ImapConfig {
+            hostname: hostname.clone(),
+            max_literal: u32::try_from(l.max_message_size).unwrap_or(u32::MAX),
+            max_line: l.max_command_line.max(8192),
+            max_errors: u32::try_from(l.max_errors).unwrap_or(u32::MAX),
+            allow_plaintext_auth: config.auth.allow_plaintext,
+            ..Default::default()
+        };
         let timeouts = Timeouts {
             idle: Duration::from_secs(l.idle_timeout_secs.max(1)),
             command: Duration::from_secs(l.command_timeout_secs.max(1)),
@@ -151,6 +160,7 @@ impl Services {
             limits,
             smtp,
             pop3,
+            imap,
             pop3_locks: Default::default(),
             timeouts,
         }))
@@ -164,7 +174,7 @@ pub fn serve(config: Config) -> Result<(), ServerError> {
     let cfg = &services.config;
     let mut bound = Vec::new();
     for protocol in Protocol::ALL {
-        if !cfg.is_enabled(protocol.name()) || !protocol.implemented() {
+        if !cfg.is_enabled(protocol.name()) {
             continue;
         }
         let addr = SocketAddr::new(cfg.listen_address, protocol.configured_port(&cfg.ports));
@@ -334,7 +344,9 @@ async fn handle(
         Protocol::Pop3 | Protocol::Pop3s => {
             crate::pop3::driver::serve(protocol, stream, peer, &core).await
         }
-        Protocol::Imap | Protocol::Imaps => {}
+        Protocol::Imap | Protocol::Imaps => {
+            crate::imap::driver::serve(protocol, stream, peer, &core).await
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::{DeliveryFailure, ListenerKind, SmtpEvent, SmtpSession};
@@ -53,7 +53,10 @@ impl SessionDriver for SmtpDriver<'_> {
         self.session.tls_started();
     }
 
-    async fn run<S: AsyncReadRent + AsyncWriteRent>(&mut self, conn: &mut Connection<S>) -> Flow {
+    async fn run<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Flow {
         let services = &self.core.services;
         loop {
             let mut bound = Resolving {

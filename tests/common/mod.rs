@@ -371,6 +371,12 @@ impl Client {
         out
     }
 
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        self.reader.read_exact(&mut buf).expect("read literal");
+        buf
+    }
+
     /// An SMTP reply: (code, joined text of all its lines).
     pub fn reply(&mut self) -> (u16, String) {
         let mut text = String::new();

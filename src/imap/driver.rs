@@ -1,0 +1,226 @@
+//! Runs an [`ImapSession`] over a connection: authentication off the event loop, commands
+//! against the store (long FETCH responses streamed in chunks), and IDLE, where mailbox
+//! changes are pushed while the client's `DONE` is awaited.
+//!
+//! A session talks to the store from whichever core accepted it: the store's writes go
+//! through the owning shard's log writer over a channel and its reads take only that shard's
+//! index lock, so no connection has to migrate and no global lock is taken.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
+use monoio::net::TcpStream;
+
+use super::{ImapConfig, ImapEvent, ImapSession, Step};
+use crate::auth::AuthOutcome;
+use crate::net::conn::Pusher;
+use crate::net::{
+    Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts, TlsSetup, serve_connection,
+};
+use crate::runtime::{Core, Protocol};
+use crate::store::{ChangeReceiver, LogStore};
+
+/// RFC 9051 §5.4: an idle client may be logged out only after at least 30 minutes.
+const MIN_AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+
+impl ProtocolSession for ImapSession {
+    type Event = ImapEvent;
+
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Option<ImapEvent>) {
+        ImapSession::feed(self, input, out)
+    }
+    fn is_idle(&self) -> bool {
+        ImapSession::is_idle(self)
+    }
+    fn on_timeout(&mut self, out: &mut Vec<u8>) {
+        ImapSession::on_timeout(self, out)
+    }
+    fn on_shutdown(&mut self, out: &mut Vec<u8>) {
+        ImapSession::on_shutdown(self, out)
+    }
+}
+
+/// During IDLE: wakes on the selected mailbox's changes and reports them.
+struct MailboxPusher<'a> {
+    session: &'a mut ImapSession,
+    changes: Option<ChangeReceiver>,
+    store: &'a LogStore,
+}
+
+impl Pusher for MailboxPusher<'_> {
+    async fn ready(&mut self) {
+        match self.changes.as_mut() {
+            Some(rx) => {
+                if rx.recv().await.is_err() {
+                    // The mailbox is gone; nothing more will come.
+                    self.changes = None;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    fn push(&mut self, out: &mut Vec<u8>) {
+        // A notification is only a wake-up: drain the others, then report the mailbox's state.
+        if let Some(rx) = self.changes.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+        self.session.idle_update(self.store, out);
+    }
+}
+
+struct ImapDriver<'a> {
+    session: ImapSession,
+    peer: SocketAddr,
+    core: &'a Core,
+    timeouts: Timeouts,
+}
+
+impl ImapDriver<'_> {
+    /// Carries out one store command, streaming long responses. Returns the event a pipelined
+    /// command left pending after IDLE, or `Err` when the connection must close.
+    async fn command<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+        command: super::ImapCommand,
+    ) -> Result<Option<ImapEvent>, ()> {
+        let store = &self.core.services.store;
+        let mut step = self.session.execute(store, command, conn.output()).await;
+        loop {
+            match step {
+                Step::Done => return Ok(None),
+                Step::Flush => {
+                    conn.flush().await.map_err(drop)?;
+                    step = self.session.resume(store, conn.output()).await;
+                }
+                Step::Close => {
+                    let _ = conn.flush().await;
+                    return Err(());
+                }
+                Step::Idle => return self.idle(conn).await,
+            }
+        }
+    }
+
+    /// IDLE: push changes until the client sends `DONE` (or leaves, or times out).
+    async fn idle<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Result<Option<ImapEvent>, ()> {
+        let store = &self.core.services.store;
+        loop {
+            // Input already buffered may hold DONE (and pipelined commands after it).
+            let event = conn.feed(&mut self.session);
+            if event.is_some() || !self.session.is_idling() {
+                return Ok(event);
+            }
+            conn.flush().await.map_err(drop)?;
+            let changes = self.session.take_change_receiver();
+            let mut pusher = MailboxPusher {
+                session: &mut self.session,
+                changes,
+                store,
+            };
+            let read = conn
+                .read_while_pushing(&mut pusher, self.timeouts.idle, &self.core.shutdown)
+                .await;
+            if let Some(rx) = pusher.changes.take() {
+                self.session.restore_change_receiver(rx);
+            }
+            match read {
+                Ok(0) => return Err(()),
+                Ok(_) => {}
+                Err(why) => {
+                    if matches!(why, Ended::TimedOut | Ended::Shutdown) {
+                        conn.say_goodbye(&mut self.session, &why).await;
+                    }
+                    return Err(());
+                }
+            }
+        }
+    }
+}
+
+impl SessionDriver for ImapDriver<'_> {
+    fn greet(&mut self, out: &mut Vec<u8>) {
+        self.session.greeting(out);
+    }
+
+    fn tls_started(&mut self) {
+        self.session.tls_started();
+    }
+
+    async fn run<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Flow {
+        let services = self.core.services.clone();
+        let mut pending: Option<ImapEvent> = None;
+        loop {
+            let event = match pending.take() {
+                Some(e) => e,
+                None => match conn
+                    .next_event(&mut self.session, self.timeouts, &self.core.shutdown)
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(_) => return Flow::Closed,
+                },
+            };
+            match event {
+                ImapEvent::Command(command) => match self.command(conn, *command).await {
+                    Ok(next) => pending = next,
+                    Err(()) => return Flow::Closed,
+                },
+                ImapEvent::Authenticate { username, password } => {
+                    let ip = self.peer.ip();
+                    let outcome = services.auth.verify(ip, &username, &password).await;
+                    if outcome == AuthOutcome::Rejected {
+                        let delay = services.auth.failure_delay(ip);
+                        if !delay.is_zero() {
+                            monoio::time::sleep(delay).await;
+                        }
+                    }
+                    pending = self.session.auth_result(outcome, conn.output());
+                }
+                ImapEvent::StartTls => {
+                    return match conn.flush().await {
+                        Ok(()) => Flow::StartTls,
+                        Err(_) => Flow::Closed,
+                    };
+                }
+                ImapEvent::Close => {
+                    let _ = conn.flush().await;
+                    return Flow::Closed;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one IMAP connection on port 143 (STARTTLS) or 993 (implicit TLS).
+pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core: &Core) {
+    let services = &core.services;
+    let implicit_tls = protocol == Protocol::Imaps;
+    let config = ImapConfig {
+        starttls: !implicit_tls,
+        ..services.imap.clone()
+    };
+    let timeouts = Timeouts {
+        idle: services.timeouts.idle.max(MIN_AUTOLOGOUT),
+        command: services.timeouts.command,
+    };
+    let mut driver = ImapDriver {
+        session: ImapSession::new(config, implicit_tls),
+        peer,
+        core,
+        timeouts,
+    };
+    let tls = TlsSetup {
+        acceptor: &core.tls,
+        handshake_timeout: services.timeouts.command,
+        read_buffer: services.config.limits.read_buffer,
+    };
+    serve_connection(stream, implicit_tls, tls, &mut driver).await;
+}

@@ -1,0 +1,363 @@
+//! End-to-end IMAP over real TCP/TLS connections: what real clients do, checked against the
+//! store; IDLE wake-up on SMTP delivery; two sessions on one mailbox; UIDs across restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ALICE: &str = "alice@example.test";
+
+/// Reads one response line, with any literals it announces inlined.
+fn response_line(c: &mut Client) -> Option<Vec<u8>> {
+    let mut line = c.raw_until(b"\r\n");
+    if line.is_empty() {
+        return None;
+    }
+    loop {
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let Some(open) = text.strip_suffix('}').and_then(|t| t.rfind('{')) else {
+            return Some(line);
+        };
+        let n: usize = text[open + 1..text.len() - 1]
+            .trim_end_matches('+')
+            .parse()
+            .ok()?;
+        line.extend(c.read_exact_bytes(n));
+        line.extend(c.raw_until(b"\r\n"));
+    }
+}
+
+/// Sends a tagged command; returns (untagged lines, tagged status line).
+fn imap(c: &mut Client, tag: &str, command: &str) -> (Vec<String>, String) {
+    c.send(&format!("{tag} {command}\r\n"));
+    collect(c, tag)
+}
+
+fn collect(c: &mut Client, tag: &str) -> (Vec<String>, String) {
+    let mut untagged = Vec::new();
+    loop {
+        let line = response_line(c).expect("response");
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if text.starts_with(&format!("{tag} ")) {
+            return (untagged, text);
+        }
+        untagged.push(text);
+    }
+}
+
+fn ok(c: &mut Client, tag: &str, command: &str) -> Vec<String> {
+    let (untagged, status) = imap(c, tag, command);
+    assert!(
+        status.starts_with(&format!("{tag} OK")),
+        "{command} -> {status} {untagged:?}"
+    );
+    untagged
+}
+
+fn login_tls(server: &TestServer) -> Client {
+    let mut c = Client::connect_tls(server.addr("imaps"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    ok(&mut c, "l", &format!("LOGIN {ALICE} \"{PASSWORD}\""));
+    c
+}
+
+fn deliver(server: &TestServer, bodies: &[&str]) {
+    let mut c = smtp_session(server);
+    for body in bodies {
+        assert_eq!(smtp_send(&mut c, "s@r.test", &[ALICE], body).0, 250);
+    }
+    c.expect("QUIT", 221);
+}
+
+#[test]
+fn starttls_is_required_for_login_on_143() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = Client::connect(server.addr("imap"));
+    let greeting = c.line().unwrap();
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let caps = ok(&mut c, "a", "CAPABILITY").join(" ");
+    assert!(
+        caps.contains("STARTTLS") && caps.contains("LOGINDISABLED"),
+        "{caps}"
+    );
+    let (_, status) = imap(&mut c, "b", &format!("LOGIN {ALICE} \"{PASSWORD}\""));
+    assert!(
+        status.starts_with("b NO") || status.starts_with("b BAD"),
+        "{status}"
+    );
+    ok(&mut c, "c", "STARTTLS");
+    c.upgrade_tls();
+    let caps = ok(&mut c, "d", "CAPABILITY").join(" ");
+    assert!(
+        !caps.contains("LOGINDISABLED") && caps.contains("AUTH=PLAIN"),
+        "{caps}"
+    );
+    ok(
+        &mut c,
+        "e",
+        &format!("AUTHENTICATE PLAIN {}", plain(ALICE, PASSWORD)),
+    );
+    ok(&mut c, "f", "SELECT INBOX");
+    ok(&mut c, "g", "LOGOUT");
+}
+
+#[test]
+fn fetch_returns_the_stored_bytes_and_structure() {
+    let mut server = TestServer::start(&[ALICE], "");
+    deliver(
+        &server,
+        &[
+            "Subject: =?utf-8?q?caf=C3=A9?=\r\nFrom: Bob <bob@r.test>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n",
+        ],
+    );
+    let mut c = login_tls(&server);
+    let select = ok(&mut c, "s", "SELECT INBOX").join("\n");
+    assert!(select.contains("* 1 EXISTS"), "{select}");
+    let fetched = ok(
+        &mut c,
+        "f",
+        "UID FETCH 1:* (UID RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[])",
+    );
+    let all = fetched.join("\n");
+    assert!(
+        all.contains("\"multipart\" \"mixed\"") || all.contains("\"MIXED\""),
+        "{all}"
+    );
+    assert!(all.contains("\"Bob\" NIL \"bob\" \"r.test\""), "{all}");
+    let flags = ok(&mut c, "g", "FETCH 1 (FLAGS)").join("");
+    assert!(
+        !flags.contains("\\Seen"),
+        "PEEK must not set \\Seen: {flags}"
+    );
+    ok(&mut c, "h", "FETCH 1 (BODY[1])");
+    let flags = ok(&mut c, "i", "FETCH 1 (FLAGS)").join("");
+    assert!(flags.contains("\\Seen"), "{flags}");
+    ok(&mut c, "z", "LOGOUT");
+    server.stop();
+    let store = server.open_store();
+    use surel::store::MailStore;
+    let snap = store.snapshot(ALICE, "INBOX").unwrap();
+    let stored = store.read(ALICE, "INBOX", snap.messages[0].uid).unwrap();
+    assert!(
+        all.contains(&format!("RFC822.SIZE {}", stored.len())),
+        "{all}"
+    );
+    let stored_text = String::from_utf8_lossy(&stored).trim_end().to_string();
+    assert!(all.contains(&stored_text), "BODY[] is the stored message");
+}
+
+#[test]
+fn idle_sees_smtp_delivery_within_a_second() {
+    let server = TestServer::start(&[ALICE], "");
+    deliver(&server, &["Subject: first\r\n\r\n1\r\n"]);
+    let mut c = login_tls(&server);
+    ok(&mut c, "s", "SELECT INBOX");
+    c.send("i IDLE\r\n");
+    assert!(c.line().unwrap().starts_with("+"));
+    let sent = Instant::now();
+    deliver(&server, &["Subject: second\r\n\r\n2\r\n"]);
+    let line = c.line().unwrap();
+    assert_eq!(line, "* 2 EXISTS");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    c.send("DONE\r\n");
+    let (_, status) = collect(&mut c, "i");
+    assert!(status.starts_with("i OK"), "{status}");
+    ok(&mut c, "n", "NOOP");
+}
+
+#[test]
+fn two_sessions_see_each_others_changes() {
+    let server = TestServer::start(&[ALICE], "");
+    deliver(
+        &server,
+        &[
+            "Subject: a\r\n\r\n1\r\n",
+            "Subject: b\r\n\r\n2\r\n",
+            "Subject: c\r\n\r\n3\r\n",
+        ],
+    );
+    let mut a = login_tls(&server);
+    let mut b = login_tls(&server);
+    ok(&mut a, "a1", "SELECT INBOX");
+    ok(&mut b, "b1", "SELECT INBOX");
+    ok(&mut a, "a2", "STORE 2 +FLAGS.SILENT (\\Flagged)");
+    let noop = ok(&mut b, "b2", "NOOP").join("\n");
+    assert!(
+        noop.contains("* 2 FETCH") && noop.contains("\\Flagged"),
+        "{noop}"
+    );
+    ok(&mut a, "a3", "STORE 1 +FLAGS.SILENT (\\Deleted)");
+    ok(&mut a, "a4", "EXPUNGE");
+    // During a FETCH no EXPUNGE may be sent; it comes with the NOOP.
+    let noop = ok(&mut b, "b3", "NOOP").join("\n");
+    assert!(noop.contains("* 1 EXPUNGE"), "{noop}");
+    deliver(&server, &["Subject: d\r\n\r\n4\r\n"]);
+    let noop = ok(&mut b, "b4", "NOOP").join("\n");
+    assert!(noop.contains("* 3 EXISTS"), "{noop}");
+}
+
+#[test]
+fn uids_are_never_reused_and_uidvalidity_survives_restart() {
+    let mut server = TestServer::start(&[ALICE], "");
+    deliver(
+        &server,
+        &["Subject: a\r\n\r\n1\r\n", "Subject: b\r\n\r\n2\r\n"],
+    );
+    let mut c = login_tls(&server);
+    let select = ok(&mut c, "s", "SELECT INBOX").join("\n");
+    let uidvalidity = select
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .expect("UIDVALIDITY")
+        .to_string();
+    ok(&mut c, "d", "UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+    ok(&mut c, "e", "UID EXPUNGE 2");
+    ok(&mut c, "z", "LOGOUT");
+    server.restart();
+    deliver(&server, &["Subject: c\r\n\r\n3\r\n"]);
+    let mut c = login_tls(&server);
+    let select = ok(&mut c, "s", "SELECT INBOX").join("\n");
+    assert!(
+        select.contains(&format!("UIDVALIDITY {uidvalidity}]")),
+        "{select}"
+    );
+    let uids = ok(&mut c, "f", "UID FETCH 1:* (UID)").join("\n");
+    assert!(
+        uids.contains("UID 1)") && uids.contains("UID 3)") && !uids.contains("UID 2)"),
+        "{uids}"
+    );
+}
+
+#[test]
+fn condstore_and_qresync_resync_after_changes() {
+    let server = TestServer::start(&[ALICE], "");
+    deliver(
+        &server,
+        &[
+            "Subject: a\r\n\r\n1\r\n",
+            "Subject: b\r\n\r\n2\r\n",
+            "Subject: c\r\n\r\n3\r\n",
+        ],
+    );
+    let mut c = login_tls(&server);
+    ok(&mut c, "e", "ENABLE QRESYNC");
+    let select = ok(&mut c, "s", "SELECT INBOX").join("\n");
+    let field = |text: &str, key: &str| -> String {
+        text.split(&format!("{key} "))
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .unwrap()
+            .to_string()
+    };
+    let uidvalidity = field(&select, "UIDVALIDITY");
+    let modseq = field(&select, "HIGHESTMODSEQ");
+    ok(&mut c, "z", "LOGOUT");
+
+    // Another client changes the mailbox meanwhile.
+    let mut other = login_tls(&server);
+    ok(&mut other, "s", "SELECT INBOX");
+    ok(&mut other, "f", "STORE 3 +FLAGS.SILENT (\\Seen)");
+    ok(&mut other, "d", "STORE 1 +FLAGS.SILENT (\\Deleted)");
+    ok(&mut other, "x", "EXPUNGE");
+
+    let mut c = login_tls(&server);
+    ok(&mut c, "e", "ENABLE QRESYNC");
+    let resync = ok(
+        &mut c,
+        "s",
+        &format!("SELECT INBOX (QRESYNC ({uidvalidity} {modseq}))"),
+    )
+    .join("\n");
+    assert!(resync.contains("VANISHED (EARLIER) 1"), "{resync}");
+    assert!(
+        resync.contains("UID 3") && resync.contains("\\Seen"),
+        "{resync}"
+    );
+    let changed = ok(
+        &mut c,
+        "f",
+        &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq})"),
+    )
+    .join("\n");
+    assert!(
+        changed.contains("UID 3") && !changed.contains("UID 2 "),
+        "{changed}"
+    );
+}
+
+#[test]
+fn append_with_literal_and_mailbox_commands() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls(&server);
+    ok(&mut c, "c", "CREATE Projects/2026");
+    let list = ok(&mut c, "l", "LIST \"\" \"*\"").join("\n");
+    assert!(
+        list.contains("Projects/2026") && list.contains("\\Sent"),
+        "{list}"
+    );
+    let msg = "Subject: appended\r\n\r\nbody\r\n";
+    c.send(&format!(
+        "a APPEND Projects/2026 (\\Seen) {{{}}}\r\n",
+        msg.len()
+    ));
+    assert!(c.line().unwrap().starts_with('+'));
+    c.send(&format!("{msg}\r\n"));
+    let (_, status) = collect(&mut c, "a");
+    assert!(status.contains("APPENDUID"), "{status}");
+    let status = ok(&mut c, "t", "STATUS Projects/2026 (MESSAGES UNSEEN SIZE)").join("");
+    assert!(
+        status.contains("MESSAGES 1") && status.contains("UNSEEN 0"),
+        "{status}"
+    );
+    ok(&mut c, "s", "SELECT Projects/2026");
+    ok(&mut c, "m", "MOVE 1 INBOX");
+    ok(&mut c, "r", "RENAME Projects/2026 Archive/2026");
+    ok(&mut c, "d", "DELETE Archive/2026");
+    let (_, bad) = imap(&mut c, "x", "FETCH (((");
+    assert!(bad.starts_with("x BAD"), "{bad}");
+    ok(&mut c, "n", "NOOP");
+}
+
+#[test]
+fn python_imaplib_reads_what_smtplib_sent() {
+    let server = TestServer::start(&[ALICE], "");
+    let script = r#"
+import smtplib, imaplib, ssl, sys
+smtp_port, imap_port, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+    s.sendmail("py@r.test", ["alice@example.test"], "Subject: py\r\n\r\nfrom smtplib\r\n")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4("127.0.0.1", imap_port)
+m.starttls(ctx)
+m.login("alice@example.test", password)
+typ, data = m.select("INBOX")
+assert typ == "OK" and data[0] == b"1", data
+typ, data = m.search(None, "SUBJECT", "py")
+assert data[0] == b"1", data
+typ, data = m.fetch("1", "(RFC822)")
+assert b"from smtplib" in data[0][1], data
+m.store("1", "+FLAGS", "\\Deleted"); m.expunge()
+assert m.select("INBOX")[1][0] == b"0"
+m.logout()
+print("python-ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(server.addr("smtp").port().to_string())
+        .arg(server.addr("imap").port().to_string())
+        .arg(PASSWORD)
+        .output()
+        .expect("python3");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("python-ok"),
+        "{out:?}"
+    );
+}
