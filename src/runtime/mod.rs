@@ -185,6 +185,7 @@ pub fn serve(config: Config) -> Result<(), ServerError> {
     }
     write_ports_file(&cfg.data_dir, &bound)?;
     install_signal_handlers()?;
+    raise_open_files_limit();
 
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
@@ -230,6 +231,25 @@ fn write_ports_file(
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, data_dir.join("ports")))
         .map_err(|e| ServerError(format!("writing ports file: {e}")))
+}
+
+/// Every connection is a file descriptor: lift the soft limit to the hard one so the
+/// configured connection caps, not a default of 1024, decide how many clients fit.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open-files limit");
+            }
+        }
+    }
+    tracing::info!(open_files = limit.rlim_cur, "open-files limit");
 }
 
 fn install_signal_handlers() -> Result<(), ServerError> {
