@@ -13,7 +13,6 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::{ImapConfig, ImapEvent, ImapSession, Step};
-use crate::auth::AuthOutcome;
 use crate::net::conn::Pusher;
 use crate::net::{
     Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts, TlsSetup, serve_connection,
@@ -155,18 +154,18 @@ impl SessionDriver for ImapDriver<'_> {
         &mut self,
         conn: &mut Connection<S>,
     ) -> Flow {
-        let services = self.core.services.clone();
         let mut pending: Option<ImapEvent> = None;
         loop {
-            let event = match pending.take() {
-                Some(e) => e,
-                None => match conn
-                    .next_event(&mut self.session, self.timeouts, &self.core.shutdown)
-                    .await
-                {
-                    Ok(e) => e,
-                    Err(_) => return Flow::Closed,
-                },
+            let Some(event) = conn
+                .next_event_after(
+                    &mut pending,
+                    &mut self.session,
+                    self.timeouts,
+                    &self.core.shutdown,
+                )
+                .await
+            else {
+                return Flow::Closed;
             };
             match event {
                 ImapEvent::Command(command) => match self.command(conn, *command).await {
@@ -174,26 +173,14 @@ impl SessionDriver for ImapDriver<'_> {
                     Err(()) => return Flow::Closed,
                 },
                 ImapEvent::Authenticate { username, password } => {
-                    let ip = self.peer.ip();
-                    let outcome = services.auth.verify(ip, &username, &password).await;
-                    if outcome == AuthOutcome::Rejected {
-                        let delay = services.auth.failure_delay(ip);
-                        if !delay.is_zero() {
-                            monoio::time::sleep(delay).await;
-                        }
-                    }
+                    let outcome = self
+                        .core
+                        .authenticate(self.peer, &username, &password)
+                        .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
-                ImapEvent::StartTls => {
-                    return match conn.flush().await {
-                        Ok(()) => Flow::StartTls,
-                        Err(_) => Flow::Closed,
-                    };
-                }
-                ImapEvent::Close => {
-                    let _ = conn.flush().await;
-                    return Flow::Closed;
-                }
+                ImapEvent::StartTls => return conn.finish(Flow::StartTls).await,
+                ImapEvent::Close => return conn.finish(Flow::Closed).await,
             }
         }
     }

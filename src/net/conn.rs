@@ -161,6 +161,29 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         res
     }
 
+    /// Flushes the replies, then ends the run with `flow` (or `Closed` if the flush failed).
+    pub async fn finish(&mut self, flow: super::Flow) -> super::Flow {
+        match self.flush().await {
+            Ok(()) => flow,
+            Err(_) => super::Flow::Closed,
+        }
+    }
+
+    /// The event a driver left pending (a session's follow-up to an earlier event), else the
+    /// next one from the input. `None`: the connection is over.
+    pub async fn next_event_after<P: ProtocolSession>(
+        &mut self,
+        pending: &mut Option<P::Event>,
+        session: &mut P,
+        timeouts: Timeouts,
+        shutdown: &ShutdownSignal,
+    ) -> Option<P::Event> {
+        match pending.take() {
+            Some(event) => Some(event),
+            None => self.next_event(session, timeouts, shutdown).await.ok(),
+        }
+    }
+
     /// Runs the session until it produces an event, the peer leaves, a timeout hits, or (while
     /// the session is idle) the server shuts down.
     pub async fn next_event<P: ProtocolSession>(

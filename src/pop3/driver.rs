@@ -10,7 +10,6 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::{MaildropOpen, Pop3Event, Pop3Session, write_stuffed};
-use crate::auth::AuthOutcome;
 use crate::net::{Connection, Flow, ProtocolSession, SessionDriver, TlsSetup, serve_connection};
 use crate::runtime::{Core, Protocol};
 use crate::store::{MailStore, MailboxSnapshot, StoreError};
@@ -188,27 +187,24 @@ impl SessionDriver for Pop3Driver<'_> {
         let services = self.core.services.clone();
         let mut pending: Option<Pop3Event> = None;
         loop {
-            let event = match pending.take() {
-                Some(e) => e,
-                None => match conn
-                    .next_event(&mut self.session, services.timeouts, &self.core.shutdown)
-                    .await
-                {
-                    Ok(e) => e,
-                    Err(_) => return Flow::Closed,
-                },
+            let Some(event) = conn
+                .next_event_after(
+                    &mut pending,
+                    &mut self.session,
+                    services.timeouts,
+                    &self.core.shutdown,
+                )
+                .await
+            else {
+                return Flow::Closed;
             };
             match event {
                 Pop3Event::NeedInput => {}
                 Pop3Event::Authenticate { username, password } => {
-                    let ip = self.peer.ip();
-                    let outcome = services.auth.verify(ip, &username, &password).await;
-                    if outcome == AuthOutcome::Rejected {
-                        let delay = services.auth.failure_delay(ip);
-                        if !delay.is_zero() {
-                            monoio::time::sleep(delay).await;
-                        }
-                    }
+                    let outcome = self
+                        .core
+                        .authenticate(self.peer, &username, &password)
+                        .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
                 Pop3Event::OpenMaildrop { account } => {
@@ -235,16 +231,8 @@ impl SessionDriver for Pop3Driver<'_> {
                     let _ = conn.flush().await;
                     return Flow::Closed;
                 }
-                Pop3Event::StartTls => {
-                    return match conn.flush().await {
-                        Ok(()) => Flow::StartTls,
-                        Err(_) => Flow::Closed,
-                    };
-                }
-                Pop3Event::Close => {
-                    let _ = conn.flush().await;
-                    return Flow::Closed;
-                }
+                Pop3Event::StartTls => return conn.finish(Flow::StartTls).await,
+                Pop3Event::Close => return conn.finish(Flow::Closed).await,
             }
         }
     }

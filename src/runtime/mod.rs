@@ -54,6 +54,27 @@ pub struct Core {
     pub tls: monoio_rustls::TlsAcceptor,
 }
 
+impl Core {
+    /// Checks a password off the event loop. A rejection is answered only after this
+    /// client's throttling delay, which grows with its recent failures.
+    pub async fn authenticate(
+        &self,
+        peer: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> crate::auth::AuthOutcome {
+        let auth = &self.services.auth;
+        let outcome = auth.verify(peer.ip(), username, password).await;
+        if outcome == crate::auth::AuthOutcome::Rejected {
+            let delay = auth.failure_delay(peer.ip());
+            if !delay.is_zero() {
+                monoio::time::sleep(delay).await;
+            }
+        }
+        outcome
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerError(pub String);
 
@@ -242,7 +263,8 @@ fn raise_open_files_limit() {
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 tracing::warn!("could not raise the open-files limit");

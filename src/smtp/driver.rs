@@ -7,7 +7,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::{DeliveryFailure, ListenerKind, SmtpEvent, SmtpSession};
-use crate::auth::{AuthOutcome, LocalDirectory};
+use crate::auth::LocalDirectory;
 use crate::delivery::{self, DeliveryError, LocalMessage};
 use crate::net::{Connection, Flow, ProtocolSession, SessionDriver, TlsSetup, serve_connection};
 use crate::runtime::{Core, Protocol};
@@ -73,15 +73,10 @@ impl SessionDriver for SmtpDriver<'_> {
             match event {
                 SmtpEvent::NeedInput => {}
                 SmtpEvent::Authenticate { username, password } => {
-                    let ip = self.peer.ip();
-                    let outcome = services.auth.verify(ip, &username, &password).await;
-                    if outcome == AuthOutcome::Rejected {
-                        // Slow down password guessing from this address.
-                        let delay = services.auth.failure_delay(ip);
-                        if !delay.is_zero() {
-                            monoio::time::sleep(delay).await;
-                        }
-                    }
+                    let outcome = self
+                        .core
+                        .authenticate(self.peer, &username, &password)
+                        .await;
                     self.session.auth_result(outcome, conn.output());
                 }
                 SmtpEvent::Deliver(tx) => {
@@ -105,16 +100,8 @@ impl SessionDriver for SmtpDriver<'_> {
                     });
                     self.session.delivery_result(result, conn.output());
                 }
-                SmtpEvent::StartTls => {
-                    return match conn.flush().await {
-                        Ok(()) => Flow::StartTls,
-                        Err(_) => Flow::Closed,
-                    };
-                }
-                SmtpEvent::Close => {
-                    let _ = conn.flush().await;
-                    return Flow::Closed;
-                }
+                SmtpEvent::StartTls => return conn.finish(Flow::StartTls).await,
+                SmtpEvent::Close => return conn.finish(Flow::Closed).await,
             }
         }
     }
