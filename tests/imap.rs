@@ -361,3 +361,113 @@ print("python-ok")
         "{out:?}"
     );
 }
+
+/// Every command of RFC 9051/3501 and each advertised extension, once, over a real TLS
+/// connection, in the order a client would use them; each must complete with a tagged OK
+/// and the untagged data named beside it.
+#[test]
+fn every_command_and_extension_over_tls() {
+    let server = TestServer::start(&[ALICE], "");
+    deliver(
+        &server,
+        &[
+            "Subject: one\r\nFrom: a@r.test\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\nfirst body\r\n",
+            "Subject: two\r\nFrom: b@r.test\r\nDate: Tue, 3 Nov 2026 10:00:00 +0000\r\n\r\nsecond body\r\n",
+        ],
+    );
+    let mut c = Client::connect_tls(server.addr("imaps"));
+    c.line();
+    let steps: &[(&str, &[&str])] = &[
+        ("CAPABILITY", &["* CAPABILITY"]),
+        ("NOOP", &[]),
+        ("ID (\"name\" \"test\")", &["* ID"]),
+        ("AUTHENTICATE PLAIN", &[]), // replaced below with SASL-IR
+        ("ENABLE CONDSTORE", &["* ENABLED"]),
+        ("NAMESPACE", &["* NAMESPACE"]),
+        (
+            "LIST \"\" \"*\" RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS (MESSAGES))",
+            &["\\Sent", "* STATUS"],
+        ),
+        ("LIST (SPECIAL-USE) \"\" \"*\"", &["\\Trash"]),
+        ("LSUB \"\" \"*\"", &["* LSUB"]),
+        ("CREATE Work", &[]),
+        ("SUBSCRIBE Work", &[]),
+        ("UNSUBSCRIBE Work", &[]),
+        ("RENAME Work Play", &[]),
+        (
+            "STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE HIGHESTMODSEQ)",
+            &["MESSAGES 2", "SIZE "],
+        ),
+        ("EXAMINE INBOX", &["[READ-ONLY]"]),
+        ("SELECT INBOX (CONDSTORE)", &["* 2 EXISTS", "HIGHESTMODSEQ"]),
+        (
+            "FETCH 1:* (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE UID MODSEQ)",
+            &["* 2 FETCH"],
+        ),
+        (
+            "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.5> BINARY.PEEK[1] RFC822.HEADER)",
+            &["first"],
+        ),
+        (
+            "FETCH 2 (RFC822.TEXT BODY[HEADER.FIELDS.NOT (DATE)] BODY[1.MIME])",
+            &["second body"],
+        ),
+        ("SEARCH SUBJECT two", &["* SEARCH 2"]),
+        (
+            "SEARCH RETURN (MIN MAX COUNT) OR FROM a@r.test BODY \"SECOND\"",
+            &["* ESEARCH", "COUNT 2"],
+        ),
+        (
+            "UID SEARCH SINCE 1-Nov-2026 SENTBEFORE 3-Nov-2026 NOT DELETED",
+            &["* SEARCH 1"],
+        ),
+        ("STORE 1 +FLAGS (\\Answered $Label)", &["\\Answered"]),
+        ("UID STORE 2 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)", &[]),
+        ("COPY 1 Play", &["[COPYUID"]),
+        ("UID COPY 2 Play", &["[COPYUID"]),
+        ("UID MOVE 2 Play", &["* 2 EXPUNGE"]),
+        ("CHECK", &[]),
+        ("STORE 1 +FLAGS.SILENT (\\Deleted)", &[]),
+        ("UID EXPUNGE 1", &["* 1 EXPUNGE"]),
+        ("SELECT Play", &["* 3 EXISTS"]),
+        ("STORE 1:2 +FLAGS.SILENT (\\Deleted)", &[]),
+        ("EXPUNGE", &["EXPUNGE"]),
+        ("UNSELECT", &[]),
+        ("SELECT Play", &["* 1 EXISTS"]),
+        ("CLOSE", &[]),
+        ("DELETE Play", &[]),
+    ];
+    for (n, (command, expect)) in steps.iter().enumerate() {
+        let tag = format!("t{n}");
+        let command = if command.starts_with("AUTHENTICATE") {
+            format!("AUTHENTICATE PLAIN {}", plain(ALICE, PASSWORD))
+        } else {
+            command.to_string()
+        };
+        let (untagged, status) = imap(&mut c, &tag, &command);
+        assert!(
+            status.starts_with(&format!("{tag} OK")),
+            "{command} -> {status}\n{untagged:#?}"
+        );
+        let all = format!("{}\n{status}", untagged.join("\n"));
+        for e in *expect {
+            assert!(all.contains(e), "{command}: expected {e:?} in\n{all}");
+        }
+    }
+    // APPEND with a non-synchronizing literal (LITERAL+), then IDLE/DONE, then LOGOUT.
+    let msg = "Subject: plus\r\n\r\nx\r\n";
+    c.send(&format!(
+        "a1 APPEND INBOX (\\Draft) \"02-Nov-2026 10:00:00 +0000\" {{{}+}}\r\n{msg}\r\n",
+        msg.len()
+    ));
+    let (_, status) = collect(&mut c, "a1");
+    assert!(status.contains("[APPENDUID"), "{status}");
+    ok(&mut c, "s", "SELECT INBOX");
+    c.send("i IDLE\r\n");
+    assert!(c.line().unwrap().starts_with('+'));
+    c.send("DONE\r\n");
+    let (_, status) = collect(&mut c, "i");
+    assert!(status.starts_with("i OK"), "{status}");
+    let (untagged, status) = imap(&mut c, "z", "LOGOUT");
+    assert!(untagged.iter().any(|l| l.starts_with("* BYE")) && status.starts_with("z OK"));
+}
