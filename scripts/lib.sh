@@ -68,10 +68,10 @@ cpu_seconds() {
 # run NAME loadgen-args...: RUNS runs, JSON per run in $RESULTS/NAME.N.json. When SERVER_PID
 # is set, the server's CPU seconds for each run go to $RESULTS/NAME.N.cpu.
 run() {
-    local name=$1
+    local name=$1 r before
     shift
     for r in $(seq 1 "$RUNS"); do
-        local before=0
+        before=0
         [ -n "${SERVER_PID:-}" ] && before=$(cpu_seconds "$SERVER_PID")
         "$LOADGEN" "$@" --quiet --json "$RESULTS/$name.$r.json" >"$RESULTS/$name.$r.txt" 2>&1 ||
             { echo "loadgen failed for $name (run $r):" >&2; tail -20 "$RESULTS/$name.$r.txt" >&2; return 1; }
