@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{Cli, Cmd, Common, MessageArgs};
+use crate::cli::{Cli, Cmd, Common, HoldArgs, MessageArgs};
 use crate::client::{imap, pop3, smtp};
+use crate::hold::HoldPlan;
 use crate::message::{Generator, SizeSpec, rfc5322_now};
 use crate::runner::{self, FetchWork, Plan, SmtpWork, Tls, Work};
 use crate::stats::{Cpu, Latency, Summary, rusage};
@@ -218,7 +219,62 @@ fn finish(
         },
         timeline: out.timeline,
         verify: None,
+        hold: None,
     }
+}
+
+/// `loadgen hold`: many idle IMAP connections; the summary's jobs are connections
+/// (ok = alive at the end of the hold), its latency the connect → IDLE time.
+fn run_hold(a: &HoldArgs, rid: String) -> Result<Summary, String> {
+    let c = &a.common;
+    let w = fetch_work(c, a.tls, a.starttls, true)?;
+    let base = plan_for(c, Some(1));
+    let plan = Arc::new(HoldPlan {
+        connections: c.connections.max(1),
+        cores: base.cores,
+        pin: base.pin,
+        timeout: base.timeout,
+        hold: Duration::from_secs_f64(a.hold),
+        ramp_rate: a.ramp_rate,
+        pid: a.pid,
+        quiet: c.quiet,
+    });
+    let target = w.addr.to_string();
+    let out = crate::hold::run(plan.clone(), Arc::new(w))?;
+    let secs = out.wall.as_secs_f64().max(1e-9);
+    let (user, sys) = rusage();
+    let r = &out.result;
+    let lost = r.established.saturating_sub(r.alive);
+    Ok(Summary {
+        protocol: "imap-hold".into(),
+        target,
+        run_id: rid,
+        cores: plan.cores,
+        connections: plan.connections,
+        load_model: "hold".into(),
+        rate: None,
+        driver: if r.legacy { "epoll" } else { "io_uring" }.into(),
+        duration_s: secs,
+        job: "connection".into(),
+        jobs_ok: r.alive,
+        jobs_failed: r.failed + lost,
+        jobs_per_s: r.established as f64 / out.report.establish_s.max(1e-9),
+        messages: r.exists,
+        messages_per_s: 0.0,
+        bytes: 0,
+        mb_per_s: 0.0,
+        errors: r.errors.clone(),
+        latency: out.setup_latency,
+        cpu: Cpu {
+            user_s: user,
+            sys_s: sys,
+            total_s: user + sys,
+            pct_of_one_core: (user + sys) / secs * 100.0,
+        },
+        timeline: vec![],
+        verify: None,
+        hold: Some(out.report),
+    })
 }
 
 fn write_outputs(s: &Summary, c: &Common) -> Result<(), String> {
@@ -248,12 +304,19 @@ pub fn run(cli: Cli) -> Result<Summary, String> {
         Cmd::Imap(a) => &a.common,
         Cmd::Seed(a) => &a.common,
         Cmd::E2e(a) => &a.common,
+        Cmd::Hold(a) => &a.common,
     };
     if common.legacy_driver {
         // SAFETY: no other threads exist yet.
         unsafe { std::env::set_var("MONOIO_FORCE_LEGACY_DRIVER", "1") };
     }
     let rid = run_id(common);
+    if let Cmd::Hold(a) = &cli.cmd {
+        let summary = run_hold(a, rid)?;
+        print!("{}", summary.table());
+        write_outputs(&summary, common)?;
+        return Ok(summary);
+    }
     let (protocol, plan, work, verify_job) = match &cli.cmd {
         Cmd::Smtp(a) => {
             let setup = SmtpSetup {
@@ -381,6 +444,7 @@ pub fn run(cli: Cli) -> Result<Summary, String> {
                 None,
             )
         }
+        Cmd::Hold(_) => unreachable!("handled above"),
     };
     let target = match &work {
         Work::Smtp(w) => w.addr.to_string(),

@@ -29,6 +29,9 @@ pub enum Cmd {
     E2e(E2eArgs),
     /// Fill --users accounts with --per-user messages each, quickly (pipelined, many per connection).
     Seed(SeedArgs),
+    /// Hold --connections idle IMAP connections (LOGIN, SELECT INBOX, IDLE) for --hold seconds,
+    /// optionally measuring the server's memory per connection (--pid).
+    Hold(HoldArgs),
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -273,6 +276,44 @@ pub struct SeedArgs {
     pub auth: Option<String>,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct HoldArgs {
+    /// IMAP server; --connections is the number of connections held. --count, --duration
+    /// and --rate are ignored.
+    #[command(flatten)]
+    pub common: Common,
+    /// Upgrade with STARTTLS.
+    #[arg(long, conflicts_with = "tls")]
+    pub starttls: bool,
+    /// Implicit TLS (imaps).
+    #[arg(long)]
+    pub tls: bool,
+    /// Seconds to hold the connections in IDLE once all of them are established.
+    #[arg(long, default_value_t = 10.0, value_parser = non_negative)]
+    pub hold: f64,
+    /// Ramp-up pace: new connections per second (so the server's accept queue doesn't overflow).
+    #[arg(long, default_value_t = 2000.0, value_parser = positive)]
+    pub ramp_rate: f64,
+    /// Server process id: its VmRSS (/proc/PID/status) is read before the first connection and
+    /// once all connections idle, giving the server memory per idle connection.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number >= 0, got {s:?}")),
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a number > 0, got {s:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +348,56 @@ mod tests {
         let Cmd::Imap(a) = c.cmd else { panic!() };
         assert_eq!(a.common.addr(143).unwrap().to_string(), "127.0.0.1:143");
         assert!(Cli::try_parse_from(["loadgen", "smtp", "--tls", "--starttls"]).is_err());
+    }
+
+    #[test]
+    fn parse_hold() {
+        let c = Cli::try_parse_from(["loadgen", "hold"]).unwrap();
+        let Cmd::Hold(a) = c.cmd else { panic!() };
+        assert_eq!(a.hold, 10.0);
+        assert_eq!(a.ramp_rate, 2000.0);
+        assert_eq!(a.pid, None);
+        assert!(!a.tls && !a.starttls);
+        assert_eq!(a.common.connections, 16);
+        let c = Cli::try_parse_from([
+            "loadgen",
+            "hold",
+            "-t",
+            "127.0.0.1:41993",
+            "--tls",
+            "--connections",
+            "10000",
+            "--hold",
+            "0",
+            "--ramp-rate",
+            "500",
+            "--pid",
+            "4242",
+            "--users",
+            "1000",
+            "--cores",
+            "1",
+        ])
+        .unwrap();
+        let Cmd::Hold(a) = c.cmd else { panic!() };
+        assert!(a.tls);
+        assert_eq!(a.common.connections, 10000);
+        assert_eq!(a.hold, 0.0);
+        assert_eq!(a.ramp_rate, 500.0);
+        assert_eq!(a.pid, Some(4242));
+        assert_eq!(a.common.cores, Some(1));
+        assert_eq!(a.common.addr(993).unwrap().port(), 41993);
+        for bad in [
+            &["--tls", "--starttls"][..],
+            &["--ramp-rate", "0"],
+            &["--ramp-rate", "-5"],
+            &["--hold", "-1"],
+            &["--hold", "nan"],
+            &["--pid", "x"],
+        ] {
+            let mut argv = vec!["loadgen", "hold"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod e2e;
+pub mod hold;
 pub mod message;
 pub mod plot;
 pub mod runner;

@@ -195,6 +195,9 @@ pub struct Summary {
     pub timeline: Vec<Second>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+    /// `loadgen hold`: connections held idle and the memory they cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<crate::hold::HoldReport>,
 }
 
 fn fmt_us(us: u64) -> String {
@@ -212,6 +215,7 @@ impl Summary {
         let mut s = String::new();
         let model = match self.rate {
             Some(r) => format!("open loop {r} {}/s", self.job),
+            None if self.hold.is_some() => "hold".into(),
             None => "closed loop".into(),
         };
         s += &format!(
@@ -225,7 +229,9 @@ impl Summary {
             self.driver
         );
         s += &format!("  duration      {:>12.2} s\n", self.duration_s);
-        if self.job == "message" {
+        if let Some(h) = &self.hold {
+            s += &h.table();
+        } else if self.job == "message" {
             s += &format!(
                 "  messages      {:>12} ok   {:>8} failed   {:>10.1} msg/s\n",
                 self.jobs_ok, self.jobs_failed, self.messages_per_s
@@ -243,16 +249,20 @@ impl Summary {
                 self.messages, self.messages_per_s
             );
         }
-        s += &format!(
-            "  data          {:>12.2} MB   {:>10.2} MB/s\n",
-            self.bytes as f64 / 1e6,
-            self.mb_per_s
-        );
+        if self.hold.is_none() {
+            s += &format!(
+                "  data          {:>12.2} MB   {:>10.2} MB/s\n",
+                self.bytes as f64 / 1e6,
+                self.mb_per_s
+            );
+        }
         let l = &self.latency;
         s += &format!(
             "  {:<13} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0} µs, n={})\n",
             if self.protocol == "e2e" {
                 "250->EXISTS"
+            } else if self.hold.is_some() {
+                "conn->IDLE"
             } else {
                 "latency"
             },
