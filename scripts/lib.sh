@@ -13,7 +13,7 @@ FETCH_CONC=${FETCH_CONC:-50}  # concurrent POP3/IMAP sessions
 SESSIONS=${SESSIONS:-3000}    # sessions per fetch run (each fetches one whole mailbox)
 PER_USER=${PER_USER:-20}      # messages per mailbox for the fetch runs
 RUNS=${RUNS:-3}               # runs per scenario; the median is reported
-PORT_OFFSET=${PORT_OFFSET:-40000}
+PORT_OFFSET=${PORT_OFFSET:-23000}  # below the ephemeral port range
 WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/surel-bench.XXXXXX")}
 RESULTS="$WORK/results"
 mkdir -p "$RESULTS"

@@ -57,6 +57,9 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
+/// Read buffer used while a session idles (IMAP IDLE), where only a short line is expected.
+const IDLE_READ_BUFFER: usize = 256;
+
 /// Pushes server-initiated updates while the client is expected to talk next (IMAP IDLE).
 #[allow(async_fn_in_trait)]
 pub trait Pusher {
@@ -264,8 +267,22 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         shutdown: &ShutdownSignal,
     ) -> Result<usize, Ended> {
         self.compact()?;
+        // An idle client sends a few bytes (`DONE`) after a long wait: thousands of idle
+        // connections should not each keep a full read buffer, nor a reply buffer grown by
+        // an earlier large FETCH.
+        let idle_read = self.input.is_empty();
+        let buf = if idle_read {
+            Vec::with_capacity(IDLE_READ_BUFFER)
+        } else {
+            std::mem::take(&mut self.input)
+        };
+        if idle_read {
+            self.input = Vec::new();
+        }
+        if self.output.capacity() > IDLE_READ_BUFFER {
+            self.output = Vec::new();
+        }
         let (mut reader, mut writer) = self.stream.take().expect("stream present").into_split();
-        let buf = std::mem::take(&mut self.input);
         let outcome = {
             let read = read_more(&mut reader, buf);
             let mut read = std::pin::pin!(read);
@@ -296,7 +313,13 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         );
         match outcome {
             Ok((res, buf)) => {
-                self.input = buf;
+                if idle_read {
+                    let mut full = Vec::with_capacity(self.capacity.max(buf.len()));
+                    full.extend_from_slice(&buf);
+                    self.input = full;
+                } else {
+                    self.input = buf;
+                }
                 Ok(res?)
             }
             Err(ended) => {
