@@ -462,6 +462,13 @@ fn every_command_and_extension_over_tls() {
     ));
     let (_, status) = collect(&mut c, "a1");
     assert!(status.contains("[APPENDUID"), "{status}");
+    // BINARY (RFC 3516): APPEND with a literal8.
+    let bin = "Subject: bin\r\nContent-Transfer-Encoding: binary\r\n\r\n\u{1}\u{2}raw\r\n";
+    c.send(&format!("a2 APPEND INBOX ~{{{}}}\r\n", bin.len()));
+    assert!(c.line().unwrap().starts_with('+'));
+    c.send(&format!("{bin}\r\n"));
+    let (_, status) = collect(&mut c, "a2");
+    assert!(status.starts_with("a2 OK"), "{status}");
     ok(&mut c, "s", "SELECT INBOX");
     c.send("i IDLE\r\n");
     assert!(c.line().unwrap().starts_with('+'));

@@ -206,7 +206,7 @@ impl ImapSession {
         }
         out.extend_from_slice(
             b" LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT SPECIAL-USE ESEARCH MULTIAPPEND \
-CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED",
+CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
     }
