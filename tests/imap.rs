@@ -348,18 +348,7 @@ assert m.select("INBOX")[1][0] == b"0"
 m.logout()
 print("python-ok")
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(server.addr("smtp").port().to_string())
-        .arg(server.addr("imap").port().to_string())
-        .arg(PASSWORD)
-        .output()
-        .expect("python3");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("python-ok"),
-        "{out:?}"
-    );
+    run_python_client(script, &server, "imap");
 }
 
 /// Every command of RFC 9051/3501 and each advertised extension, once, over a real TLS

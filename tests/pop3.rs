@@ -263,16 +263,5 @@ assert p.stat()[0] == count - 1
 p.quit()
 print("python-ok")
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(server.addr("smtp").port().to_string())
-        .arg(server.addr("pop3").port().to_string())
-        .arg(PASSWORD)
-        .output()
-        .expect("python3");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("python-ok"),
-        "{out:?}"
-    );
+    run_python_client(script, &server, "pop3");
 }

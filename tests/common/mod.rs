@@ -482,6 +482,23 @@ pub fn b64(s: &[u8]) -> String {
     out
 }
 
+/// Runs a Python client script with argv = [smtp port, `protocol` port, password]; it must
+/// print `python-ok`.
+pub fn run_python_client(script: &str, server: &TestServer, protocol: &str) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(server.addr("smtp").port().to_string())
+        .arg(server.addr(protocol).port().to_string())
+        .arg(PASSWORD)
+        .output()
+        .expect("python3");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("python-ok"),
+        "{out:?}"
+    );
+}
+
 /// AUTH PLAIN initial response for `user`/`password`.
 pub fn plain(user: &str, password: &str) -> String {
     b64(format!("\0{user}\0{password}").as_bytes())
