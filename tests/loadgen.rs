@@ -77,6 +77,54 @@ fn smtp_delivery_verified_through_pop3_then_fetched_again() {
     ]);
     assert_eq!((p.jobs_ok, p.jobs_failed), (8, 0), "{:?}", p.errors);
     assert_eq!(p.messages, 240);
+
+    // The same over IMAP (TLS), full bodies and then headers only.
+    let imaps = server.addr("imaps").to_string();
+    for extra in [None, Some("--headers-only")] {
+        let mut args = vec![
+            "imap",
+            "--target",
+            &imaps,
+            "--tls",
+            "--connections",
+            "4",
+            "--count",
+            "8",
+            "--users",
+            "8",
+        ];
+        args.extend(extra);
+        let i = loadgen(&args);
+        assert_eq!((i.jobs_ok, i.jobs_failed), (8, 0), "{:?}", i.errors);
+        assert_eq!(i.messages, 240, "{extra:?}");
+    }
+}
+
+#[test]
+fn e2e_delivery_is_seen_by_idle_watchers() {
+    let server = TestServer::start(&["user0001@example.test", "user0002@example.test"], "");
+    let watch = format!("imaps://{}", server.addr("imaps"));
+    let s = loadgen(&[
+        "e2e",
+        "--target",
+        &server.addr("smtp").to_string(),
+        "--watch",
+        &watch,
+        "--connections",
+        "2",
+        "--count",
+        "20",
+        "--users",
+        "2",
+        "--e2e-wait",
+        "10",
+    ]);
+    assert_eq!((s.jobs_ok, s.jobs_failed), (20, 0), "{:?}", s.errors);
+    assert!(!s.errors.contains_key("not-seen-by-idle"), "{:?}", s.errors);
+    assert_eq!(
+        s.latency.count, 20,
+        "every delivery timed from 250 to EXISTS"
+    );
 }
 
 #[test]
