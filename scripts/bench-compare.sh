@@ -23,7 +23,7 @@ FETCH_TLS=${FETCH_TLS:-1}
 if [ "$FETCH_TLS" = 1 ]; then
     POP3=(995 --tls) IMAP=(993 --tls) SUREL_EXTRA=""
 else
-    POP3=(110) IMAP=(143) SUREL_EXTRA=$'[auth]\nallow_plaintext = true'
+    POP3=(110) IMAP=(143) SUREL_EXTRA="allow_plaintext = true"
 fi
 
 cleanup() {

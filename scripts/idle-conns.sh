@@ -41,7 +41,7 @@ echo "ulimit -n $(ulimit -n); $(sysctl -n net.core.somaxconn 2>/dev/null | sed '
 for mode in $MODES; do
     case "$mode" in
     plain)
-        extra=$'[auth]\nallow_plaintext = true'
+        extra="allow_plaintext = true"
         port=$(surel_port 143)
         flags=()
         ;;

@@ -92,6 +92,7 @@ pub struct Auth {
     pub verifier_threads: usize,
     pub throttle_after_failures: u32,
     pub throttle_max_delay_secs: u64,
+    pub max_pending_per_ip: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]

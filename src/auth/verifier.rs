@@ -45,6 +45,10 @@ pub struct ThrottleConfig {
     pub expiry: Duration,
     /// Maximum number of IPs tracked (oldest evicted first).
     pub max_entries: usize,
+    /// Password hashes one client IP may have queued or running at once. Beyond it, a
+    /// login that misses the credential cache is refused without hashing: many parallel
+    /// connections from one address must not keep every verifier thread busy.
+    pub max_pending_per_ip: u32,
 }
 
 impl Default for ThrottleConfig {
@@ -55,6 +59,7 @@ impl Default for ThrottleConfig {
             max_delay: Duration::from_secs(15),
             expiry: Duration::from_secs(15 * 60),
             max_entries: 100_000,
+            max_pending_per_ip: 4,
         }
     }
 }
@@ -129,6 +134,8 @@ struct ThrottleEntry {
 struct Throttle {
     config: ThrottleConfig,
     map: HashMap<IpAddr, ThrottleEntry>,
+    /// Hashes queued or running, per throttling key.
+    pending: HashMap<IpAddr, u32>,
 }
 
 impl Throttle {
@@ -188,6 +195,26 @@ impl Throttle {
         );
     }
 
+    /// Takes one of `ip`'s pending-hash slots, if it has one left.
+    fn begin_hash(&mut self, ip: IpAddr) -> bool {
+        let key = Self::key(ip);
+        if self.pending.get(&key).copied().unwrap_or(0) >= self.config.max_pending_per_ip {
+            return false;
+        }
+        *self.pending.entry(key).or_insert(0) += 1;
+        true
+    }
+
+    fn end_hash(&mut self, ip: IpAddr) {
+        let key = Self::key(ip);
+        if let Some(n) = self.pending.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending.remove(&key);
+            }
+        }
+    }
+
     /// Drops expired entries, then if still full the oldest tenth (amortizes the O(n) pass).
     fn evict(&mut self, now: Instant) {
         let expiry = self.config.expiry;
@@ -204,6 +231,31 @@ impl Throttle {
         }
         let cut = *times.select_nth_unstable(drop_n - 1).1;
         self.map.retain(|_, e| e.last_failure > cut);
+    }
+}
+
+/// One of a client IP's pending-hash slots; given back on drop, even if the waiting future
+/// is cancelled.
+struct PendingHash<'a> {
+    inner: &'a Inner,
+    ip: IpAddr,
+}
+
+impl<'a> PendingHash<'a> {
+    fn take(inner: &'a Inner, ip: IpAddr) -> Option<Self> {
+        let mut t = inner.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.begin_hash(ip).then(|| PendingHash { inner, ip })
+    }
+}
+
+impl Drop for PendingHash<'_> {
+    fn drop(&mut self) {
+        let mut t = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        t.end_hash(self.ip);
     }
 }
 
@@ -289,6 +341,7 @@ impl Authenticator {
                 throttle: Mutex::new(Throttle {
                     config: config.throttle,
                     map: HashMap::new(),
+                    pending: HashMap::new(),
                 }),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
@@ -305,7 +358,7 @@ impl Authenticator {
     /// throttling, so on `Rejected` the caller must sleep [`Self::failure_delay`] before
     /// replying.
     pub async fn verify(&self, ip: ClientIp, username: &str, password: &str) -> AuthOutcome {
-        let outcome = self.check(username, password).await;
+        let outcome = self.check(ip, username, password).await;
         match outcome {
             AuthOutcome::Accepted(_) => self.record_success(ip),
             AuthOutcome::Rejected => self.record_failure(ip),
@@ -313,7 +366,7 @@ impl Authenticator {
         outcome
     }
 
-    async fn check(&self, username: &str, password: &str) -> AuthOutcome {
+    async fn check(&self, ip: ClientIp, username: &str, password: &str) -> AuthOutcome {
         let inner = &*self.inner;
         let account = canonical_address(username).ok();
         let table = inner.users.accounts();
@@ -339,6 +392,10 @@ impl Authenticator {
         };
         inner.misses.fetch_add(1, Ordering::Relaxed);
 
+        let Some(_slot) = PendingHash::take(inner, ip) else {
+            tracing::warn!(%ip, "too many password checks in flight from one address; refused");
+            return AuthOutcome::Rejected;
+        };
         let (reply, result) = oneshot::channel();
         let job = Job {
             phc: phc.clone().unwrap_or_else(|| inner.dummy_phc.clone()),
@@ -457,6 +514,60 @@ mod tests {
         users.add("alice@example.com", "correct horse").unwrap();
         let auth = Authenticator::new(users.clone(), config).unwrap();
         (dir, users, auth)
+    }
+
+    #[test]
+    fn pending_hashes_per_ip_are_capped() {
+        let mut t = Throttle {
+            config: ThrottleConfig {
+                max_pending_per_ip: 2,
+                ..Default::default()
+            },
+            map: HashMap::new(),
+            pending: HashMap::new(),
+        };
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(t.begin_hash(a) && t.begin_hash(a));
+        assert!(
+            !t.begin_hash(a),
+            "a third concurrent hash from one IP is refused"
+        );
+        assert!(t.begin_hash(b), "other addresses are not affected");
+        t.end_hash(a);
+        assert!(t.begin_hash(a));
+        t.end_hash(a);
+        t.end_hash(a);
+        t.end_hash(b);
+        assert!(t.pending.is_empty(), "slots are given back");
+
+        // Through the authenticator: with no slot, a cache miss is refused without hashing;
+        // a cached credential still works.
+        let (_dir, _users, auth) = setup(AuthConfig::default());
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let ok = block_on(auth.verify(ip, "alice@example.com", "correct horse"));
+        assert_eq!(ok, AuthOutcome::Accepted("alice@example.com".into()));
+        auth.inner
+            .throttle
+            .lock()
+            .unwrap()
+            .config
+            .max_pending_per_ip = 0;
+        let (_, misses) = auth.cache_stats();
+        assert_eq!(
+            block_on(auth.verify(ip, "alice@example.com", "wrong")),
+            AuthOutcome::Rejected
+        );
+        assert_eq!(
+            block_on(auth.verify(ip, "alice@example.com", "correct horse")),
+            ok
+        );
+        assert_eq!(
+            auth.cache_stats().1,
+            misses + 1,
+            "only the refused miss was counted"
+        );
+        assert!(auth.inner.throttle.lock().unwrap().pending.is_empty());
     }
 
     #[test]
@@ -605,6 +716,7 @@ mod tests {
                 ..Default::default()
             },
             map: HashMap::new(),
+            pending: HashMap::new(),
         };
         let now = Instant::now();
         // IPv6 per /64, mapped IPv4 as IPv4.

@@ -123,6 +123,7 @@ impl Services {
                 throttle: ThrottleConfig {
                     free_failures: config.auth.throttle_after_failures,
                     max_delay: Duration::from_secs(config.auth.throttle_max_delay_secs),
+                    max_pending_per_ip: config.auth.max_pending_per_ip,
                     ..Default::default()
                 },
                 ..Default::default()
