@@ -14,9 +14,7 @@ use monoio::net::TcpStream;
 
 use super::{ImapConfig, ImapEvent, ImapSession, Step};
 use crate::net::conn::Pusher;
-use crate::net::{
-    Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts, TlsSetup, serve_connection,
-};
+use crate::net::{Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts};
 use crate::runtime::{Core, Protocol};
 use crate::store::{ChangeReceiver, LogStore};
 
@@ -204,10 +202,6 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
         core,
         timeouts,
     };
-    let tls = TlsSetup {
-        acceptor: &core.tls,
-        handshake_timeout: services.timeouts.command,
-        read_buffer: services.config.limits.read_buffer,
-    };
-    serve_connection(stream, implicit_tls, tls, &mut driver).await;
+    core.serve_connection(stream, implicit_tls, &mut driver)
+        .await;
 }

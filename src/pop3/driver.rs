@@ -10,8 +10,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use super::{MaildropOpen, Pop3Event, Pop3Session, write_stuffed};
-use crate::net::{Connection, Flow, ProtocolSession, SessionDriver, TlsSetup, serve_connection};
-use crate::runtime::{Core, Protocol};
+use crate::net::{Connection, Flow, ProtocolSession, SessionDriver};
+use crate::runtime::{Core, Protocol, Services};
 use crate::store::{MailStore, MailboxSnapshot, StoreError};
 
 const LOCK_SHARDS: usize = 16;
@@ -92,14 +92,13 @@ struct Pop3Driver<'a> {
 struct Maildrop {
     account: String,
     needs_stuffing: Vec<(u32, bool)>,
-    locks: Arc<Services>,
+    /// Kept to give the maildrop lock back on drop.
+    services: Arc<Services>,
 }
-
-type Services = crate::runtime::Services;
 
 impl Drop for Maildrop {
     fn drop(&mut self) {
-        self.locks.pop3_locks.unlock(&self.account);
+        self.services.pop3_locks.unlock(&self.account);
     }
 }
 
@@ -131,7 +130,7 @@ impl Pop3Driver<'_> {
                 .iter()
                 .map(|m| (m.uid, m.needs_dot_stuffing))
                 .collect(),
-            locks: services.clone(),
+            services: services.clone(),
         });
         MaildropOpen::Ok(snapshot)
     }
@@ -258,10 +257,6 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
         core,
         maildrop: None,
     };
-    let tls = TlsSetup {
-        acceptor: &core.tls,
-        handshake_timeout: services.timeouts.command,
-        read_buffer: services.config.limits.read_buffer,
-    };
-    serve_connection(stream, implicit_tls, tls, &mut driver).await;
+    core.serve_connection(stream, implicit_tls, &mut driver)
+        .await;
 }

@@ -54,6 +54,23 @@ pub struct Core {
 }
 
 impl Core {
+    /// Runs a protocol driver over an accepted connection with this core's TLS acceptor and
+    /// the configured handshake timeout and read buffer.
+    pub async fn serve_connection<D: crate::net::SessionDriver>(
+        &self,
+        stream: TcpStream,
+        implicit_tls: bool,
+        driver: &mut D,
+    ) {
+        let services = &self.services;
+        let tls = crate::net::TlsSetup {
+            acceptor: &self.tls,
+            handshake_timeout: services.timeouts.command,
+            read_buffer: services.config.limits.read_buffer,
+        };
+        crate::net::serve_connection(stream, implicit_tls, tls, driver).await;
+    }
+
     /// Checks a password off the event loop. A rejection is answered only after this
     /// client's throttling delay, which grows with its recent failures.
     pub async fn authenticate(

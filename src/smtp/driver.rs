@@ -9,7 +9,7 @@ use monoio::net::TcpStream;
 use super::{DeliveryFailure, ListenerKind, SmtpEvent, SmtpSession};
 use crate::auth::LocalDirectory;
 use crate::delivery::{self, DeliveryError, LocalMessage};
-use crate::net::{Connection, Flow, ProtocolSession, SessionDriver, TlsSetup, serve_connection};
+use crate::net::{Connection, Flow, ProtocolSession, SessionDriver};
 use crate::runtime::{Core, Protocol};
 
 /// The session bound to the directory it resolves recipients with.
@@ -127,10 +127,6 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
         peer,
         core,
     };
-    let tls = TlsSetup {
-        acceptor: &core.tls,
-        handshake_timeout: services.timeouts.command,
-        read_buffer: services.config.limits.read_buffer,
-    };
-    serve_connection(stream, implicit_tls, tls, &mut driver).await;
+    core.serve_connection(stream, implicit_tls, &mut driver)
+        .await;
 }
