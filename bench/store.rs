@@ -22,6 +22,7 @@ fn open(dir: &std::path::Path, fsync: bool) -> LogStore {
         fsync,
         segment_bytes: 64 << 20,
         checkpoint_bytes: 256 << 20,
+        queue_segment_bytes: 16 << 20,
     })
     .expect("open store")
 }
@@ -33,7 +34,7 @@ fn message(i: usize) -> NewMessage {
     NewMessage {
         account: format!("user{}", i % 8),
         mailbox: "INBOX".into(),
-        bytes,
+        bytes: bytes.into(),
         flags: Flags::default(),
         internal_date: 1_700_000_000,
     }

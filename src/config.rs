@@ -103,6 +103,7 @@ pub struct Store {
     pub fsync: bool,
     pub segment_mb: u64,
     pub checkpoint_mb: u64,
+    pub queue_segment_mb: u64,
 }
 
 impl Config {

@@ -46,7 +46,7 @@ pub async fn deliver<S: MailStore>(store: &S, msg: LocalMessage<'_>) -> Result<(
         .map(|account| NewMessage {
             account: account.to_string(),
             mailbox: "INBOX".to_string(),
-            bytes: with_trace_headers(msg.mail_from, account, msg.message),
+            bytes: with_trace_headers(msg.mail_from, account, msg.message).into(),
             flags: Flags::default(),
             internal_date: now,
         })

@@ -11,6 +11,7 @@ fn open_store(dir: &std::path::Path) -> LogStore {
         fsync: false,
         segment_bytes: 64 << 20,
         checkpoint_bytes: 64 << 20,
+        queue_segment_bytes: 16 << 20,
     })
     .unwrap()
 }
@@ -118,7 +119,7 @@ async fn deliver(store: &LogStore, mailbox: &str, subject: &str) -> u32 {
         .append(vec![NewMessage {
             account: "alice".into(),
             mailbox: mailbox.into(),
-            bytes: msg(subject, "hello world"),
+            bytes: msg(subject, "hello world").into(),
             flags: Flags::default(),
             internal_date: 1_700_000_000,
         }])
@@ -584,7 +585,7 @@ fn big_fetch_is_streamed_in_chunks() {
             batch.push(NewMessage {
                 account: "alice".into(),
                 mailbox: "INBOX".into(),
-                bytes: msg(&format!("m{i}"), &big),
+                bytes: msg(&format!("m{i}"), &big).into(),
                 flags: Flags::default(),
                 internal_date: 1_700_000_000,
             });

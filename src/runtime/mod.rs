@@ -121,6 +121,7 @@ impl Services {
             fsync: config.store.fsync,
             segment_bytes: config.store.segment_mb.max(1) << 20,
             checkpoint_bytes: config.store.checkpoint_mb.max(1) << 20,
+            queue_segment_bytes: config.store.queue_segment_mb.max(1) << 20,
         })
         .map_err(|e| ServerError(format!("opening the store: {e}")))?;
         let users = UserDb::open(&data_dir).map_err(|e| ServerError(e.to_string()))?;

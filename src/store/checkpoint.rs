@@ -228,7 +228,7 @@ mod tests {
                         system: SystemFlags(SystemFlags::SEEN),
                         keywords: vec!["k".into()],
                     },
-                    body: Vec::new(),
+                    body: Default::default(),
                 },
                 Some(BodyInfo::new(
                     BodyLoc {

@@ -32,6 +32,13 @@ impl BodyInfo {
             needs_dot_stuffing: needs_dot_stuffing(body),
         }
     }
+
+    pub fn of(loc: BodyLoc, message: &super::record::MessageBytes) -> Self {
+        BodyInfo {
+            loc,
+            needs_dot_stuffing: message.needs_dot_stuffing(),
+        }
+    }
 }
 
 pub fn needs_dot_stuffing(body: &[u8]) -> bool {
@@ -396,7 +403,7 @@ mod tests {
             modseq: 2,
             internal_date: 0,
             flags: Flags::default(),
-            body: Vec::new(),
+            body: Default::default(),
         };
         let loc = BodyInfo::new(
             BodyLoc {

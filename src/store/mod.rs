@@ -42,10 +42,17 @@
 
 mod checkpoint;
 mod index;
+pub mod queue;
 mod record;
 mod recovery;
 mod segment;
 mod writer;
+
+pub use queue::{
+    NewQueuedMessage, Notify, QueueEvent, QueueUpdate, QueuedEnvelope, QueuedMessage,
+    QueuedRecipient, RecipientState, RecipientStatus, Ret,
+};
+pub use record::MessageBytes;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -108,6 +115,9 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// A checkpoint of the in-memory index is written after this many bytes of log since the last.
     pub checkpoint_bytes: u64,
+    /// Outbound queue log segments roll over at this size; a segment is deleted once every
+    /// message in it is finished, so smaller segments give space back sooner.
+    pub queue_segment_bytes: u64,
 }
 
 /// IMAP system flags, as a bit set. Keywords are kept as strings beside them.
@@ -196,7 +206,8 @@ pub struct Appended {
 pub struct NewMessage {
     pub account: String,
     pub mailbox: String,
-    pub bytes: Vec<u8>,
+    /// The message; its body may be shared with other copies of the same delivery.
+    pub bytes: MessageBytes,
     pub flags: Flags,
     /// Unix seconds.
     pub internal_date: i64,
@@ -277,6 +288,39 @@ pub trait MailStore: Clone + Send + Sync + 'static {
 /// Receives [`MailboxChange`]s of one mailbox. Dropping it unsubscribes.
 pub type ChangeReceiver = futures_channel::mpsc::UnboundedReceiver<MailboxChange>;
 
+/// Receives the [`QueueEvent`]s of one shard's outbound queue. Dropping it unsubscribes.
+pub type QueueReceiver = futures_channel::mpsc::UnboundedReceiver<QueueEvent>;
+
+/// The outbound queue's side of the store. Each shard has its own queue (see [`queue`]); the
+/// delivery scheduler of core N works the queue of shard N.
+#[allow(async_fn_in_trait)]
+pub trait QueueStore: Clone + Send + Sync + 'static {
+    /// Number of queues (one per shard).
+    fn queue_shards(&self) -> usize;
+    /// Mailbox copies, then new queued messages and queue updates, all durable before it
+    /// returns. Everything for one shard is one request, so local copies that live on
+    /// `queue_shard` share the queue entry's group commit. Results are the appends', in order.
+    async fn deliver(
+        &self,
+        appends: Vec<NewMessage>,
+        queue_shard: usize,
+        enqueue: Vec<NewQueuedMessage>,
+        updates: Vec<QueueUpdate>,
+    ) -> StoreResult<Vec<Appended>>;
+    /// One queued message (no bytes), if it is still queued.
+    fn queued(&self, shard: usize, id: &str) -> Option<QueuedMessage>;
+    /// Looks a queue id up in every shard.
+    fn find_queued(&self, id: &str) -> Option<(usize, QueuedMessage)>;
+    /// The messages of one shard's queue, oldest first.
+    fn queue_list(&self, shard: usize) -> Vec<QueuedMessage>;
+    /// The stored bytes of a queued message.
+    fn queue_bytes(&self, shard: usize, id: &str) -> StoreResult<Vec<u8>>;
+    /// Events of one shard's queue, pushed after each change is durable.
+    fn queue_subscribe(&self, shard: usize) -> QueueReceiver;
+    /// Tells every queue's subscribers to try all waiting messages now.
+    fn queue_flush(&self);
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -285,6 +329,7 @@ impl Default for StoreConfig {
             fsync: true,
             segment_bytes: 256 << 20,
             checkpoint_bytes: 64 << 20,
+            queue_segment_bytes: 16 << 20,
         }
     }
 }
@@ -301,6 +346,10 @@ pub struct StoreStats {
     pub checkpoints: u64,
     /// Records replayed from the log at open (after the checkpoints).
     pub replayed_records: u64,
+    /// Spent outbound queue segments deleted.
+    pub queue_segments_reclaimed: u64,
+    /// Queued messages copied forward out of a segment being reclaimed.
+    pub queue_copied_forward: u64,
 }
 
 /// Stable across processes and restarts (unlike std's randomized hasher), so an account
@@ -497,6 +546,8 @@ impl LogStore {
             batches: s.batches.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
             replayed_records: s.replayed_records.load(Ordering::Relaxed),
+            queue_segments_reclaimed: s.queue_segments_reclaimed.load(Ordering::Relaxed),
+            queue_copied_forward: s.queue_copied_forward.load(Ordering::Relaxed),
         }
     }
 
@@ -757,6 +808,142 @@ impl MailStore for LogStore {
             }
         }
         rx
+    }
+}
+
+impl LogStore {
+    fn queue_index(&self, shard: usize) -> std::sync::RwLockReadGuard<'_, queue::QueueIndex> {
+        self.inner.shards[shard]
+            .shared
+            .queue
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl QueueStore for LogStore {
+    fn queue_shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    async fn deliver(
+        &self,
+        appends: Vec<NewMessage>,
+        queue_shard: usize,
+        enqueue: Vec<NewQueuedMessage>,
+        updates: Vec<QueueUpdate>,
+    ) -> StoreResult<Vec<Appended>> {
+        let shards = self.inner.shards.len();
+        if queue_shard >= shards {
+            return Err(StoreError::NotAllowed("no such queue shard"));
+        }
+        let n = appends.len();
+        let mut per_shard: Vec<(Vec<usize>, Vec<NewMessage>)> =
+            (0..shards).map(|_| Default::default()).collect();
+        for (i, m) in appends.into_iter().enumerate() {
+            let s = self.shard_of(&m.account);
+            per_shard[s].0.push(i);
+            per_shard[s].1.push(m);
+        }
+        let mut queue_ops = Some((enqueue, updates));
+        // Send to every shard before awaiting any, so the shards commit in parallel.
+        let mut pending = Vec::new();
+        for (s, (idx, msgs)) in per_shard.into_iter().enumerate() {
+            let op = if s == queue_shard {
+                let (enqueue, updates) = queue_ops.take().unwrap_or_default();
+                if msgs.is_empty() && enqueue.is_empty() && updates.is_empty() {
+                    continue;
+                }
+                Op::Deliver {
+                    appends: msgs,
+                    enqueue,
+                    updates,
+                }
+            } else if msgs.is_empty() {
+                continue;
+            } else {
+                Op::Append(msgs)
+            };
+            pending.push((idx, self.send(s, op)?));
+        }
+        let mut out: Vec<Option<Appended>> = vec![None; n];
+        let mut first_err = None;
+        for (idx, rx) in pending {
+            match rx.await.map_err(|_| StoreError::Closed) {
+                Ok(Ok(Reply::Appended(v))) if v.len() == idx.len() => {
+                    for (i, a) in idx.into_iter().zip(v) {
+                        out[i] = Some(a);
+                    }
+                }
+                Ok(Ok(_)) => first_err = first_err.or(Some(unexpected())),
+                Ok(Err(e)) | Err(e) => first_err = first_err.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        out.into_iter().map(|a| a.ok_or_else(unexpected)).collect()
+    }
+
+    fn queued(&self, shard: usize, id: &str) -> Option<QueuedMessage> {
+        if shard >= self.inner.shards.len() {
+            return None;
+        }
+        self.queue_index(shard)
+            .entries
+            .get(id)
+            .map(|e| e.message.clone())
+    }
+
+    fn find_queued(&self, id: &str) -> Option<(usize, QueuedMessage)> {
+        (0..self.inner.shards.len()).find_map(|s| self.queued(s, id).map(|m| (s, m)))
+    }
+
+    fn queue_list(&self, shard: usize) -> Vec<QueuedMessage> {
+        if shard >= self.inner.shards.len() {
+            return Vec::new();
+        }
+        let mut out: Vec<QueuedMessage> = self
+            .queue_index(shard)
+            .entries
+            .values()
+            .map(|e| e.message.clone())
+            .collect();
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        out
+    }
+
+    fn queue_bytes(&self, shard: usize, id: &str) -> StoreResult<Vec<u8>> {
+        let loc = self
+            .queue_index(shard)
+            .entries
+            .get(id)
+            .map(|e| e.loc)
+            .ok_or(StoreError::NotAllowed("no such message in the queue"))?;
+        // The index lock is released here; the pread runs on the shared file.
+        self.inner.shards[shard].shared.queue_segments.read(loc)
+    }
+
+    fn queue_subscribe(&self, shard: usize) -> QueueReceiver {
+        let (tx, rx) = futures_channel::mpsc::unbounded();
+        if let Some(s) = self.inner.shards.get(shard) {
+            s.shared
+                .queue_subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tx);
+        }
+        rx
+    }
+
+    fn queue_flush(&self) {
+        for s in &self.inner.shards {
+            s.shared
+                .queue_subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|tx| tx.unbounded_send(QueueEvent::Flush).is_ok());
+        }
     }
 }
 

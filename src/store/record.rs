@@ -5,6 +5,8 @@
 //! `record_start + HEADER_LEN + len - body_len .. record_start + HEADER_LEN + len`, which is what
 //! the index stores for zero-copy reads.
 
+use bytes::Bytes;
+
 use super::{Flags, SpecialUse, SystemFlags};
 
 pub const HEADER_LEN: usize = 9;
@@ -52,7 +54,7 @@ pub enum Record {
         modseq: u64,
         internal_date: i64,
         flags: Flags,
-        body: Vec<u8>,
+        body: MessageBytes,
     },
     FlagsSet {
         account: String,
@@ -88,6 +90,77 @@ impl std::fmt::Display for DecodeError {
             DecodeError::BadCrc => f.write_str("record crc mismatch"),
             DecodeError::Malformed(why) => write!(f, "malformed record: {why}"),
         }
+    }
+}
+
+/// The stored bytes of one message: a per-copy prefix (trace headers such as `Return-Path`,
+/// `Delivered-To` or a `DKIM-Signature`) and a body that many copies share. They are written
+/// contiguously, so on disk and to readers they are one message; only the writer sees the split,
+/// which lets a delivery to N accounts hold the body once instead of N times.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageBytes {
+    pub prefix: Vec<u8>,
+    pub body: Bytes,
+}
+
+impl MessageBytes {
+    pub fn new(prefix: Vec<u8>, body: Bytes) -> Self {
+        MessageBytes { prefix, body }
+    }
+
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The whole message in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        self.write_to(&mut v);
+        v
+    }
+
+    /// True if some line of the whole message starts with '.', looking across the seam.
+    pub fn needs_dot_stuffing(&self) -> bool {
+        use super::index::needs_dot_stuffing;
+        if self.prefix.is_empty() {
+            return needs_dot_stuffing(&self.body);
+        }
+        needs_dot_stuffing(&self.prefix)
+            || (self.prefix.ends_with(b"\n") && self.body.first() == Some(&b'.'))
+            || memchr::memmem::find(&self.body, b"\n.").is_some()
+    }
+}
+
+impl From<Vec<u8>> for MessageBytes {
+    fn from(v: Vec<u8>) -> Self {
+        MessageBytes {
+            prefix: Vec::new(),
+            body: Bytes::from(v),
+        }
+    }
+}
+
+impl From<Bytes> for MessageBytes {
+    fn from(body: Bytes) -> Self {
+        MessageBytes {
+            prefix: Vec::new(),
+            body,
+        }
+    }
+}
+
+impl From<&[u8]> for MessageBytes {
+    fn from(v: &[u8]) -> Self {
+        Bytes::copy_from_slice(v).into()
     }
 }
 
@@ -162,6 +235,14 @@ impl<'a> Dec<'a> {
     }
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
+    }
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+    /// Marks the rest of the input as consumed (a trailing field the caller took whole).
+    pub fn skip_to_end(&mut self) {
+        self.pos = self.buf.len();
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
@@ -308,7 +389,7 @@ impl Record {
                     e.flags(flags);
                     e.u32(body.len() as u32);
                     body_at = e.0.len() - start;
-                    e.0.extend_from_slice(body);
+                    body.write_to(e.0);
                 }
                 Record::FlagsSet {
                     account,
@@ -336,12 +417,7 @@ impl Record {
                 }
             }
         }
-        let payload_len = (out.len() - start - HEADER_LEN) as u32;
-        let kind = self.kind();
-        let crc = record_crc(kind, &out[start + HEADER_LEN..]);
-        out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-        out[start + 4] = kind;
-        out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
+        seal_frame(out, start, self.kind());
         body_at
     }
 
@@ -366,6 +442,37 @@ impl Record {
                 Record::Expunge { account, .. } => s(account) + 8 + 4 + 8,
             }
     }
+}
+
+/// A record type kept in a log of `[len][kind][crc][payload]` frames: the mailbox log holds
+/// [`Record`]s, the outbound queue log holds `QueueRecord`s. Replay is written once over this.
+pub trait LogRecord: Sized {
+    /// Checks the CRC and decodes a payload; returns the record and, when it carries a
+    /// message, the offset of the message bytes within the payload.
+    fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Self, usize), DecodeError>;
+    /// The message bytes the record carries, if any.
+    fn message(&self) -> Option<&MessageBytes>;
+}
+
+impl LogRecord for Record {
+    fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Self, usize), DecodeError> {
+        decode_payload(kind, crc, payload)
+    }
+    fn message(&self) -> Option<&MessageBytes> {
+        match self {
+            Record::MessageAppend { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// Writes the header of a frame whose payload was appended to `out` from `start + HEADER_LEN`.
+pub fn seal_frame(out: &mut [u8], start: usize, kind: u8) {
+    let payload_len = (out.len() - start - HEADER_LEN) as u32;
+    let crc = record_crc(kind, &out[start + HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4] = kind;
+    out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
 }
 
 pub fn record_crc(kind: u8, payload: &[u8]) -> u32 {
@@ -425,7 +532,7 @@ pub fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Record, usi
             if payload.len() - d.pos != n {
                 return Err(DecodeError::Malformed("body length"));
             }
-            let body = payload[d.pos..].to_vec();
+            let body = MessageBytes::from(&payload[d.pos..]);
             d.pos = payload.len();
             Record::MessageAppend {
                 account,
@@ -516,7 +623,7 @@ mod tests {
                     system: SystemFlags(SystemFlags::SEEN | SystemFlags::DRAFT),
                     keywords: vec!["$Junk".into(), "work".into()],
                 },
-                body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
+                body: b"Subject: hi\r\n\r\nbody\r\n".to_vec().into(),
             },
             Record::FlagsSet {
                 account: "bob".into(),
@@ -544,7 +651,7 @@ mod tests {
             if let Record::MessageAppend { body, .. } = &r {
                 assert_eq!(
                     &buf[before + body_at..before + body_at + body.len()],
-                    &body[..]
+                    &body.to_vec()[..]
                 );
             }
         }

@@ -8,8 +8,13 @@ use crossbeam_channel::Receiver;
 
 use super::checkpoint::{self, Position};
 use super::index::ShardIndex;
-use super::segment::{SegmentSet, fsync_dir, list_segments, open_segment, scan_segment};
-use super::writer::{Request, Shared, Stats, Writer};
+use super::queue::{QueueIndex, QueueRecord};
+use super::record::Record;
+use super::segment::{
+    MAILBOX_LOG, QUEUE_LOG, SegmentSet, fsync_dir, list_log, list_segments, open_log, open_segment,
+    scan_segment,
+};
+use super::writer::{LogTail, Request, Shared, Stats, Writer};
 use super::{StoreConfig, StoreError, StoreResult};
 
 pub fn shard_dir(base: &Path, shard: usize) -> PathBuf {
@@ -56,7 +61,7 @@ pub fn open_shard(
         } else {
             let from = if n == start.segment { start.offset } else { 0 };
             let is_last = i + 1 == segs.len();
-            let end = scan_segment(&file, n, from, is_last, |rec, body| {
+            let end = scan_segment(&file, n, from, is_last, |rec: Record, body| {
                 index.apply(&rec, body).map_err(|e| {
                     StoreError::Corrupt(format!("{}: segment {n}: {e}", dir.display()))
                 })
@@ -77,27 +82,72 @@ pub fn open_shard(
             (0, f, 0)
         }
     };
+    let (queue, queue_segments, queue_tail, queue_replayed) = replay_queue(&dir)?;
     stats
         .replayed_records
-        .fetch_add(replayed, Ordering::Relaxed);
-    tracing::debug!(dir = %dir.display(), replayed, from = ?start, "shard recovered");
+        .fetch_add(replayed + queue_replayed, Ordering::Relaxed);
+    tracing::debug!(dir = %dir.display(), replayed, queue_replayed, queued = queue.entries.len(), from = ?start, "shard recovered");
 
     let shared = Arc::new(Shared {
         index: RwLock::new(index.clone()),
         segments,
         subs: Mutex::new(Default::default()),
+        queue: RwLock::new(queue.clone()),
+        queue_segments,
+        queue_subs: Mutex::new(Vec::new()),
         stats,
     });
-    let writer = Writer::new(
-        shared.clone(),
-        rx,
-        dir,
+    let mut log = LogTail::new(
+        MAILBOX_LOG,
+        dir.clone(),
         config,
-        index,
-        cur_seg,
-        cur_file,
-        cur_len,
-        since_checkpoint,
+        config.segment_bytes,
+        (cur_seg, cur_file, cur_len),
     );
+    log.since_checkpoint = since_checkpoint;
+    let qlog = LogTail::new(
+        QUEUE_LOG,
+        dir.clone(),
+        config,
+        config.queue_segment_bytes,
+        queue_tail,
+    );
+    let writer = Writer::new(shared.clone(), rx, dir, config, index, queue, log, qlog);
     Ok((shared, writer))
+}
+
+/// Rebuilds the queue index from every queue segment (there is no queue checkpoint: spent
+/// segments are deleted, so what is left is mostly live). Returns the index, the open
+/// segments, the tail (segment, file, length) and the number of records replayed.
+#[allow(clippy::type_complexity)]
+fn replay_queue(
+    dir: &Path,
+) -> StoreResult<(QueueIndex, SegmentSet, (u32, Arc<std::fs::File>, u64), u64)> {
+    let segs = list_log(dir, QUEUE_LOG)?;
+    let mut queue = QueueIndex::default();
+    let set = SegmentSet::default();
+    let mut replayed = 0;
+    let mut last = None;
+    for (i, &n) in segs.iter().enumerate() {
+        let file = Arc::new(open_log(dir, QUEUE_LOG, n, false)?);
+        let is_last = i + 1 == segs.len();
+        let end = scan_segment(&file, n, 0, is_last, |rec: QueueRecord, body| {
+            queue.apply(&rec, body).map(|_| ()).map_err(|e| {
+                StoreError::Corrupt(format!("{}: queue segment {n}: {e}", dir.display()))
+            })
+        })?;
+        replayed += end.records;
+        set.insert(n, file.clone())?;
+        last = Some((n, file, end.good_len));
+    }
+    let tail = match last {
+        Some(t) => t,
+        None => {
+            let f = Arc::new(open_log(dir, QUEUE_LOG, 0, true)?);
+            fsync_dir(dir)?;
+            set.insert(0, f.clone())?;
+            (0, f, 0)
+        }
+    };
+    Ok((queue, set, tail, replayed))
 }

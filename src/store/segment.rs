@@ -9,22 +9,32 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use super::index::{BodyInfo, BodyLoc};
-use super::record::{self, DecodeError, HEADER_LEN, Record};
+use super::record::{self, DecodeError, HEADER_LEN, LogRecord};
 use super::{StoreError, StoreResult};
 
-pub fn segment_path(dir: &Path, n: u32) -> PathBuf {
-    dir.join(format!("seg-{n:010}.log"))
+/// File name prefix of the mailbox log's segments.
+pub const MAILBOX_LOG: &str = "seg";
+/// File name prefix of the outbound queue log's segments.
+pub const QUEUE_LOG: &str = "queue";
+
+pub fn log_path(dir: &Path, log: &str, n: u32) -> PathBuf {
+    dir.join(format!("{log}-{n:010}.log"))
 }
 
-/// Segment numbers present in `dir`, ascending.
-pub fn list_segments(dir: &Path) -> StoreResult<Vec<u32>> {
+pub fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    log_path(dir, MAILBOX_LOG, n)
+}
+
+/// Segment numbers of log `log` present in `dir`, ascending.
+pub fn list_log(dir: &Path, log: &str) -> StoreResult<Vec<u32>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(n) = name
-            .strip_prefix("seg-")
+            .strip_prefix(log)
+            .and_then(|r| r.strip_prefix('-'))
             .and_then(|r| r.strip_suffix(".log"))
             .and_then(|n| n.parse::<u32>().ok())
         {
@@ -35,13 +45,22 @@ pub fn list_segments(dir: &Path) -> StoreResult<Vec<u32>> {
     Ok(out)
 }
 
-pub fn open_segment(dir: &Path, n: u32, create: bool) -> StoreResult<File> {
+/// Mailbox log segment numbers present in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> StoreResult<Vec<u32>> {
+    list_log(dir, MAILBOX_LOG)
+}
+
+pub fn open_log(dir: &Path, log: &str, n: u32, create: bool) -> StoreResult<File> {
     Ok(OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
         .truncate(false)
-        .open(segment_path(dir, n))?)
+        .open(log_path(dir, log, n))?)
+}
+
+pub fn open_segment(dir: &Path, n: u32, create: bool) -> StoreResult<File> {
+    open_log(dir, MAILBOX_LOG, n, create)
 }
 
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -67,6 +86,20 @@ impl SegmentSet {
     pub fn insert(&self, n: u32, f: Arc<File>) -> StoreResult<()> {
         self.files.write().map_err(|_| poisoned())?.insert(n, f);
         Ok(())
+    }
+
+    /// Forgets a segment; readers that already hold its `Arc<File>` finish their reads.
+    pub fn remove(&self, n: u32) -> StoreResult<()> {
+        self.files.write().map_err(|_| poisoned())?.remove(&n);
+        Ok(())
+    }
+
+    /// Segment numbers, ascending.
+    pub fn numbers(&self) -> Vec<u32> {
+        self.files
+            .read()
+            .map(|f| f.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn read(&self, loc: BodyLoc) -> StoreResult<Vec<u8>> {
@@ -98,12 +131,12 @@ pub struct ScanEnd {
 /// only for the tail of the *last* segment (older segments are fdatasynced before a roll).
 /// So: if `is_last`, the file is truncated to the last good record; otherwise the store is
 /// corrupt and we refuse to open rather than drop acknowledged mail.
-pub fn scan_segment(
+pub fn scan_segment<R: LogRecord>(
     file: &File,
     n: u32,
     start: u64,
     is_last: bool,
-    mut f: impl FnMut(Record, Option<BodyInfo>) -> StoreResult<()>,
+    mut f: impl FnMut(R, Option<BodyInfo>) -> StoreResult<()>,
 ) -> StoreResult<ScanEnd> {
     let file_len = file.metadata()?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
@@ -135,21 +168,20 @@ pub fn scan_segment(
         if read_full(&mut r, &mut payload)? < payload.len() {
             break DecodeError::Truncated;
         }
-        let (rec, body_at) = match record::decode_payload(kind, crc, &payload) {
+        let (rec, body_at) = match R::decode_payload(kind, crc, &payload) {
             Ok(x) => x,
             Err(e) => break e,
         };
-        let body = match &rec {
-            Record::MessageAppend { body, .. } => Some(BodyInfo::new(
+        let body = rec.message().map(|m| {
+            BodyInfo::of(
                 BodyLoc {
                     segment: n,
                     offset: pos + (HEADER_LEN + body_at) as u64,
-                    len: body.len() as u32,
+                    len: m.len() as u32,
                 },
-                body,
-            )),
-            _ => None,
-        };
+                m,
+            )
+        });
         f(rec, body)?;
         records += 1;
         pos = end;
@@ -191,6 +223,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 mod tests {
     use super::*;
     use crate::store::Flags;
+    use crate::store::record::Record;
 
     fn append(uid: u32) -> Record {
         Record::MessageAppend {
@@ -200,7 +233,7 @@ mod tests {
             modseq: u64::from(uid),
             internal_date: 0,
             flags: Flags::default(),
-            body: format!("message {uid}\r\n").into_bytes(),
+            body: format!("message {uid}\r\n").into_bytes().into(),
         }
     }
 
@@ -216,7 +249,7 @@ mod tests {
     fn scan(dir: &Path, n: u32, is_last: bool) -> StoreResult<(ScanEnd, Vec<Vec<u8>>)> {
         let f = open_segment(dir, n, false)?;
         let mut bodies = Vec::new();
-        let end = scan_segment(&f, n, 0, is_last, |_, b| {
+        let end = scan_segment(&f, n, 0, is_last, |_: Record, b| {
             let b = b.expect("append");
             bodies.push(read_exact_at(&f, b.loc.offset, b.loc.len)?);
             Ok(())

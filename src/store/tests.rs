@@ -18,6 +18,7 @@ fn config(dir: &Path, shards: usize) -> StoreConfig {
         fsync: true,
         segment_bytes: 1 << 20,
         checkpoint_bytes: 64 << 20,
+        queue_segment_bytes: 16 << 20,
     }
 }
 
@@ -25,7 +26,7 @@ fn msg(account: &str, mailbox: &str, body: &str) -> NewMessage {
     NewMessage {
         account: account.into(),
         mailbox: mailbox.into(),
-        bytes: body.as_bytes().to_vec(),
+        bytes: body.as_bytes().into(),
         flags: Flags::default(),
         internal_date: 1_700_000_000,
     }
@@ -695,4 +696,301 @@ fn shard_hash_is_stable() {
         s.shard_of("User@Example.org"),
         s.shard_of("user@example.org")
     );
+}
+
+// --- outbound queue -------------------------------------------------------------------------
+
+fn queued(id: &str, rcpts: &[&str], body: &str) -> NewQueuedMessage {
+    NewQueuedMessage {
+        id: id.into(),
+        created: 1_700_000_000,
+        envelope: QueuedEnvelope {
+            mail_from: "sender@example.org".into(),
+            ..Default::default()
+        },
+        recipients: rcpts.iter().map(|r| QueuedRecipient::new(*r)).collect(),
+        bytes: MessageBytes::new(
+            b"DKIM-Signature: v=1\r\n".to_vec(),
+            bytes::Bytes::copy_from_slice(body.as_bytes()),
+        ),
+    }
+}
+
+fn rcpt_update(id: &str, index: u32, state: RecipientState, reply: &str) -> QueueUpdate {
+    QueueUpdate {
+        id: id.into(),
+        recipients: vec![(
+            index,
+            RecipientStatus {
+                state,
+                attempts: 1,
+                next_attempt: if state == RecipientState::Deferred {
+                    1_700_000_300
+                } else {
+                    0
+                },
+                last_reply: reply.into(),
+                delay_warned: false,
+            },
+        )],
+        ..Default::default()
+    }
+}
+
+fn queue_ids(s: &LogStore) -> Vec<String> {
+    let mut ids: Vec<String> = (0..s.queue_shards())
+        .flat_map(|q| s.queue_list(q))
+        .map(|m| m.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn queue_config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        queue_segment_bytes: 16 << 10,
+        ..config(dir, 2)
+    }
+}
+
+#[test]
+fn local_copies_and_queue_entry_commit_together_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 2)).unwrap();
+    let mut events = s.queue_subscribe(1);
+    block_on(async {
+        let shared = bytes::Bytes::from_static(b"Subject: both\r\n\r\nhello\r\n");
+        let local = vec![NewMessage {
+            account: "alice@example.org".into(),
+            mailbox: "INBOX".into(),
+            bytes: MessageBytes::new(
+                b"Delivered-To: alice@example.org\r\n".to_vec(),
+                shared.clone(),
+            ),
+            flags: Flags::default(),
+            internal_date: 1,
+        }];
+        let before = s.stats().batches;
+        let appended = s
+            .deliver(
+                local,
+                1,
+                vec![queued(
+                    "Q1",
+                    &["bob@remote.test", "carol@remote.test"],
+                    "Subject: both\r\n\r\nhello\r\n",
+                )],
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(appended.len(), 1);
+        // Alice's shard and the queue shard: at most one batch each.
+        assert!(s.stats().batches - before <= 2);
+        assert_eq!(
+            s.read("alice@example.org", "INBOX", 1).unwrap(),
+            b"Delivered-To: alice@example.org\r\nSubject: both\r\n\r\nhello\r\n"
+        );
+        let m = s.queued(1, "Q1").unwrap();
+        assert_eq!(m.recipients.len(), 2);
+        assert_eq!(m.recipients[0].status.state, RecipientState::Pending);
+        assert_eq!(
+            s.queue_bytes(1, "Q1").unwrap(),
+            b"DKIM-Signature: v=1\r\nSubject: both\r\n\r\nhello\r\n"
+        );
+        assert_eq!(s.find_queued("Q1").map(|(q, _)| q), Some(1));
+        assert!(s.queued(0, "Q1").is_none());
+        // A duplicate id and an update of an unknown message are refused, and change nothing.
+        assert!(matches!(
+            s.deliver(vec![], 1, vec![queued("Q1", &["x@y.test"], "x")], vec![])
+                .await,
+            Err(StoreError::NotAllowed(_))
+        ));
+        assert!(matches!(
+            s.deliver(
+                vec![],
+                1,
+                vec![],
+                vec![rcpt_update("nope", 0, RecipientState::Delivered, "")]
+            )
+            .await,
+            Err(StoreError::NotAllowed(_))
+        ));
+        // One recipient delivered, the other deferred.
+        s.deliver(
+            vec![],
+            1,
+            vec![],
+            vec![
+                rcpt_update("Q1", 0, RecipientState::Delivered, "250 2.0.0 ok"),
+                rcpt_update("Q1", 1, RecipientState::Deferred, "451 4.3.0 later"),
+            ],
+        )
+        .await
+        .unwrap();
+    });
+    assert_eq!(
+        next_queue_event(&mut events),
+        QueueEvent::Changed("Q1".into())
+    );
+    assert_eq!(
+        next_queue_event(&mut events),
+        QueueEvent::Changed("Q1".into())
+    );
+    s.crash();
+    let s = LogStore::open(config(dir.path(), 2)).unwrap();
+    let m = s.queued(1, "Q1").expect("still queued after restart");
+    assert_eq!(m.recipients[0].status.state, RecipientState::Delivered);
+    assert_eq!(m.recipients[1].status.state, RecipientState::Deferred);
+    assert_eq!(m.recipients[1].status.last_reply, "451 4.3.0 later");
+    assert_eq!(m.next_attempt(), Some(1_700_000_300));
+    // Finishing the last recipient takes the message out of the queue, durably.
+    let mut events = s.queue_subscribe(1);
+    block_on(s.deliver(
+        vec![],
+        1,
+        vec![],
+        vec![rcpt_update("Q1", 1, RecipientState::Failed, "550 5.1.1 no")],
+    ))
+    .unwrap();
+    assert_eq!(next_queue_event(&mut events), QueueEvent::Gone("Q1".into()));
+    assert!(s.queued(1, "Q1").is_none());
+    s.close();
+    let s = LogStore::open(config(dir.path(), 2)).unwrap();
+    assert!(queue_ids(&s).is_empty());
+}
+
+fn next_queue_event(rx: &mut QueueReceiver) -> QueueEvent {
+    for _ in 0..5000 {
+        match rx.try_recv() {
+            Ok(c) => return c,
+            Err(futures_channel::mpsc::TryRecvError::Closed) => panic!("queue events closed"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+    panic!("no queue event within 5s");
+}
+
+#[test]
+fn spent_queue_segments_are_reclaimed_and_stragglers_copied_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(queue_config(dir.path())).unwrap();
+    let body = "x".repeat(2000);
+    let qdir = recovery::shard_dir(dir.path(), 0);
+    block_on(async {
+        // ~40 messages of 2 KB in 16 KB segments: several segments.
+        for i in 0..40 {
+            s.deliver(
+                vec![],
+                0,
+                vec![queued(&format!("M{i:02}"), &["r@remote.test"], &body)],
+                vec![],
+            )
+            .await
+            .unwrap();
+        }
+        assert!(segment::list_log(&qdir, segment::QUEUE_LOG).unwrap().len() >= 4);
+        // All but M00 (in the first segment) and M39 (in the tail) are delivered.
+        for i in 1..39 {
+            s.deliver(
+                vec![],
+                0,
+                vec![],
+                vec![rcpt_update(
+                    &format!("M{i:02}"),
+                    0,
+                    RecipientState::Delivered,
+                    "250 ok",
+                )],
+            )
+            .await
+            .unwrap();
+        }
+        s.deliver(
+            vec![],
+            0,
+            vec![],
+            vec![rcpt_update("M00", 0, RecipientState::Deferred, "421 busy")],
+        )
+        .await
+        .unwrap();
+    });
+    // The writer reclaims when idle: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while segment::list_log(&qdir, segment::QUEUE_LOG).unwrap().len() > 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let left = segment::list_log(&qdir, segment::QUEUE_LOG).unwrap();
+    assert!(left.len() <= 2, "segments left: {left:?}");
+    let st = s.stats();
+    assert!(st.queue_segments_reclaimed >= 2, "{st:?}");
+    assert!(st.queue_copied_forward >= 1, "{st:?}");
+    // M00 moved forward with its state and bytes intact.
+    assert_eq!(queue_ids(&s), vec!["M00".to_string(), "M39".to_string()]);
+    let m = s.queued(0, "M00").unwrap();
+    assert_eq!(m.recipients[0].status.last_reply, "421 busy");
+    let expect = format!("DKIM-Signature: v=1\r\n{body}");
+    assert_eq!(s.queue_bytes(0, "M00").unwrap(), expect.as_bytes());
+    // After a crash, nothing finished comes back and nothing live is lost.
+    s.crash();
+    let s = LogStore::open(queue_config(dir.path())).unwrap();
+    assert_eq!(queue_ids(&s), vec!["M00".to_string(), "M39".to_string()]);
+    assert_eq!(
+        s.queued(0, "M00").unwrap().recipients[0].status.state,
+        RecipientState::Deferred
+    );
+    assert_eq!(s.queue_bytes(0, "M00").unwrap(), expect.as_bytes());
+}
+
+#[test]
+fn torn_queue_tail_is_truncated_and_earlier_entries_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(async {
+        s.deliver(
+            vec![],
+            0,
+            vec![queued("A", &["a@r.test"], "first\r\n")],
+            vec![],
+        )
+        .await
+        .unwrap();
+        s.deliver(
+            vec![],
+            0,
+            vec![queued("B", &["b@r.test"], "second\r\n")],
+            vec![],
+        )
+        .await
+        .unwrap();
+    });
+    s.crash();
+    let qdir = recovery::shard_dir(dir.path(), 0);
+    let n = *segment::list_log(&qdir, segment::QUEUE_LOG)
+        .unwrap()
+        .last()
+        .unwrap();
+    let path = segment::log_path(&qdir, segment::QUEUE_LOG, n);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    assert_eq!(queue_ids(&s), vec!["A".to_string()]);
+    // The log goes on after the cut.
+    block_on(s.deliver(
+        vec![],
+        0,
+        vec![queued("C", &["c@r.test"], "third\r\n")],
+        vec![],
+    ))
+    .unwrap();
+    s.close();
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    assert_eq!(queue_ids(&s), vec!["A".to_string(), "C".to_string()]);
 }

@@ -1,11 +1,15 @@
 //! The per-shard log writer thread and its group commit.
 //!
-//! The writer owns the shard's segment files and a *private* copy of the index that already
-//! contains the effects of records written but not yet synced. Requests are validated and
-//! turned into records against that private copy (so a create followed by an append in the
-//! same batch works); only after the one fdatasync of the batch are the same records applied
-//! to the shared index that readers see, then the callers are answered, then subscribers are
-//! told. An acknowledgement or a visible change therefore never precedes durability.
+//! The writer owns the shard's two logs — the mailbox log and the outbound queue log (see
+//! [`super::queue`]) — and a *private* copy of each index that already contains the effects of
+//! records written but not yet synced. Requests are validated and turned into records against
+//! that private copy (so a create followed by an append in the same batch works); only after
+//! the batch's fdatasync (one per log the batch wrote to) are the same records applied to the
+//! shared indexes that readers see, then the callers are answered, then subscribers are told.
+//! An acknowledgement or a visible change therefore never precedes durability.
+//!
+//! When the queue has nothing to do the writer reclaims spent queue segments (deletes sealed
+//! segments without live messages, copying a few long-deferred messages forward first).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,8 +26,11 @@ use super::checkpoint::{self, Position};
 use super::index::{
     BodyInfo, BodyLoc, ShardIndex, account_key, canonical_name, combine_flags, same_flags,
 };
-use super::record::{MAX_PAYLOAD, Record};
-use super::segment::{SegmentSet, fsync_dir, open_segment};
+use super::queue::{
+    NewQueuedMessage, QueueEvent, QueueIndex, QueueRecord, QueueUpdate, QueuedMessage,
+};
+use super::record::{MAX_PAYLOAD, MessageBytes, Record};
+use super::segment::{QUEUE_LOG, SegmentSet, fsync_dir, log_path, open_log};
 use super::{
     Appended, FlagOp, Flags, MailboxChange, NewMessage, SpecialUse, StoreError, StoreResult,
 };
@@ -31,6 +38,9 @@ use super::{
 /// Group-commit caps: bound the latency one batch adds and the memory it buffers.
 const MAX_BATCH_REQUESTS: usize = 256;
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Under sustained load (the request channel never empty), reclaim spent queue segments
+/// after this many batches anyway.
+const RECLAIM_EVERY_BATCHES: u32 = 64;
 
 /// Mailboxes every account gets on first use.
 pub const DEFAULT_MAILBOXES: [(&str, Option<SpecialUse>); 6] = [
@@ -44,6 +54,12 @@ pub const DEFAULT_MAILBOXES: [(&str, Option<SpecialUse>); 6] = [
 
 pub enum Op {
     Append(Vec<NewMessage>),
+    /// Mailbox copies, queued messages and queue updates, committed in this order in one batch.
+    Deliver {
+        appends: Vec<NewMessage>,
+        enqueue: Vec<NewQueuedMessage>,
+        updates: Vec<QueueUpdate>,
+    },
     StoreFlags {
         account: String,
         mailbox: String,
@@ -87,6 +103,12 @@ impl Op {
     fn approx_bytes(&self) -> usize {
         match self {
             Op::Append(m) => m.iter().map(|m| m.bytes.len() + 64).sum(),
+            Op::Deliver {
+                appends, enqueue, ..
+            } => {
+                appends.iter().map(|m| m.bytes.len() + 64).sum::<usize>()
+                    + enqueue.iter().map(|m| m.bytes.len() + 256).sum::<usize>()
+            }
             _ => 64,
         }
     }
@@ -113,6 +135,10 @@ pub struct Stats {
     pub batches: AtomicU64,
     pub checkpoints: AtomicU64,
     pub replayed_records: AtomicU64,
+    /// Queue segments deleted after their messages were finished.
+    pub queue_segments_reclaimed: AtomicU64,
+    /// Queued messages copied forward out of a segment being reclaimed.
+    pub queue_copied_forward: AtomicU64,
     /// Test hook: writers exit without the final checkpoint, as after a crash.
     pub skip_final_checkpoint: std::sync::atomic::AtomicBool,
 }
@@ -124,28 +150,151 @@ pub struct Shared {
     pub index: RwLock<ShardIndex>,
     pub segments: SegmentSet,
     pub subs: Mutex<Subscribers>,
+    pub queue: RwLock<QueueIndex>,
+    pub queue_segments: SegmentSet,
+    pub queue_subs: Mutex<Vec<UnboundedSender<QueueEvent>>>,
     pub stats: Arc<Stats>,
+}
+
+/// The open end of one log: the segment being appended to and the batch's pending bytes.
+pub struct LogTail {
+    /// File name prefix of the log's segments.
+    pub log: &'static str,
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub fsync: bool,
+    pub cur_seg: u32,
+    pub cur_file: Arc<File>,
+    /// Bytes of the current segment already written to the file.
+    pub cur_len: u64,
+    /// Bytes written since the last checkpoint (meaningful for the mailbox log).
+    pub since_checkpoint: u64,
+    buf: Vec<u8>,
+    batch_start: u64,
+    rolled: bool,
+}
+
+impl LogTail {
+    pub fn new(
+        log: &'static str,
+        dir: PathBuf,
+        config: &super::StoreConfig,
+        segment_bytes: u64,
+        cur: (u32, Arc<File>, u64),
+    ) -> Self {
+        LogTail {
+            log,
+            dir,
+            segment_bytes: segment_bytes.max(1),
+            fsync: config.fsync,
+            cur_seg: cur.0,
+            cur_file: cur.1,
+            cur_len: cur.2,
+            since_checkpoint: 0,
+            buf: Vec::new(),
+            batch_start: cur.2,
+            rolled: false,
+        }
+    }
+
+    fn begin_batch(&mut self) {
+        self.batch_start = self.cur_len;
+        self.rolled = false;
+    }
+
+    /// Where the next record will start.
+    fn next_offset(&self) -> u64 {
+        self.cur_len + self.buf.len() as u64
+    }
+
+    /// Rolls to a new segment first if a record of `need` bytes does not fit in this one.
+    fn make_room(&mut self, need: usize, segments: &SegmentSet, stats: &Stats) -> StoreResult<()> {
+        let used = self.next_offset();
+        if used > 0 && used + need as u64 > self.segment_bytes {
+            self.roll(segments, stats)?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> StoreResult<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.cur_file.write_all_at(&self.buf, self.cur_len)?;
+        self.cur_len += self.buf.len() as u64;
+        self.since_checkpoint += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the batch's bytes and makes them durable with one fdatasync.
+    fn sync(&mut self, stats: &Stats) -> StoreResult<()> {
+        let wrote = !self.buf.is_empty() || self.rolled || self.cur_len != self.batch_start;
+        self.flush_buf()?;
+        if wrote && self.fsync {
+            self.cur_file.sync_data()?;
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment. The old one is fdatasynced first, so only the last segment can
+    /// ever have a torn tail — which is what lets recovery treat damage elsewhere as corruption.
+    fn roll(&mut self, segments: &SegmentSet, stats: &Stats) -> StoreResult<()> {
+        self.flush_buf()?;
+        if self.fsync {
+            self.cur_file.sync_data()?;
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self
+            .cur_seg
+            .checked_add(1)
+            .ok_or_else(|| io_err("segment numbers exhausted"))?;
+        let f = Arc::new(open_log(&self.dir, self.log, n, true)?);
+        if self.fsync {
+            fsync_dir(&self.dir)?;
+        }
+        segments.insert(n, f.clone())?;
+        self.cur_seg = n;
+        self.cur_file = f;
+        self.cur_len = 0;
+        self.rolled = true;
+        Ok(())
+    }
+
+    /// Drops the failed batch's bytes from the file. `Err` when that is impossible and the log
+    /// on disk may now hold records memory does not know.
+    fn abort(&mut self) -> Result<(), String> {
+        self.buf.clear();
+        if self.rolled {
+            return Err(
+                "an earlier write failed after a segment roll-over; restart the store".into(),
+            );
+        }
+        self.cur_file
+            .set_len(self.batch_start)
+            .map_err(|e| format!("cannot roll back a failed write ({e}); restart"))?;
+        self.cur_len = self.batch_start;
+        Ok(())
+    }
 }
 
 pub struct Writer {
     pub shared: Arc<Shared>,
     pub rx: Receiver<Request>,
     pub dir: PathBuf,
-    pub fsync: bool,
-    pub segment_bytes: u64,
     pub checkpoint_bytes: u64,
     pub private: ShardIndex,
-    pub cur_seg: u32,
-    pub cur_file: Arc<File>,
-    /// Bytes of the current segment already written to the file.
-    pub cur_len: u64,
-    pub since_checkpoint: u64,
+    pub queue_private: QueueIndex,
+    /// The mailbox log.
+    pub log: LogTail,
+    /// The outbound queue log.
+    pub qlog: LogTail,
     // Per-batch state below.
-    buf: Vec<u8>,
     pending: Vec<(Record, Option<BodyInfo>)>,
+    queue_pending: Vec<(QueueRecord, Option<BodyInfo>)>,
     changes: Vec<(String, u64, MailboxChange)>,
-    batch_start: Position,
-    rolled: bool,
+    queue_events: Vec<QueueEvent>,
     emitted: usize,
     /// Set when a failed batch may have left records on disk that the index does not know;
     /// from then on the shard refuses writes until a restart replays the log.
@@ -172,38 +321,29 @@ fn io_err(msg: &str) -> StoreError {
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
         rx: Receiver<Request>,
         dir: PathBuf,
         config: &super::StoreConfig,
         private: ShardIndex,
-        cur_seg: u32,
-        cur_file: Arc<File>,
-        cur_len: u64,
-        since_checkpoint: u64,
+        queue_private: QueueIndex,
+        log: LogTail,
+        qlog: LogTail,
     ) -> Self {
         Writer {
             shared,
             rx,
             dir,
-            fsync: config.fsync,
-            segment_bytes: config.segment_bytes.max(1),
             checkpoint_bytes: config.checkpoint_bytes,
             private,
-            cur_seg,
-            cur_file,
-            cur_len,
-            since_checkpoint,
-            buf: Vec::new(),
+            queue_private,
+            log,
+            qlog,
             pending: Vec::new(),
+            queue_pending: Vec::new(),
             changes: Vec::new(),
-            batch_start: Position {
-                segment: cur_seg,
-                offset: cur_len,
-            },
-            rolled: false,
+            queue_events: Vec::new(),
             emitted: 0,
             poisoned: None,
         }
@@ -212,6 +352,7 @@ impl Writer {
     pub fn run(mut self) {
         // Ends when every sender is gone (store closed); queued requests are still delivered
         // before that, so everything accepted is committed.
+        let mut since_reclaim = 0;
         while let Ok(first) = self.rx.recv() {
             let mut bytes = first.op.approx_bytes();
             let mut batch = vec![first];
@@ -225,6 +366,13 @@ impl Writer {
                 }
             }
             self.run_batch(batch);
+            // Reclaim between batches when idle, and now and then under sustained load too,
+            // so a busy queue's disk use stays bounded.
+            since_reclaim += 1;
+            if self.rx.is_empty() || since_reclaim >= RECLAIM_EVERY_BATCHES {
+                since_reclaim = 0;
+                self.reclaim_queue();
+            }
         }
         if self.poisoned.is_none()
             && !self
@@ -244,11 +392,8 @@ impl Writer {
             }
             return;
         }
-        self.batch_start = Position {
-            segment: self.cur_seg,
-            offset: self.cur_len,
-        };
-        self.rolled = false;
+        self.log.begin_batch();
+        self.qlog.begin_batch();
         let mut replies = Vec::with_capacity(batch.len());
         let mut fatal: Option<StoreError> = None;
         for req in batch {
@@ -280,16 +425,8 @@ impl Writer {
             return;
         }
 
-        let nrec = self.pending.len() as u64;
-        {
-            let mut ix = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
-            for (rec, body) in self.pending.drain(..) {
-                if let Err(e) = ix.apply(&rec, body) {
-                    // The private copy accepted this record, so this is a bug, not bad input.
-                    tracing::error!("shared index rejected a committed record: {e}");
-                }
-            }
-        }
+        let nrec = (self.pending.len() + self.queue_pending.len()) as u64;
+        self.publish();
         let stats = &self.shared.stats;
         stats.records.fetch_add(nrec, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -302,65 +439,44 @@ impl Writer {
         self.maybe_checkpoint(false);
     }
 
-    /// Writes the batch buffer and makes it durable with one fdatasync.
+    /// Applies the committed records to the shared indexes readers see.
+    fn publish(&mut self) {
+        if !self.pending.is_empty() {
+            let mut ix = self.shared.index.write().unwrap_or_else(|p| p.into_inner());
+            for (rec, body) in self.pending.drain(..) {
+                if let Err(e) = ix.apply(&rec, body) {
+                    // The private copy accepted this record, so this is a bug, not bad input.
+                    tracing::error!("shared index rejected a committed record: {e}");
+                }
+            }
+        }
+        if !self.queue_pending.is_empty() {
+            let mut q = self.shared.queue.write().unwrap_or_else(|p| p.into_inner());
+            for (rec, body) in self.queue_pending.drain(..) {
+                if let Err(e) = q.apply(&rec, body) {
+                    tracing::error!("shared queue index rejected a committed record: {e}");
+                }
+            }
+        }
+    }
+
+    /// Writes both logs' batch bytes and makes them durable (one fdatasync per log written).
     fn sync(&mut self) -> StoreResult<()> {
-        let wrote = !self.buf.is_empty() || self.rolled || self.cur_len != self.batch_start.offset;
-        self.flush_buf()?;
-        if wrote && self.fsync {
-            self.cur_file.sync_data()?;
-            self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        self.log.sync(&self.shared.stats)?;
+        self.qlog.sync(&self.shared.stats)
     }
 
-    fn flush_buf(&mut self) -> StoreResult<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        self.cur_file.write_all_at(&self.buf, self.cur_len)?;
-        self.cur_len += self.buf.len() as u64;
-        self.since_checkpoint += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Starts a new segment. The old one is fdatasynced first, so only the last segment can
-    /// ever have a torn tail — which is what lets recovery treat damage elsewhere as corruption.
-    fn roll(&mut self) -> StoreResult<()> {
-        self.flush_buf()?;
-        if self.fsync {
-            self.cur_file.sync_data()?;
-            self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        let n = self
-            .cur_seg
-            .checked_add(1)
-            .ok_or_else(|| io_err("segment numbers exhausted"))?;
-        let f = Arc::new(open_segment(&self.dir, n, true)?);
-        if self.fsync {
-            fsync_dir(&self.dir)?;
-        }
-        self.shared.segments.insert(n, f.clone())?;
-        self.cur_seg = n;
-        self.cur_file = f;
-        self.cur_len = 0;
-        self.rolled = true;
-        Ok(())
-    }
-
-    /// Undoes a failed batch: drops its records from the file and resets the private index to
-    /// the last committed state.
+    /// Undoes a failed batch: drops its records from the files and resets the private indexes
+    /// to the last committed state.
     fn abort(&mut self) {
-        self.buf.clear();
         self.pending.clear();
+        self.queue_pending.clear();
         self.changes.clear();
-        if self.rolled {
-            self.poisoned =
-                Some("an earlier write failed after a segment roll-over; restart the store".into());
-        } else if let Err(e) = self.cur_file.set_len(self.batch_start.offset) {
-            self.poisoned = Some(format!("cannot roll back a failed write ({e}); restart"));
-        } else {
-            self.cur_len = self.batch_start.offset;
+        self.queue_events.clear();
+        for tail in [&mut self.log, &mut self.qlog] {
+            if let Err(why) = tail.abort() {
+                self.poisoned = Some(why);
+            }
         }
         self.private = self
             .shared
@@ -368,37 +484,51 @@ impl Writer {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        self.queue_private = self
+            .shared
+            .queue
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
     }
 
     fn notify(&mut self) {
-        if self.changes.is_empty() {
-            return;
-        }
-        let shared = self.shared.clone();
-        let mut subs = shared.subs.lock().unwrap_or_else(|p| p.into_inner());
-        for (account, mailbox, change) in self.changes.drain(..) {
-            let key = (account, mailbox);
-            let gone = change == MailboxChange::Gone;
-            if let Some(list) = subs.get_mut(&key) {
-                list.retain(|tx| tx.unbounded_send(change.clone()).is_ok());
-                if list.is_empty() || gone {
-                    subs.remove(&key);
+        if !self.changes.is_empty() {
+            let shared = self.shared.clone();
+            let mut subs = shared.subs.lock().unwrap_or_else(|p| p.into_inner());
+            for (account, mailbox, change) in self.changes.drain(..) {
+                let key = (account, mailbox);
+                let gone = change == MailboxChange::Gone;
+                if let Some(list) = subs.get_mut(&key) {
+                    list.retain(|tx| tx.unbounded_send(change.clone()).is_ok());
+                    if list.is_empty() || gone {
+                        subs.remove(&key);
+                    }
                 }
+            }
+        }
+        if !self.queue_events.is_empty() {
+            let shared = self.shared.clone();
+            let mut subs = shared.queue_subs.lock().unwrap_or_else(|p| p.into_inner());
+            for event in self.queue_events.drain(..) {
+                subs.retain(|tx| tx.unbounded_send(event.clone()).is_ok());
             }
         }
     }
 
     fn maybe_checkpoint(&mut self, force: bool) {
-        if self.since_checkpoint == 0 || (!force && self.since_checkpoint < self.checkpoint_bytes) {
+        if self.log.since_checkpoint == 0
+            || (!force && self.log.since_checkpoint < self.checkpoint_bytes)
+        {
             return;
         }
         let pos = Position {
-            segment: self.cur_seg,
-            offset: self.cur_len,
+            segment: self.log.cur_seg,
+            offset: self.log.cur_len,
         };
         match checkpoint::write(&self.dir, &self.private, pos) {
             Ok(()) => {
-                self.since_checkpoint = 0;
+                self.log.since_checkpoint = 0;
                 self.shared
                     .stats
                     .checkpoints
@@ -409,20 +539,17 @@ impl Writer {
         }
     }
 
-    /// Encodes `rec` into the batch and applies it to the private index.
+    /// Encodes `rec` into the mailbox log's batch and applies it to the private index.
     fn emit(&mut self, rec: Record, change: Option<MailboxChange>) -> StoreResult<()> {
-        let need = rec.encoded_len() as u64;
-        let used = self.cur_len + self.buf.len() as u64;
-        if used > 0 && used + need > self.segment_bytes {
-            self.roll()?;
-        }
-        let rec_start = self.cur_len + self.buf.len() as u64;
-        let before = self.buf.len();
-        let body_at = rec.encode(&mut self.buf);
+        self.log
+            .make_room(rec.encoded_len(), &self.shared.segments, &self.shared.stats)?;
+        let rec_start = self.log.next_offset();
+        let before = self.log.buf.len();
+        let body_at = rec.encode(&mut self.log.buf);
         let body = match &rec {
-            Record::MessageAppend { body, .. } => Some(BodyInfo::new(
+            Record::MessageAppend { body, .. } => Some(BodyInfo::of(
                 BodyLoc {
-                    segment: self.cur_seg,
+                    segment: self.log.cur_seg,
                     offset: rec_start + body_at as u64,
                     len: body.len() as u32,
                 },
@@ -431,7 +558,7 @@ impl Writer {
             _ => None,
         };
         if let Err(e) = self.private.apply(&rec, body) {
-            self.buf.truncate(before);
+            self.log.buf.truncate(before);
             return Err(StoreError::Corrupt(format!("internal: {e}")));
         }
         self.emitted += 1;
@@ -452,7 +579,7 @@ impl Writer {
                 modseq,
                 internal_date,
                 flags,
-                body: Vec::new(),
+                body: Default::default(),
             },
             r => r,
         };
@@ -472,6 +599,150 @@ impl Writer {
         Ok(())
     }
 
+    /// Encodes `rec` into the queue log's batch and applies it to the private queue index.
+    fn emit_queue(&mut self, rec: QueueRecord) -> StoreResult<()> {
+        self.qlog.make_room(
+            rec.encoded_len(),
+            &self.shared.queue_segments,
+            &self.shared.stats,
+        )?;
+        let rec_start = self.qlog.next_offset();
+        let before = self.qlog.buf.len();
+        let body_at = rec.encode(&mut self.qlog.buf);
+        let body = match &rec {
+            QueueRecord::Message { bytes, .. } => Some(BodyInfo::of(
+                BodyLoc {
+                    segment: self.qlog.cur_seg,
+                    offset: rec_start + body_at as u64,
+                    len: bytes.len() as u32,
+                },
+                bytes,
+            )),
+            QueueRecord::Update(_) => None,
+        };
+        let live = match self.queue_private.apply(&rec, body) {
+            Ok(live) => live,
+            Err(e) => {
+                self.qlog.buf.truncate(before);
+                return Err(StoreError::Corrupt(format!("internal: {e}")));
+            }
+        };
+        self.emitted += 1;
+        let (rec, id) = match rec {
+            QueueRecord::Message { message, .. } => {
+                let id = message.id.clone();
+                (
+                    QueueRecord::Message {
+                        message,
+                        bytes: MessageBytes::default(),
+                    },
+                    id,
+                )
+            }
+            QueueRecord::Update(u) => {
+                let id = u.id.clone();
+                (QueueRecord::Update(u), id)
+            }
+        };
+        self.queue_events.push(if live {
+            QueueEvent::Changed(id)
+        } else {
+            QueueEvent::Gone(id)
+        });
+        self.queue_pending.push((rec, body));
+        Ok(())
+    }
+
+    /// Deletes sealed queue segments that no live message calls home, oldest first; a head
+    /// segment with only a few live messages left gets them copied forward first.
+    fn reclaim_queue(&mut self) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        let mut copied = false;
+        loop {
+            let Some(&head) = self.shared.queue_segments.numbers().first() else {
+                return;
+            };
+            if head == self.qlog.cur_seg {
+                return;
+            }
+            match self.queue_private.live.get(&head).copied() {
+                None => {
+                    if let Err(e) = self.delete_queue_segment(head) {
+                        tracing::warn!(dir = %self.dir.display(), segment = head, error = %e, "could not delete a spent queue segment");
+                        return;
+                    }
+                }
+                Some(u) if !copied && u.bytes <= self.qlog.segment_bytes / 2 => {
+                    copied = true;
+                    if let Err(e) = self.copy_forward(head) {
+                        tracing::warn!(dir = %self.dir.display(), segment = head, error = %e, "queue copy-forward failed");
+                        return;
+                    }
+                }
+                Some(_) => return,
+            }
+        }
+    }
+
+    fn delete_queue_segment(&mut self, n: u32) -> StoreResult<()> {
+        self.shared.queue_segments.remove(n)?;
+        std::fs::remove_file(log_path(&self.dir, QUEUE_LOG, n))?;
+        if self.qlog.fsync {
+            fsync_dir(&self.dir)?;
+        }
+        self.shared
+            .stats
+            .queue_segments_reclaimed
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rewrites the live messages whose home is segment `n` at the tail of the queue log, as
+    /// one durable batch, so `n` can go.
+    fn copy_forward(&mut self, n: u32) -> StoreResult<()> {
+        let file = self.shared.queue_segments.get(n)?;
+        let homed: Vec<(QueuedMessage, BodyLoc)> = self
+            .queue_private
+            .entries
+            .values()
+            .filter(|e| e.loc.segment == n)
+            .map(|e| (e.message.clone(), e.loc))
+            .collect();
+        self.log.begin_batch();
+        self.qlog.begin_batch();
+        self.emitted = 0;
+        let mut result = Ok(());
+        for (message, loc) in &homed {
+            let bytes = match super::segment::read_exact_at(&file, loc.offset, loc.len) {
+                Ok(b) => b,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if let Err(e) = self.emit_queue(QueueRecord::Message {
+                message: message.clone(),
+                bytes: bytes.into(),
+            }) {
+                result = Err(e);
+                break;
+            }
+        }
+        // Nobody needs telling: the messages did not change, only where their bytes are.
+        self.queue_events.clear();
+        if let Err(e) = result.and_then(|_| self.sync()) {
+            self.abort();
+            return Err(e);
+        }
+        self.shared
+            .stats
+            .queue_copied_forward
+            .fetch_add(homed.len() as u64, Ordering::Relaxed);
+        self.publish();
+        Ok(())
+    }
     fn mailbox_id(&self, key: &str, name: &str) -> StoreResult<u64> {
         self.private
             .accounts
@@ -528,7 +799,7 @@ impl Writer {
         &mut self,
         key: &str,
         id: u64,
-        body: Vec<u8>,
+        body: MessageBytes,
         flags: Flags,
         internal_date: i64,
     ) -> StoreResult<Appended> {
@@ -561,6 +832,11 @@ impl Writer {
     fn process(&mut self, op: Op) -> StoreResult<Reply> {
         match op {
             Op::Append(msgs) => self.append(msgs).map(Reply::Appended),
+            Op::Deliver {
+                appends,
+                enqueue,
+                updates,
+            } => self.deliver(appends, enqueue, updates).map(Reply::Appended),
             Op::StoreFlags {
                 account,
                 mailbox,
@@ -597,9 +873,9 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, msgs: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
-        // Validate everything first so a bad message leaves no partial commit behind.
-        for m in &msgs {
+    /// Checks a batch of appends before any is written, so a bad one leaves no partial commit.
+    fn check_appends(&self, msgs: &[NewMessage]) -> StoreResult<()> {
+        for m in msgs {
             if m.bytes.len() as u64 > u64::from(MAX_PAYLOAD) - 64 * 1024 {
                 return Err(StoreError::NotAllowed("message too large"));
             }
@@ -614,6 +890,11 @@ impl Writer {
                 return Err(StoreError::NoSuchMailbox);
             }
         }
+        Ok(())
+    }
+
+    fn append(&mut self, msgs: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
+        self.check_appends(&msgs)?;
         let mut out = Vec::with_capacity(msgs.len());
         for m in msgs {
             let key = account_key(&m.account);
@@ -621,6 +902,73 @@ impl Writer {
             let id = self.mailbox_id(&key, &m.mailbox)?;
             let flags = combine_flags(&Flags::default(), FlagOp::Replace, &m.flags);
             out.push(self.emit_append(&key, id, m.bytes, flags, m.internal_date)?);
+        }
+        Ok(out)
+    }
+
+    /// Checks queue additions and updates before any is written.
+    fn check_queue(
+        &self,
+        enqueue: &[NewQueuedMessage],
+        updates: &[QueueUpdate],
+    ) -> StoreResult<()> {
+        for (i, q) in enqueue.iter().enumerate() {
+            if q.bytes.len() as u64 > u64::from(MAX_PAYLOAD) - 64 * 1024 {
+                return Err(StoreError::NotAllowed("message too large"));
+            }
+            if q.recipients.is_empty() {
+                return Err(StoreError::NotAllowed("queued message without recipients"));
+            }
+            if self.queue_private.entries.contains_key(&q.id)
+                || enqueue[..i].iter().any(|o| o.id == q.id)
+            {
+                return Err(StoreError::NotAllowed("queue id already in use"));
+            }
+        }
+        for u in updates {
+            match enqueue.iter().find(|q| q.id == u.id) {
+                Some(q) => {
+                    if u.recipients
+                        .iter()
+                        .any(|(i, _)| *i as usize >= q.recipients.len())
+                    {
+                        return Err(StoreError::NotAllowed("recipient index out of range"));
+                    }
+                }
+                None => self
+                    .queue_private
+                    .check(u)
+                    .map_err(StoreError::NotAllowed)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(
+        &mut self,
+        appends: Vec<NewMessage>,
+        enqueue: Vec<NewQueuedMessage>,
+        updates: Vec<QueueUpdate>,
+    ) -> StoreResult<Vec<Appended>> {
+        self.check_appends(&appends)?;
+        self.check_queue(&enqueue, &updates)?;
+        let out = self.append(appends)?;
+        for q in enqueue {
+            let size = q.bytes.len() as u32;
+            self.emit_queue(QueueRecord::Message {
+                message: QueuedMessage {
+                    id: q.id,
+                    created: q.created,
+                    envelope: q.envelope,
+                    recipients: q.recipients,
+                    held: false,
+                    size,
+                },
+                bytes: q.bytes,
+            })?;
+        }
+        for u in updates {
+            self.emit_queue(QueueRecord::Update(u))?;
         }
         Ok(out)
     }
@@ -696,13 +1044,13 @@ impl Writer {
     /// Bodies of the given messages, read back from the segments. Bodies written earlier in
     /// this batch are still in the buffer, so it is flushed (not synced) first.
     fn read_bodies(&mut self, key: &str, id: u64, uids: &[u32]) -> StoreResult<Vec<StoredCopy>> {
-        self.flush_buf()?;
+        self.log.flush_buf()?;
         let mb = self.mailbox(key, id)?;
         let mut out = Vec::new();
         for &uid in uids {
             if let Some(m) = mb.get(uid) {
                 let body = self.shared.segments.read(m.loc)?;
-                out.push((uid, body, m.meta.flags.clone(), m.meta.internal_date));
+                out.push((uid, body.into(), m.meta.flags.clone(), m.meta.internal_date));
             }
         }
         Ok(out)
@@ -837,7 +1185,7 @@ impl Writer {
 }
 
 /// (source uid, body, flags, internal date) of a message about to be copied.
-type StoredCopy = (u32, Vec<u8>, Flags, i64);
+type StoredCopy = (u32, MessageBytes, Flags, i64);
 
 fn validate_name(name: &str) -> StoreResult<()> {
     if name.is_empty()

@@ -218,6 +218,7 @@ impl TestServer {
             fsync: true,
             segment_bytes: 64 << 20,
             checkpoint_bytes: 64 << 20,
+            queue_segment_bytes: 16 << 20,
         })
         .expect("open store")
     }

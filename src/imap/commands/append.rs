@@ -36,7 +36,7 @@ impl ImapSession {
             .map(|(flags, date, bytes)| NewMessage {
                 account: account.clone(),
                 mailbox: name.clone(),
-                bytes,
+                bytes: bytes.into(),
                 flags,
                 internal_date: date.unwrap_or(now),
             })
