@@ -44,8 +44,114 @@ pub struct Config {
     pub tls: Tls,
     pub auth: Auth,
     pub store: Store,
+    pub relay: Relay,
     /// alias address → one or more target addresses.
     pub aliases: HashMap<String, Vec<String>>,
+}
+
+/// Outbound mail: who may relay, where mail goes, how hard the queue tries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    /// Networks (CIDR) whose clients may relay through port 25 without authenticating.
+    pub allowed_networks: Vec<String>,
+    /// Everything goes through this host instead of DNS (empty: use MX records).
+    pub smarthost: NextHop,
+    /// Per destination domain: the host that takes its mail (overrides DNS and the smarthost).
+    pub routes: HashMap<String, NextHop>,
+    /// TLS towards hosts found through DNS: `may` (encrypt when offered, no certificate
+    /// check), `require`, `verify` (require a certificate valid for the MX name) or `none`.
+    pub tls: String,
+    /// Extra CA certificates (PEM) trusted for `verify`, besides the system's.
+    pub tls_ca_file: String,
+    /// Port of hosts found through DNS (tests point it at a high port).
+    pub smtp_port: u16,
+    /// DNS servers, `ip:port`; empty: /etc/resolv.conf.
+    pub nameservers: Vec<String>,
+    pub dns_timeout_secs: u64,
+    /// Name sent in EHLO; empty: the server's host name.
+    pub helo_name: String,
+    pub connect_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    /// Outbound connections in total (all cores).
+    pub max_connections: usize,
+    /// Outbound connections to one destination site (all cores).
+    pub max_connections_per_site: usize,
+    pub max_messages_per_connection: usize,
+    /// Messages per minute to one destination site (all cores); 0: no limit.
+    pub max_messages_per_minute_per_site: u32,
+    /// First retry delay; it doubles with each attempt up to `retry_max_secs`.
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
+    /// A message not delivered after this long is returned to its sender.
+    pub queue_lifetime_secs: u64,
+    /// Send the sender a delay warning after this long (0: never).
+    pub delay_warning_secs: u64,
+    /// Failure reports return the whole original up to this size, else only its header.
+    pub bounce_return_limit: usize,
+}
+
+/// A next hop: `"host:port"` (`"host"` alone: port 25), or a table with TLS and credentials.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum NextHop {
+    Address(String),
+    Detailed(NextHopDetail),
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopDetail {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `may`, `require`, `verify` or `none`; default `may` (and `require` with credentials).
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// AUTH PLAIN/LOGIN credentials; only ever sent over TLS.
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+impl NextHop {
+    /// The detailed form; `None` for an empty address (no next hop configured).
+    pub fn detail(&self) -> Option<NextHopDetail> {
+        match self {
+            NextHop::Address(a) if a.trim().is_empty() => None,
+            NextHop::Address(a) => {
+                let a = a.trim();
+                // `[v6]:port`, `host:port`, or `host`.
+                let (host, port) = match a.rsplit_once(':') {
+                    Some((h, p))
+                        if !h.is_empty()
+                            && p.parse::<u16>().is_ok()
+                            && (h.starts_with('[') || !h.contains(':')) =>
+                    {
+                        (
+                            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                            p.parse().ok(),
+                        )
+                    }
+                    _ => (
+                        a.trim_start_matches('[').trim_end_matches(']').to_string(),
+                        None,
+                    ),
+                };
+                Some(NextHopDetail {
+                    host,
+                    port,
+                    tls: None,
+                    username: String::new(),
+                    password: String::new(),
+                })
+            }
+            NextHop::Detailed(d) if d.host.trim().is_empty() => None,
+            NextHop::Detailed(d) => Some(d.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -107,6 +213,48 @@ pub struct Store {
 }
 
 impl Config {
+    /// Checks what serde cannot: network syntax, TLS policy names, next hops.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for n in &self.relay.allowed_networks {
+            n.parse::<crate::delivery::router::Network>()
+                .map_err(|e| ConfigError(format!("relay.allowed_networks: {e}")))?;
+        }
+        let policy = |where_: &str, p: &str| match p {
+            "may" | "require" | "verify" | "none" => Ok(()),
+            other => Err(ConfigError(format!(
+                "{where_}: unknown TLS policy {other:?} (may, require, verify, none)"
+            ))),
+        };
+        policy("relay.tls", &self.relay.tls)?;
+        let hops = std::iter::once(("relay.smarthost".to_string(), &self.relay.smarthost)).chain(
+            self.relay
+                .routes
+                .iter()
+                .map(|(d, h)| (format!("relay.routes.{d:?}"), h)),
+        );
+        for (where_, hop) in hops {
+            if let Some(d) = hop.detail() {
+                if let Some(t) = &d.tls {
+                    policy(&where_, t)?;
+                }
+                if (d.username.is_empty()) != (d.password.is_empty()) {
+                    return Err(ConfigError(format!(
+                        "{where_}: username and password go together"
+                    )));
+                }
+            } else if matches!(hop, NextHop::Detailed(_)) {
+                return Err(ConfigError(format!("{where_}: empty host")));
+            }
+        }
+        for ns in &self.relay.nameservers {
+            ns.parse::<std::net::SocketAddr>()
+                .map_err(|_| ConfigError(format!("relay.nameservers: {ns:?} is not ip:port")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
     /// Parses a TOML document layered over the embedded default: keys the file leaves out keep
     /// their default values.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -117,13 +265,15 @@ impl Config {
         merge(&mut merged, user);
         let serialized = toml::to_string(&merged).map_err(|e| ConfigError(e.to_string()))?;
         // Unknown keys and bad types are found here; report them against the user's text.
-        toml::from_str::<Config>(&serialized).map_err(|e| {
+        let config = toml::from_str::<Config>(&serialized).map_err(|e| {
             let key = e.message().to_string();
             match locate_key(&key, text) {
                 Some(line) => ConfigError(format!("line {line}: {key}")),
                 None => ConfigError(key),
             }
-        })
+        })?;
+        config.validate()?;
+        Ok(config)
     }
 
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -176,7 +326,12 @@ impl Config {
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if key != "aliases" => merge(b, o),
+            // Maps the operator writes whole (aliases, routes) replace the default's.
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if key != "aliases" && key != "routes" =>
+            {
+                merge(b, o)
+            }
             (_, v) => {
                 base.insert(key, v);
             }
@@ -241,6 +396,46 @@ mod tests {
     fn syntax_error_names_line() {
         let err = Config::from_toml("a = 1\nb = = 2\n").unwrap_err();
         assert!(err.0.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn relay_section() {
+        let c = Config::from_toml(
+            "[relay]\nallowed_networks = [\"10.0.0.0/8\"]\nsmarthost = \"smtp.example.net:587\"\n\
+             [relay.routes]\n\"example.net\" = \"127.0.0.1:2525\"\n\
+             \"secure.example\" = { host = \"mx.secure.example\", tls = \"verify\" }\n",
+        )
+        .unwrap();
+        let sh = c.relay.smarthost.detail().unwrap();
+        assert_eq!((sh.host.as_str(), sh.port), ("smtp.example.net", Some(587)));
+        let r = c.relay.routes["example.net"].detail().unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("127.0.0.1", Some(2525)));
+        let s = c.relay.routes["secure.example"].detail().unwrap();
+        assert_eq!(s.tls.as_deref(), Some("verify"));
+        assert_eq!(
+            NextHop::Address("[::1]:26".into()).detail().unwrap().host,
+            "::1"
+        );
+        assert_eq!(
+            NextHop::Address("mx.test".into()).detail().unwrap().port,
+            None
+        );
+        assert!(
+            Config::from_toml("")
+                .unwrap()
+                .relay
+                .smarthost
+                .detail()
+                .is_none()
+        );
+        for bad in [
+            "[relay]\nallowed_networks = [\"10.0.0.0/99\"]\n",
+            "[relay]\ntls = \"sometimes\"\n",
+            "[relay]\nnameservers = [\"127.0.0.1\"]\n",
+            "[relay.routes]\n\"x.test\" = { host = \"h\", username = \"u\" }\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

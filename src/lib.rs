@@ -1,6 +1,7 @@
 //! surel: a thread-per-core mail server. The module tree is the architecture:
 //! `runtime` (cores, listeners, shutdown), `net` (buffered connections, TLS), `auth`,
-//! one module per protocol (`smtp`, `pop3`), `delivery` (local delivery, MDA) and `store`.
+//! one module per protocol (`smtp`, `pop3`, `imap`), `delivery` (the message pipeline), `queue`
+//! and `relay` (outbound mail) and `store`.
 
 pub mod auth;
 pub mod config;

@@ -238,13 +238,13 @@ fn submission_requires_starttls_then_auth() {
         235,
     );
     c.expect("MAIL FROM:<alice@example.test>", 250);
-    // Outbound queue not built yet: refused temporarily, never dropped.
-    let text = c.expect("RCPT TO:<friend@elsewhere.test>", 451);
-    assert!(text.contains("4.3.0"), "{text}");
+    // Authenticated: a remote recipient is accepted for the outbound queue.
+    c.expect("RCPT TO:<friend@elsewhere.test>", 250);
     c.expect("RCPT TO:<bob@example.test>", 250);
     c.expect("DATA", 354);
     c.send("Subject: via 587\r\n\r\nhello\r\n");
-    c.expect(".", 250);
+    let text = c.expect(".", 250);
+    let id = text.trim().rsplit(' ').next().unwrap().to_string();
     c.expect("QUIT", 221);
     server.stop();
     let msgs = inbox(&server, "bob@example.test");
@@ -253,6 +253,22 @@ fn submission_requires_starttls_then_auth() {
         contains(&msgs[0], "ESMTPSA"),
         "{}",
         String::from_utf8_lossy(&msgs[0])
+    );
+    // Delivered locally and queued for the rest: the same bytes, without the local trace
+    // headers, wait in the queue under the id of the 250 reply.
+    use surel::store::QueueStore;
+    let store = server.open_store();
+    let (shard, queued) = store
+        .find_queued(&id)
+        .expect("queued for the remote recipient");
+    assert_eq!(queued.recipients.len(), 1);
+    assert_eq!(queued.recipients[0].address, "friend@elsewhere.test");
+    assert_eq!(queued.envelope.mail_from, "alice@example.test");
+    let bytes = store.queue_bytes(shard, &id).unwrap();
+    let local = &msgs[0];
+    assert!(
+        local.ends_with(&bytes),
+        "queued copy differs from the local one"
     );
 }
 

@@ -203,6 +203,8 @@ struct Shared {
     stamp: Mutex<Option<FileStamp>>,
     /// Milliseconds since [`epoch`] of the last stat (0 = never).
     last_check_ms: AtomicU64,
+    /// A refresher thread watches the file, so readers never stat it themselves.
+    watched: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -246,6 +248,7 @@ impl UserDb {
                 table: RwLock::new(Arc::new(table)),
                 stamp: Mutex::new(stamp),
                 last_check_ms: AtomicU64::new(now_ms()),
+                watched: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -267,8 +270,36 @@ impl UserDb {
 
     /// The current snapshot, after a (rate-limited) check for changes of the file.
     pub fn accounts(&self) -> Arc<AccountTable> {
-        self.refresh_if_changed();
+        if !self.shared.watched.load(Ordering::Relaxed) {
+            self.refresh_if_changed();
+        }
         self.snapshot()
+    }
+
+    /// Starts a thread that checks the file every [`REFRESH_INTERVAL_MS`] and reloads it when
+    /// it changed, so [`UserDb::accounts`] is a memory read only (no stat on an event loop).
+    /// The thread ends when the last clone of this database is dropped.
+    pub fn watch(&self) -> std::io::Result<()> {
+        let weak = Arc::downgrade(&self.shared);
+        let path = self.path.clone();
+        let (dir, params) = (self.dir.clone(), self.params.clone());
+        std::thread::Builder::new()
+            .name("users-watch".into())
+            .spawn(move || {
+                while let Some(shared) = weak.upgrade() {
+                    let db = UserDb {
+                        dir: dir.clone(),
+                        path: path.clone(),
+                        params: params.clone(),
+                        shared,
+                    };
+                    db.force_refresh();
+                    drop(db);
+                    std::thread::sleep(std::time::Duration::from_millis(REFRESH_INTERVAL_MS));
+                }
+            })?;
+        self.shared.watched.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The current snapshot, without looking at the file.

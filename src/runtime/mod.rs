@@ -24,6 +24,9 @@ use crate::auth::{
     AuthConfig, Authenticator, DirectoryConfig, LocalDirectory, ThrottleConfig, UserDb,
 };
 use crate::config::Config;
+use crate::delivery::Pipeline;
+use crate::delivery::pipeline::NoSigner;
+use crate::delivery::router::Network;
 use crate::net::{ShutdownSignal, Timeouts};
 use crate::store::{LogStore, StoreConfig};
 pub use limits::ConnectionLimits;
@@ -44,10 +47,16 @@ pub struct Services {
     pub imap: crate::imap::ImapConfig,
     pub pop3_locks: crate::pop3::driver::MaildropLocks,
     pub timeouts: Timeouts,
+    /// Networks whose clients may relay without authenticating (`relay.allowed_networks`).
+    pub relay_networks: Vec<Network>,
+    /// The message pipeline every accepted message goes through.
+    pub pipeline: Pipeline<LogStore>,
 }
 
 /// Per-core state, owned by the core's thread.
 pub struct Core {
+    /// This core's number; also the store shard whose outbound queue it works.
+    pub index: usize,
     pub services: Arc<Services>,
     pub shutdown: ShutdownSignal,
     pub tls: monoio_rustls::TlsAcceptor,
@@ -125,6 +134,9 @@ impl Services {
         })
         .map_err(|e| ServerError(format!("opening the store: {e}")))?;
         let users = UserDb::open(&data_dir).map_err(|e| ServerError(e.to_string()))?;
+        users
+            .watch()
+            .map_err(|e| ServerError(format!("users file watcher: {e}")))?;
         let directory = LocalDirectory::new(
             users.clone(),
             DirectoryConfig {
@@ -188,6 +200,13 @@ impl Services {
             idle: Duration::from_secs(l.idle_timeout_secs.max(1)),
             command: Duration::from_secs(l.command_timeout_secs.max(1)),
         };
+        let relay_networks = config
+            .relay
+            .allowed_networks
+            .iter()
+            .map(|n| n.parse::<Network>().map_err(ServerError))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pipeline = Pipeline::new(store.clone(), NoSigner, hostname.clone());
         Ok(Arc::new(Services {
             config,
             hostname,
@@ -201,6 +220,8 @@ impl Services {
             imap,
             pop3_locks: Default::default(),
             timeouts,
+            relay_networks,
+            pipeline,
         }))
     }
 }
@@ -331,6 +352,7 @@ fn run_core(
     let mut runtime = runtime;
     runtime.block_on(async move {
         let core = Rc::new(Core {
+            index,
             tls: monoio_rustls::TlsAcceptor::from(services.tls.clone()),
             services,
             shutdown: ShutdownSignal::new(),

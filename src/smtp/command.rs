@@ -5,6 +5,8 @@
 //! quoted local parts, address literals. Non-ASCII (UTF-8) addresses are syntactically accepted
 //! here; the session requires the SMTPUTF8 parameter for them (RFC 6531).
 
+use crate::delivery::{Notify, Ret};
+
 /// Longest path accepted, including the angle brackets (RFC 5321 §4.5.3.1.3).
 pub const MAX_PATH: usize = 256;
 const MAX_LOCAL_PART: usize = 64;
@@ -17,7 +19,8 @@ pub enum Body {
     EightBitMime,
 }
 
-/// Parsed `MAIL FROM` parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 4954 AUTH).
+/// Parsed `MAIL FROM` parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 4954 AUTH,
+/// RFC 3461 RET and ENVID).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MailParams<'a> {
     /// Declared size; values that overflow `usize` saturate.
@@ -26,6 +29,17 @@ pub struct MailParams<'a> {
     pub smtputf8: bool,
     /// The `AUTH=` value (xtext mailbox or `<>`), accepted and otherwise ignored.
     pub auth: Option<&'a str>,
+    pub ret: Option<Ret>,
+    /// `ENVID=` as received (validated xtext, at most 100 characters).
+    pub envid: Option<&'a str>,
+}
+
+/// Parsed `RCPT TO` parameters (RFC 3461 NOTIFY and ORCPT).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RcptParams<'a> {
+    pub notify: Notify,
+    /// `ORCPT=` as received: `addr-type;xtext`.
+    pub orcpt: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +54,7 @@ pub enum Command<'a> {
     /// `path` is the mailbox without angle brackets and source route, or `postmaster`.
     Rcpt {
         path: &'a str,
+        params: RcptParams<'a>,
     },
     Data,
     Bdat {
@@ -128,10 +143,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
         } else {
             mailbox_of(path).ok_or(CommandError::BadRecipient)?
         };
-        if !params.is_empty() {
-            return Err(CommandError::UnknownParameter);
-        }
-        Ok(Command::Rcpt { path })
+        Ok(Command::Rcpt {
+            path,
+            params: parse_rcpt_params(params)?,
+        })
     } else if is("DATA") {
         no_args(Command::Data)
     } else if is("BDAT") {
@@ -363,11 +378,107 @@ fn parse_mail_params(s: &str) -> Result<MailParams<'_>, CommandError> {
             }
             seen_auth = true;
             p.auth = Some(v);
+        } else if key.eq_ignore_ascii_case("RET") {
+            let v = value.ok_or(CommandError::Syntax)?;
+            if p.ret.is_some() {
+                return Err(CommandError::Syntax);
+            }
+            p.ret = Some(if v.eq_ignore_ascii_case("FULL") {
+                Ret::Full
+            } else if v.eq_ignore_ascii_case("HDRS") {
+                Ret::Headers
+            } else {
+                return Err(CommandError::Syntax);
+            });
+        } else if key.eq_ignore_ascii_case("ENVID") {
+            let v = value.ok_or(CommandError::Syntax)?;
+            // RFC 3461 §4.4: at most 100 characters of xtext.
+            if p.envid.is_some() || v.len() > 100 || !valid_xtext(v) {
+                return Err(CommandError::Syntax);
+            }
+            p.envid = Some(v);
         } else {
             return Err(CommandError::UnknownParameter);
         }
     }
     Ok(p)
+}
+
+fn parse_rcpt_params(s: &str) -> Result<RcptParams<'_>, CommandError> {
+    let mut p = RcptParams::default();
+    for param in s.split(' ').filter(|p| !p.is_empty()) {
+        let (key, value) = match param.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (param, None),
+        };
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            let v = value.ok_or(CommandError::Syntax)?;
+            if p.notify.is_given() {
+                return Err(CommandError::Syntax);
+            }
+            let mut bits = 0u8;
+            for word in v.split(',') {
+                let bit = if word.eq_ignore_ascii_case("NEVER") {
+                    Notify::NEVER
+                } else if word.eq_ignore_ascii_case("SUCCESS") {
+                    Notify::SUCCESS
+                } else if word.eq_ignore_ascii_case("FAILURE") {
+                    Notify::FAILURE
+                } else if word.eq_ignore_ascii_case("DELAY") {
+                    Notify::DELAY
+                } else {
+                    return Err(CommandError::Syntax);
+                };
+                if bits & bit != 0 {
+                    return Err(CommandError::Syntax);
+                }
+                bits |= bit;
+            }
+            // RFC 3461 §4.1: NEVER stands alone.
+            if bits & Notify::NEVER != 0 && bits != Notify::NEVER {
+                return Err(CommandError::Syntax);
+            }
+            p.notify = Notify(bits);
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            let v = value.ok_or(CommandError::Syntax)?;
+            let (addr_type, addr) = v.split_once(';').ok_or(CommandError::Syntax)?;
+            // RFC 3461 §4.2: addr-type is an atom, the address xtext; 500 characters at most.
+            if p.orcpt.is_some()
+                || v.len() > 500
+                || addr_type.is_empty()
+                || !addr_type.chars().all(is_atext)
+                || addr.is_empty()
+                || !valid_xtext(addr)
+            {
+                return Err(CommandError::Syntax);
+            }
+            p.orcpt = Some(v);
+        } else {
+            return Err(CommandError::UnknownParameter);
+        }
+    }
+    Ok(p)
+}
+
+/// RFC 3461 §4 xtext: printable ASCII except `+` and `=`, or `+` and two upper-case hex digits.
+pub fn valid_xtext(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = |c: Option<&u8>| matches!(c, Some(b'0'..=b'9' | b'A'..=b'F'));
+                if !hex(b.get(i + 1)) || !hex(b.get(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'=' => return false,
+            33..=126 => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -452,6 +563,7 @@ mod tests {
                     body: Some(Body::EightBitMime),
                     smtputf8: true,
                     auth: Some("<>"),
+                    ..Default::default()
                 }
             })
         );
@@ -494,7 +606,7 @@ mod tests {
             p("MAIL FROM:<a@b> BODY=BINARYMIME"),
             Err(E::UnknownParameter)
         );
-        assert_eq!(p("MAIL FROM:<a@b> RET=FULL"), Err(E::UnknownParameter));
+        assert_eq!(p("MAIL FROM:<a@b> FOO=BAR"), Err(E::UnknownParameter));
         assert_eq!(p("MAIL FROM:<ab>"), Err(E::BadSender));
         assert_eq!(p("MAIL FROM:<a@>"), Err(E::BadSender));
         assert_eq!(p("MAIL FROM:<@b>"), Err(E::BadSender));
@@ -517,23 +629,29 @@ mod tests {
         assert_eq!(
             p("RCPT TO:<bob@example.org>"),
             Ok(C::Rcpt {
-                path: "bob@example.org"
+                path: "bob@example.org",
+                params: RcptParams::default()
             })
         );
         assert_eq!(
             p("rcpt to:<Postmaster>"),
-            Ok(C::Rcpt { path: "Postmaster" })
+            Ok(C::Rcpt {
+                path: "Postmaster",
+                params: RcptParams::default()
+            })
         );
         assert_eq!(
             p("RCPT TO:<@x.y:bob@example.org>"),
             Ok(C::Rcpt {
-                path: "bob@example.org"
+                path: "bob@example.org",
+                params: RcptParams::default()
             })
         );
         assert_eq!(
             p("RCPT TO:<\"a b\"@example.org>"),
             Ok(C::Rcpt {
-                path: "\"a b\"@example.org"
+                path: "\"a b\"@example.org",
+                params: RcptParams::default()
             })
         );
         assert_eq!(p("RCPT TO:<>"), Err(E::BadRecipient));
@@ -542,9 +660,67 @@ mod tests {
         assert_eq!(p("RCPT TO:bob@example.org"), Err(E::Syntax));
         assert_eq!(p("RCPT FROM:<bob@example.org>"), Err(E::Syntax));
         assert_eq!(
-            p("RCPT TO:<bob@example.org> NOTIFY=NEVER"),
+            p("RCPT TO:<bob@example.org> FOO=1"),
             Err(E::UnknownParameter)
         );
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        assert_eq!(
+            p("MAIL FROM:<a@b.c> RET=hdrs ENVID=QQ314159+2B"),
+            Ok(C::Mail {
+                path: "a@b.c",
+                params: MailParams {
+                    ret: Some(Ret::Headers),
+                    envid: Some("QQ314159+2B"),
+                    ..Default::default()
+                }
+            })
+        );
+        assert_eq!(
+            p("RCPT TO:<bob@example.org> NOTIFY=SUCCESS,failure ORCPT=rfc822;Bob+40x.test"),
+            Ok(C::Rcpt {
+                path: "bob@example.org",
+                params: RcptParams {
+                    notify: Notify(Notify::SUCCESS | Notify::FAILURE),
+                    orcpt: Some("rfc822;Bob+40x.test"),
+                }
+            })
+        );
+        assert_eq!(
+            p("RCPT TO:<b@x.y> NOTIFY=NEVER"),
+            Ok(C::Rcpt {
+                path: "b@x.y",
+                params: RcptParams {
+                    notify: Notify(Notify::NEVER),
+                    orcpt: None
+                }
+            })
+        );
+        for bad in [
+            "MAIL FROM:<a@b.c> RET=ALL",
+            "MAIL FROM:<a@b.c> RET=FULL RET=HDRS",
+            "MAIL FROM:<a@b.c> ENVID=a=b",
+            "MAIL FROM:<a@b.c> ENVID=a+2g",
+            "MAIL FROM:<a@b.c> ENVID=a+2",
+            "RCPT TO:<b@x.y> NOTIFY=NEVER,SUCCESS",
+            "RCPT TO:<b@x.y> NOTIFY=SUCCESS,SUCCESS",
+            "RCPT TO:<b@x.y> NOTIFY=",
+            "RCPT TO:<b@x.y> NOTIFY=SOMETIMES",
+            "RCPT TO:<b@x.y> NOTIFY=FAILURE NOTIFY=DELAY",
+            "RCPT TO:<b@x.y> ORCPT=rfc822",
+            "RCPT TO:<b@x.y> ORCPT=;b@x.y",
+            "RCPT TO:<b@x.y> ORCPT=rfc822;",
+            "RCPT TO:<b@x.y> ORCPT=rfc822;a=b",
+        ] {
+            assert_eq!(p(bad), Err(E::Syntax), "{bad}");
+        }
+        let long = format!("MAIL FROM:<a@b.c> ENVID={}", "x".repeat(101));
+        assert_eq!(p(&long), Err(E::Syntax));
+        assert!(valid_xtext("a+2B+3Dz"));
+        assert!(!valid_xtext("a b"));
+        assert!(!valid_xtext("é"));
     }
 
     #[test]

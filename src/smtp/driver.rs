@@ -1,40 +1,35 @@
 //! Runs an [`SmtpSession`] over a connection and carries out what it asks: password checks
-//! (off the event loop, with throttling), durable local delivery, STARTTLS.
+//! (off the event loop, with throttling), recipient routing, durable delivery through the
+//! pipeline, STARTTLS.
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
-use super::{DeliveryFailure, ListenerKind, SmtpEvent, SmtpSession};
-use crate::auth::LocalDirectory;
-use crate::delivery::{self, DeliveryError, LocalMessage};
+use super::{ListenerKind, SmtpEvent, SmtpSession};
+use crate::delivery::router;
 use crate::net::{Connection, Flow, ProtocolSession, SessionDriver};
 use crate::runtime::{Core, Protocol};
 
-/// The session bound to the directory it resolves recipients with.
-struct Resolving<'a> {
-    session: &'a mut SmtpSession,
-    directory: &'a LocalDirectory,
-}
-
-impl ProtocolSession for Resolving<'_> {
+impl ProtocolSession for SmtpSession {
     type Event = SmtpEvent;
 
     fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Option<SmtpEvent>) {
-        match self.session.feed(input, out, self.directory) {
+        match SmtpSession::feed(self, input, out) {
             (used, SmtpEvent::NeedInput) => (used, None),
             (used, event) => (used, Some(event)),
         }
     }
     fn is_idle(&self) -> bool {
-        self.session.is_idle()
+        SmtpSession::is_idle(self)
     }
     fn on_timeout(&mut self, out: &mut Vec<u8>) {
-        self.session.timeout(out)
+        self.timeout(out)
     }
     fn on_shutdown(&mut self, out: &mut Vec<u8>) {
-        self.session.shutdown(out)
+        self.shutdown(out)
     }
 }
 
@@ -59,12 +54,8 @@ impl SessionDriver for SmtpDriver<'_> {
     ) -> Flow {
         let services = &self.core.services;
         loop {
-            let mut bound = Resolving {
-                session: &mut self.session,
-                directory: &services.directory,
-            };
             let event = match conn
-                .next_event(&mut bound, services.timeouts, &self.core.shutdown)
+                .next_event(&mut self.session, services.timeouts, &self.core.shutdown)
                 .await
             {
                 Ok(event) => event,
@@ -79,25 +70,32 @@ impl SessionDriver for SmtpDriver<'_> {
                         .await;
                     self.session.auth_result(outcome, conn.output());
                 }
+                SmtpEvent::Route { address, may_relay } => {
+                    let route = router::route(&services.directory, &address, may_relay);
+                    self.session.route_result(route, conn.output());
+                }
                 SmtpEvent::Deliver(tx) => {
-                    let accounts = tx
-                        .recipients
-                        .iter()
-                        .flat_map(|(_, accounts)| accounts.iter().map(String::as_str))
-                        .collect();
-                    let result = delivery::deliver(
-                        &services.store,
-                        LocalMessage {
-                            mail_from: &tx.mail_from,
-                            accounts,
-                            message: &tx.message,
-                        },
-                    )
-                    .await
-                    .map_err(|DeliveryError::Temporary(why)| {
-                        tracing::warn!(error = %why, "delivery failed");
-                        DeliveryFailure::Temporary(why)
-                    });
+                    let envelope = &tx.envelope;
+                    tracing::info!(
+                        "{}: client={}, from=<{}>, size={}, nrcpt={}{}",
+                        envelope.id,
+                        self.peer.ip(),
+                        envelope.mail_from,
+                        tx.size,
+                        envelope.recipients.len(),
+                        envelope
+                            .authenticated_as
+                            .as_deref()
+                            .map(|a| format!(", sasl_username={a}"))
+                            .unwrap_or_default()
+                    );
+                    let result = services
+                        .pipeline
+                        .deliver(envelope, Bytes::from(tx.message), self.core.index)
+                        .await;
+                    if let Err(e) = &result {
+                        tracing::warn!("{}: not accepted: {e:?}", envelope.id);
+                    }
                     self.session.delivery_result(result, conn.output());
                 }
                 SmtpEvent::StartTls => return conn.finish(Flow::StartTls).await,
@@ -116,14 +114,21 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
         _ => ListenerKind::Mx,
     };
     let implicit_tls = kind == ListenerKind::Submissions;
+    let mut session = SmtpSession::new(
+        services.smtp.clone(),
+        kind,
+        peer,
+        implicit_tls,
+        !implicit_tls,
+    );
+    session.set_relay_client(
+        services
+            .relay_networks
+            .iter()
+            .any(|n| n.contains(peer.ip())),
+    );
     let mut driver = SmtpDriver {
-        session: SmtpSession::new(
-            services.smtp.clone(),
-            kind,
-            peer,
-            implicit_tls,
-            !implicit_tls,
-        ),
+        session,
         peer,
         core,
     };

@@ -9,7 +9,7 @@
 //!   receiver.
 //! * [`session`]: the state machine; every reply decision is made there.
 //! * [`reply`]: every reply code and text.
-//! * [`received`]: `Received:` header, RFC 5322 dates, queue ids.
+//! * `delivery::trace` writes the `Received:` header.
 //!
 //! Extensions: PIPELINING (RFC 2920), SIZE (1870), 8BITMIME (6152), SMTPUTF8 (6531),
 //! ENHANCEDSTATUSCODES (2034), CHUNKING (3030), STARTTLS (3207), AUTH PLAIN LOGIN (4954).
@@ -53,13 +53,12 @@
 
 pub mod command;
 pub mod data;
-pub mod received;
 pub mod reply;
 pub mod session;
 
 pub use command::{Body, Command, CommandError, MailParams, parse_command};
 pub use data::{BdatReceiver, DataOutcome, DataReceiver};
-pub use session::{DeliveryFailure, ListenerKind, SmtpConfig, SmtpEvent, SmtpSession, Transaction};
+pub use session::{ListenerKind, SmtpConfig, SmtpEvent, SmtpSession, Transaction};
 
 pub mod driver;
 #[cfg(test)]

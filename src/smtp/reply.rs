@@ -7,6 +7,8 @@
 
 use std::io::Write as _;
 
+use crate::delivery::{DeliveryError, Rejection};
+
 pub const OK: &[u8] = b"250 2.0.0 Ok\r\n";
 pub const SENDER_OK: &[u8] = b"250 2.1.0 Ok\r\n";
 pub const RECIPIENT_OK: &[u8] = b"250 2.1.5 Ok\r\n";
@@ -27,8 +29,6 @@ pub const AUTH_LOGIN_PASSWORD: &[u8] = b"334 UGFzc3dvcmQ6\r\n";
 pub const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down\r\n";
 pub const TIMEOUT: &[u8] = b"421 4.4.2 Timeout\r\n";
 pub const TOO_MANY_ERRORS: &[u8] = b"421 4.7.0 Too many errors\r\n";
-pub const RELAY_NOT_AVAILABLE: &[u8] =
-    b"451 4.3.0 Relaying not available yet (outbound queue not enabled)\r\n";
 pub const TOO_MANY_RECIPIENTS: &[u8] = b"452 4.5.3 Too many recipients\r\n";
 
 pub const UNKNOWN_COMMAND: &[u8] = b"500 5.5.1 Command unrecognized\r\n";
@@ -97,16 +97,29 @@ pub fn queued(out: &mut Vec<u8>, id: &str) {
     let _ = write!(out, "250 2.0.0 Ok: queued as {id}\r\n");
 }
 
-/// `451 4.3.0 <text>` (temporary delivery failure).
-pub fn delivery_temporary(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(b"451 4.3.0 ");
-    push_text(out, text, "Temporary local problem, try again later");
+/// The reply to a refused RCPT.
+pub fn rejection(r: Rejection) -> &'static [u8] {
+    match r {
+        Rejection::UnknownUser => UNKNOWN_USER,
+        Rejection::RelayDenied => RELAY_DENIED,
+    }
 }
 
-/// `554 5.3.0 <text>` (permanent delivery failure).
-pub fn delivery_permanent(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(b"554 5.3.0 ");
-    push_text(out, text, "Message rejected");
+/// The reply to a message the pipeline could not take (after DATA or the last BDAT).
+pub fn delivery_error(out: &mut Vec<u8>, e: &DeliveryError) {
+    match e {
+        DeliveryError::Temporary(why) => {
+            out.extend_from_slice(b"451 4.3.0 ");
+            push_text(out, why, "Temporary local problem, try again later");
+        }
+        DeliveryError::InsufficientStorage => {
+            out.extend_from_slice(b"452 4.3.1 Insufficient system storage\r\n")
+        }
+        DeliveryError::ShuttingDown => {
+            out.extend_from_slice(b"451 4.3.2 System not accepting network messages\r\n")
+        }
+        DeliveryError::TooLarge => out.extend_from_slice(MESSAGE_TOO_BIG),
+    }
 }
 
 /// Append `text` (control characters replaced by spaces so it cannot break the reply framing)
@@ -136,7 +149,6 @@ mod tests {
             START_DATA,
             LINE_TOO_LONG,
             TOO_MANY_ERRORS,
-            RELAY_NOT_AVAILABLE,
             AUTH_LOGIN_USERNAME,
             UNKNOWN_PARAMETER,
         ] {
@@ -159,10 +171,32 @@ mod tests {
     #[test]
     fn delivery_text_cannot_inject_lines() {
         let mut out = Vec::new();
-        delivery_temporary(&mut out, "disk\r\n250 full");
+        delivery_error(
+            &mut out,
+            &DeliveryError::Temporary("disk\r\n250 full".into()),
+        );
         assert_eq!(out, b"451 4.3.0 disk  250 full\r\n");
         let mut out = Vec::new();
-        delivery_permanent(&mut out, "");
-        assert_eq!(out, b"554 5.3.0 Message rejected\r\n");
+        delivery_error(&mut out, &DeliveryError::Temporary(String::new()));
+        assert_eq!(
+            out,
+            b"451 4.3.0 Temporary local problem, try again later\r\n"
+        );
+    }
+
+    #[test]
+    fn delivery_errors_map_to_their_codes() {
+        for (e, code) in [
+            (DeliveryError::InsufficientStorage, "452 4.3.1 "),
+            (DeliveryError::ShuttingDown, "451 4.3.2 "),
+            (DeliveryError::TooLarge, "552 5.3.4 "),
+        ] {
+            let mut out = Vec::new();
+            delivery_error(&mut out, &e);
+            assert!(out.starts_with(code.as_bytes()), "{e:?}");
+            assert!(out.ends_with(b"\r\n"));
+        }
+        assert!(rejection(Rejection::UnknownUser).starts_with(b"550 5.1.1"));
+        assert!(rejection(Rejection::RelayDenied).starts_with(b"554 5.7.1"));
     }
 }

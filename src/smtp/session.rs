@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use memchr::memchr;
 
-use super::command::{Command, CommandError, MailParams, parse_command};
+use super::command::{Body, Command, CommandError, MailParams, parse_command};
 use super::data::{BdatReceiver, DataOutcome, DataReceiver};
-use super::received::{TraceInfo, queue_id, unix_now, write_received};
 use super::reply;
-use crate::auth::{AuthOutcome, Directory, Recipient};
+use crate::auth::AuthOutcome;
+use crate::delivery::trace::{TraceInfo, queue_id, unix_now, write_received};
+use crate::delivery::{DeliveryError, Envelope, EnvelopeRecipient, Notify, Rejection, Ret, Route};
 use crate::net::sasl;
 
 /// Which listener accepted the connection.
@@ -57,30 +58,16 @@ impl Default for SmtpConfig {
     }
 }
 
-/// A complete, accepted message for the driver to store.
+/// A complete, accepted message for the driver to hand to the delivery pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transaction {
-    /// Reverse path; `""` for the null sender `<>`.
-    pub mail_from: String,
-    /// Each accepted recipient as given in RCPT TO, with the local accounts it resolved to.
-    pub recipients: Vec<(String, Vec<String>)>,
+    /// Sender, routed recipients, DSN parameters; `envelope.id` is the queue id (also in the
+    /// Received header and the final 250 reply).
+    pub envelope: Envelope,
     /// The message with the `Received:` header already prepended.
     pub message: Vec<u8>,
-    /// Account the client authenticated as, if any.
-    pub authenticated_as: Option<String>,
     /// Octets received from the client (after dot-unstuffing; without the Received header).
     pub size: usize,
-    /// Queue id (also in the Received header and the final 250 reply).
-    pub queue_id: String,
-}
-
-/// Why the driver could not store a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeliveryFailure {
-    /// `451 4.3.0 <text>`: the client should retry.
-    Temporary(String),
-    /// `554 5.3.0 <text>`: the client should bounce.
-    Permanent(String),
 }
 
 /// What the driver must do after [`SmtpSession::feed`].
@@ -90,6 +77,9 @@ pub enum SmtpEvent {
     NeedInput,
     /// Verify the credentials (off the event loop), then call [`SmtpSession::auth_result`].
     Authenticate { username: String, password: String },
+    /// Route this RCPT TO address (see `delivery::router`), then call
+    /// [`SmtpSession::route_result`]. `may_relay`: the client may send to other domains.
+    Route { address: String, may_relay: bool },
     /// Store the message durably, then call [`SmtpSession::delivery_result`], then `feed`
     /// again with the unconsumed bytes (pipelined commands may follow).
     Deliver(Transaction),
@@ -108,6 +98,11 @@ impl std::fmt::Debug for SmtpEvent {
                 .debug_struct("Authenticate")
                 .field("username", username)
                 .field("password", &"<redacted>")
+                .finish(),
+            SmtpEvent::Route { address, may_relay } => f
+                .debug_struct("Route")
+                .field("address", address)
+                .field("may_relay", may_relay)
                 .finish(),
             SmtpEvent::Deliver(t) => f.debug_tuple("Deliver").field(t).finish(),
             SmtpEvent::StartTls => f.write_str("StartTls"),
@@ -148,9 +143,18 @@ enum State {
         username: String,
     },
     WaitAuth,
+    WaitRoute,
     WaitDelivery,
     WaitTls,
     Closed,
+}
+
+/// A RCPT waiting for its route.
+#[derive(Debug)]
+struct PendingRcpt {
+    address: String,
+    notify: Notify,
+    orcpt: Option<String>,
 }
 
 /// The mail transaction in progress (after MAIL).
@@ -158,7 +162,11 @@ enum State {
 struct Tx {
     mail_from: String,
     smtputf8: bool,
-    recipients: Vec<(String, Vec<String>)>,
+    eight_bit: bool,
+    ret: Option<Ret>,
+    envid: Option<String>,
+    recipients: Vec<EnvelopeRecipient>,
+    pending: Option<PendingRcpt>,
     message: Vec<u8>,
     /// Queue id, set when the message content starts (Received header written).
     id: Option<String>,
@@ -181,6 +189,8 @@ pub struct SmtpSession {
     /// HELO/EHLO argument and whether it was EHLO.
     helo: Option<(String, bool)>,
     authenticated_as: Option<String>,
+    /// The client's address is in `relay.allowed_networks`.
+    relay_client: bool,
     errors: usize,
     tx: Option<Tx>,
     /// Queue id of the message handed out in the last `Deliver`.
@@ -205,6 +215,7 @@ impl SmtpSession {
             state: State::Command,
             helo: None,
             authenticated_as: None,
+            relay_client: false,
             errors: 0,
             tx: None,
             pending_id: String::new(),
@@ -216,6 +227,11 @@ impl SmtpSession {
     pub fn set_peer_name(&mut self, name: String) {
         let name: String = name.chars().filter(|c| c.is_ascii_graphic()).collect();
         self.ptr = (!name.is_empty()).then_some(name);
+    }
+
+    /// The client connects from a network allowed to relay without authenticating.
+    pub fn set_relay_client(&mut self, allowed: bool) {
+        self.relay_client = allowed;
     }
 
     /// `220 <hostname> ESMTP surel`
@@ -276,16 +292,41 @@ impl SmtpSession {
         }
     }
 
+    /// Result of routing the address of [`SmtpEvent::Route`].
+    pub fn route_result(&mut self, result: Result<Route, Rejection>, out: &mut Vec<u8>) {
+        if !matches!(self.state, State::WaitRoute) {
+            return;
+        }
+        self.state = State::Command;
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        let Some(pending) = tx.pending.take() else {
+            return;
+        };
+        match result {
+            Ok(route) => {
+                tx.recipients.push(EnvelopeRecipient {
+                    address: pending.address,
+                    route,
+                    notify: pending.notify,
+                    orcpt: pending.orcpt,
+                });
+                out.extend_from_slice(reply::RECIPIENT_OK);
+            }
+            Err(rejection) => self.reject(out, reply::rejection(rejection)),
+        }
+    }
+
     /// Result of storing the message of [`SmtpEvent::Deliver`].
-    pub fn delivery_result(&mut self, result: Result<(), DeliveryFailure>, out: &mut Vec<u8>) {
+    pub fn delivery_result(&mut self, result: Result<(), DeliveryError>, out: &mut Vec<u8>) {
         if matches!(self.state, State::Closed) {
             return;
         }
         self.state = State::Command;
         match result {
             Ok(()) => reply::queued(out, &self.pending_id),
-            Err(DeliveryFailure::Temporary(t)) => reply::delivery_temporary(out, &t),
-            Err(DeliveryFailure::Permanent(t)) => reply::delivery_permanent(out, &t),
+            Err(e) => reply::delivery_error(out, &e),
         }
     }
 
@@ -293,17 +334,12 @@ impl SmtpSession {
     /// bytes were consumed and what the driver must do next. Partial command lines are left
     /// unconsumed (`NeedInput`), except one already longer than `max_command_line`, which is
     /// consumed and discarded.
-    pub fn feed(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        directory: &dyn Directory,
-    ) -> (usize, SmtpEvent) {
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, SmtpEvent) {
         let mut pos = 0;
         loop {
             let event = match &mut self.state {
                 State::Closed => return (pos, SmtpEvent::Close),
-                State::WaitAuth | State::WaitDelivery | State::WaitTls => {
+                State::WaitAuth | State::WaitRoute | State::WaitDelivery | State::WaitTls => {
                     return (pos, SmtpEvent::NeedInput);
                 }
                 State::DiscardLine => match memchr(b'\n', &input[pos..]) {
@@ -394,7 +430,7 @@ impl SmtpSession {
                                 self.reject(out, reply::BARE_LF);
                                 None
                             } else {
-                                self.handle_line(&line[..line.len() - 2], out, directory)
+                                self.handle_line(&line[..line.len() - 2], out)
                             }
                         }
                     }
@@ -432,12 +468,7 @@ impl SmtpSession {
         self.tls_active || self.config.allow_plaintext_auth
     }
 
-    fn handle_line(
-        &mut self,
-        line: &[u8],
-        out: &mut Vec<u8>,
-        directory: &dyn Directory,
-    ) -> Option<SmtpEvent> {
+    fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
         match std::mem::replace(&mut self.state, State::Command) {
             State::AuthPlain => return self.auth_plain_response(line, out),
             State::AuthLoginUser => return self.auth_login_username(line, out),
@@ -475,6 +506,7 @@ impl SmtpSession {
                     "SMTPUTF8",
                     "ENHANCEDSTATUSCODES",
                     "CHUNKING",
+                    "DSN",
                 ];
                 if self.starttls_available && !self.tls_active {
                     ext.push("STARTTLS");
@@ -510,7 +542,11 @@ impl SmtpSession {
                     self.tx = Some(Tx {
                         mail_from: path.to_string(),
                         smtputf8: params.smtputf8,
+                        eight_bit: params.body == Some(Body::EightBitMime),
+                        ret: params.ret,
+                        envid: params.envid.map(str::to_string),
                         recipients: Vec::new(),
+                        pending: None,
                         message: Vec::new(),
                         id: None,
                         body_len: 0,
@@ -519,8 +555,9 @@ impl SmtpSession {
                     out.extend_from_slice(reply::SENDER_OK);
                 }
             }
-            Command::Rcpt { path } => {
-                let Some(tx) = self.tx.as_ref() else {
+            Command::Rcpt { path, params } => {
+                let may_relay = self.authenticated_as.is_some() || self.relay_client;
+                let Some(tx) = self.tx.as_mut() else {
                     self.reject(out, reply::NEED_MAIL);
                     return None;
                 };
@@ -532,25 +569,16 @@ impl SmtpSession {
                 } else if !path.is_ascii() && !tx.smtputf8 {
                     self.reject(out, reply::UTF8_REQUIRED);
                 } else {
-                    // `postmaster` without a domain (RFC 5321 §4.5.1) is resolved by the directory.
-                    let lookup = if path.eq_ignore_ascii_case("postmaster") {
-                        "postmaster"
-                    } else {
-                        path
-                    };
-                    match directory.resolve(lookup) {
-                        Recipient::Local(accounts) => {
-                            if let Some(tx) = self.tx.as_mut() {
-                                tx.recipients.push((path.to_string(), accounts));
-                            }
-                            out.extend_from_slice(reply::RECIPIENT_OK);
-                        }
-                        Recipient::UnknownLocal => self.reject(out, reply::UNKNOWN_USER),
-                        Recipient::Remote if self.authenticated_as.is_some() => {
-                            out.extend_from_slice(reply::RELAY_NOT_AVAILABLE);
-                        }
-                        Recipient::Remote => self.reject(out, reply::RELAY_DENIED),
-                    }
+                    tx.pending = Some(PendingRcpt {
+                        address: path.to_string(),
+                        notify: params.notify,
+                        orcpt: params.orcpt.map(str::to_string),
+                    });
+                    self.state = State::WaitRoute;
+                    return Some(SmtpEvent::Route {
+                        address: path.to_string(),
+                        may_relay,
+                    });
                 }
             }
             Command::Data => match self.tx.as_ref() {
@@ -641,7 +669,7 @@ impl SmtpSession {
         }
         let id = queue_id();
         let single = match tx.recipients.as_slice() {
-            [(r, _)] => Some(r.as_str()),
+            [r] => Some(r.address.as_str()),
             _ => None,
         };
         write_received(
@@ -684,12 +712,18 @@ impl SmtpSession {
                 self.pending_id = tx.id.unwrap_or_default();
                 self.state = State::WaitDelivery;
                 Some(SmtpEvent::Deliver(Transaction {
-                    mail_from: tx.mail_from,
-                    recipients: tx.recipients,
+                    envelope: Envelope {
+                        id: self.pending_id.clone(),
+                        mail_from: tx.mail_from,
+                        ret: tx.ret,
+                        envid: tx.envid,
+                        smtputf8: tx.smtputf8,
+                        eight_bit: tx.eight_bit,
+                        authenticated_as: self.authenticated_as.clone(),
+                        recipients: tx.recipients,
+                    },
                     message: tx.message,
-                    authenticated_as: self.authenticated_as.clone(),
                     size,
-                    queue_id: self.pending_id.clone(),
                 }))
             }
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::auth::{AuthOutcome, Directory, Recipient};
+use crate::delivery::{DeliveryError, Route, router};
 use crate::net::sasl::encode_base64 as base64_encode;
 
 struct FakeDir;
@@ -42,7 +43,7 @@ struct H {
     closed: bool,
     tls_starts: usize,
     /// Result the next deliveries get.
-    fail_delivery: Option<DeliveryFailure>,
+    fail_delivery: Option<DeliveryError>,
 }
 
 fn config() -> SmtpConfig {
@@ -91,11 +92,15 @@ impl H {
 
     fn pump(&mut self) {
         loop {
-            let (n, ev) = self.s.feed(&self.buf, &mut self.out, &FakeDir);
+            let (n, ev) = self.s.feed(&self.buf, &mut self.out);
             assert!(n <= self.buf.len());
             self.buf.drain(..n);
             match ev {
                 SmtpEvent::NeedInput => return,
+                SmtpEvent::Route { address, may_relay } => {
+                    let r = router::route(&FakeDir, &address, may_relay);
+                    self.s.route_result(r, &mut self.out);
+                }
                 SmtpEvent::Deliver(t) => {
                     self.delivered.push(t);
                     let r = match self.fail_delivery.clone() {
@@ -148,6 +153,15 @@ impl H {
             })
             .collect()
     }
+}
+
+/// Each recipient's address and route.
+fn routes(t: &Transaction) -> Vec<(String, Route)> {
+    t.envelope
+        .recipients
+        .iter()
+        .map(|r| (r.address.clone(), r.route.clone()))
+        .collect()
 }
 
 fn codes(v: &[&str]) -> Vec<String> {
@@ -206,17 +220,17 @@ fn pipelined_transaction_replies_in_order() {
     assert!(h.closed);
     assert_eq!(h.delivered.len(), 1);
     let t = &h.delivered[0];
-    assert_eq!(t.mail_from, "sender@remote.example");
+    assert_eq!(t.envelope.mail_from, "sender@remote.example");
     assert_eq!(
-        t.recipients,
+        routes(t),
         vec![
             (
                 "alice@example.org".to_string(),
-                vec!["alice@example.org".to_string()]
+                Route::Local(vec!["alice@example.org".to_string()])
             ),
             (
                 "bob@example.org".to_string(),
-                vec!["bob@example.org".to_string()]
+                Route::Local(vec!["bob@example.org".to_string()])
             ),
         ]
     );
@@ -225,13 +239,13 @@ fn pipelined_transaction_replies_in_order() {
         b"Subject: hi\r\n\r\n.leading dot\r\n..two\r\nbody\r\n"
     );
     assert_eq!(t.size, body(t).len());
-    assert_eq!(t.authenticated_as, None);
-    assert!(rest[4].ends_with(&t.queue_id));
+    assert_eq!(t.envelope.authenticated_as, None);
+    assert!(rest[4].ends_with(&t.envelope.id));
     let received = std::str::from_utf8(&t.message[..t.message.len() - t.size]).unwrap();
     assert!(
         received.starts_with(&format!(
             "Received: from client.example (unknown [192.0.2.7])\r\n\tby mx.example.org (surel) with ESMTP id {};\r\n\t",
-            t.queue_id
+            t.envelope.id
         )),
         "{received}"
     );
@@ -251,7 +265,12 @@ fn byte_at_a_time_is_identical() {
     assert!(h.closed);
     assert_eq!(h.delivered.len(), 1);
     assert_eq!(body(&h.delivered[0]), body(&whole.delivered[0]));
-    assert_eq!(h.delivered[0].recipients, whole.delivered[0].recipients);
+    let (mut a, b) = (
+        h.delivered[0].envelope.clone(),
+        &whole.delivered[0].envelope,
+    );
+    a.id = b.id.clone();
+    assert_eq!(&a, b);
 }
 
 #[test]
@@ -299,7 +318,7 @@ fn smuggling_variants_are_content() {
             "{fake:?}: {:?}",
             String::from_utf8_lossy(b)
         );
-        assert_eq!(h.delivered[0].recipients.len(), 1);
+        assert_eq!(h.delivered[0].envelope.recipients.len(), 1);
         assert_eq!(h.codes(), codes(&["250 2.0.0"]));
     }
 }
@@ -392,10 +411,7 @@ fn too_many_errors_closes() {
     assert_eq!(c[20], "421 4.7.0");
     // Closed sessions stay closed.
     let mut out = Vec::new();
-    assert_eq!(
-        h.s.feed(b"NOOP\r\n", &mut out, &FakeDir),
-        (0, SmtpEvent::Close)
-    );
+    assert_eq!(h.s.feed(b"NOOP\r\n", &mut out), (0, SmtpEvent::Close));
     assert!(out.is_empty());
 }
 
@@ -463,10 +479,10 @@ fn helo_gives_smtp_protocol() {
     let m = String::from_utf8_lossy(&t.message);
     assert!(m.contains("with SMTP id"), "{m}");
     assert_eq!(
-        t.recipients[1],
+        routes(t)[1],
         (
             "PostMaster".to_string(),
-            vec!["admin@example.org".to_string()]
+            Route::Local(vec!["admin@example.org".to_string()])
         )
     );
     // No service extensions without EHLO.
@@ -496,7 +512,8 @@ fn mail_params_and_addresses() {
         ("MAIL FROM:<a@@b.c>", "501 5.1.7"),
         ("MAIL FROM:<jörg@b.c>", "553 5.6.7"),
         ("MAIL FROM:<jörg@b.c> SMTPUTF8", "250 2.1.0"),
-        ("RCPT TO:<alice@example.org> NOTIFY=NEVER", "555 5.5.4"),
+        ("RCPT TO:<alice@example.org> FOO=1", "555 5.5.4"),
+        ("RCPT TO:<alice@example.org> NOTIFY=SOMETIMES", "501 5.5.4"),
         ("RCPT TO:<alice>", "501 5.1.3"),
         ("RCPT TO:<@relay.example:alice@example.org>", "250 2.1.5"),
         ("RCPT TO:<\"alice\"@example.org>", "550 5.1.1"),
@@ -526,10 +543,41 @@ fn recipients_on_mx() {
     );
     h.send("DATA\r\nx\r\n.\r\n");
     let t = &h.delivered[0];
-    assert_eq!(t.recipients.len(), 2);
-    assert_eq!(t.recipients[0].1.len(), 2);
+    assert_eq!(t.envelope.recipients.len(), 2);
+    assert!(matches!(&t.envelope.recipients[0].route, Route::Local(a) if a.len() == 2));
     let m = String::from_utf8_lossy(&t.message);
     assert!(!m.contains("\tfor <"), "{m}");
+}
+
+#[test]
+fn relay_clients_and_dsn_parameters() {
+    // Not authenticated, but from an allowed network: may relay.
+    let mut h = H::mx();
+    h.s.set_relay_client(true);
+    h.send("EHLO c\r\n");
+    assert!(h.take().contains("250-DSN\r\n"));
+    h.send("MAIL FROM:<a@b.c> RET=HDRS ENVID=xyz+2B1\r\nRCPT TO:<x@remote.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x+40remote.example\r\nRCPT TO:<alice@example.org> NOTIFY=NEVER\r\nDATA\r\nhi\r\n.\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "250 2.1.5", "354", "250 2.0.0"])
+    );
+    let e = &h.delivered[0].envelope;
+    assert_eq!(e.ret, Some(crate::delivery::Ret::Headers));
+    assert_eq!(e.envid.as_deref(), Some("xyz+2B1"));
+    let r = &e.recipients[0];
+    assert_eq!(
+        r.route,
+        Route::Remote {
+            domain: "remote.example".into()
+        }
+    );
+    assert!(r.notify.on_success() && r.notify.on_delay() && !r.notify.on_failure());
+    assert_eq!(r.orcpt.as_deref(), Some("rfc822;x+40remote.example"));
+    assert!(!e.recipients[1].notify.on_failure());
+    // Without that, the same recipient is refused.
+    let mut h = H::mx();
+    h.send("EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<x@remote.example>\r\n");
+    assert_eq!(h.codes(), codes(&["250", "250 2.1.0", "554 5.7.1"]));
 }
 
 #[test]
@@ -550,8 +598,8 @@ fn max_recipients() {
             "250 2.0.0"
         ])
     );
-    assert_eq!(h.delivered[0].recipients.len(), 2);
-    assert_eq!(h.delivered[0].mail_from, "");
+    assert_eq!(h.delivered[0].envelope.recipients.len(), 2);
+    assert_eq!(h.delivered[0].envelope.mail_from, "");
 }
 
 #[test]
@@ -594,15 +642,15 @@ fn long_data_line() {
 #[test]
 fn delivery_failures() {
     let mut h = H::mx();
-    h.fail_delivery = Some(DeliveryFailure::Temporary("disk full".into()));
+    h.fail_delivery = Some(DeliveryError::Temporary("disk failed".into()));
     start_data(&mut h);
     h.send(".\r\n");
-    assert_eq!(h.take(), "451 4.3.0 disk full\r\n");
-    h.fail_delivery = Some(DeliveryFailure::Permanent("no".into()));
+    assert_eq!(h.take(), "451 4.3.0 disk failed\r\n");
+    h.fail_delivery = Some(DeliveryError::InsufficientStorage);
     h.send("MAIL FROM:<>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n.\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250 2.1.0", "250 2.1.5", "354", "554 5.3.0"])
+        codes(&["250 2.1.0", "250 2.1.5", "354", "452 4.3.1"])
     );
 }
 
@@ -730,10 +778,20 @@ fn submission_requires_starttls_then_auth() {
     h.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<x@remote.example>\r\nDATA\r\nhi\r\n.\r\n");
     assert_eq!(
         h.codes(),
-        codes(&["250 2.1.0", "250 2.1.5", "451 4.3.0", "354", "250 2.0.0"])
+        codes(&["250 2.1.0", "250 2.1.5", "250 2.1.5", "354", "250 2.0.0"])
     );
     let t = &h.delivered[0];
-    assert_eq!(t.authenticated_as.as_deref(), Some("alice@example.org"));
+    assert_eq!(
+        t.envelope.authenticated_as.as_deref(),
+        Some("alice@example.org")
+    );
+    // The authenticated client may relay: the remote recipient is routed to the queue.
+    assert_eq!(
+        t.envelope.recipients[1].route,
+        Route::Remote {
+            domain: "remote.example".into()
+        }
+    );
     assert!(String::from_utf8_lossy(&t.message).contains("with ESMTPSA id"));
 }
 
@@ -862,15 +920,12 @@ fn shutdown_and_timeout() {
     let mut out = Vec::new();
     h.s.shutdown(&mut out);
     assert_eq!(out, b"421 4.3.2 Service shutting down\r\n");
-    assert_eq!(
-        h.s.feed(b"NOOP\r\n", &mut out, &FakeDir).1,
-        SmtpEvent::Close
-    );
+    assert_eq!(h.s.feed(b"NOOP\r\n", &mut out).1, SmtpEvent::Close);
     let mut h = H::mx();
     let mut out = Vec::new();
     h.s.timeout(&mut out);
     assert_eq!(out, b"421 4.4.2 Timeout\r\n");
-    assert_eq!(h.s.feed(b"", &mut out, &FakeDir), (0, SmtpEvent::Close));
+    assert_eq!(h.s.feed(b"", &mut out), (0, SmtpEvent::Close));
 }
 
 #[test]
@@ -905,12 +960,9 @@ fn partial_line_left_unconsumed() {
         false,
     );
     let mut out = Vec::new();
-    assert_eq!(
-        s.feed(b"NOOP\r\nNO", &mut out, &FakeDir),
-        (6, SmtpEvent::NeedInput)
-    );
+    assert_eq!(s.feed(b"NOOP\r\nNO", &mut out), (6, SmtpEvent::NeedInput));
     assert_eq!(out, b"250 2.0.0 Ok\r\n");
-    assert_eq!(s.feed(b"NO", &mut out, &FakeDir), (0, SmtpEvent::NeedInput));
+    assert_eq!(s.feed(b"NO", &mut out), (0, SmtpEvent::NeedInput));
 }
 
 #[test]
@@ -924,7 +976,22 @@ fn deliver_then_pipelined_commands_continue() {
     );
     let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\nx\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.org>\r\nBDAT 1 LAST\r\nyQUIT\r\n";
     let mut out = Vec::new();
-    let (n, ev) = s.feed(input, &mut out, &FakeDir);
+    // Feeds until an event other than a routing request, answering those on the way.
+    let next = |s: &mut SmtpSession, input: &[u8], out: &mut Vec<u8>| {
+        let mut used = 0;
+        loop {
+            let (n, ev) = s.feed(&input[used..], out);
+            used += n;
+            match ev {
+                SmtpEvent::Route { address, may_relay } => {
+                    assert!(!s.is_idle());
+                    s.route_result(router::route(&FakeDir, &address, may_relay), out)
+                }
+                ev => return (used, ev),
+            }
+        }
+    };
+    let (n, ev) = next(&mut s, input, &mut out);
     let SmtpEvent::Deliver(t) = ev else {
         panic!("{ev:?}")
     };
@@ -932,14 +999,14 @@ fn deliver_then_pipelined_commands_continue() {
     assert!(!s.is_idle());
     s.delivery_result(Ok(()), &mut out);
     let out_text = String::from_utf8(out.clone()).unwrap();
-    assert!(out_text.ends_with(&format!("250 2.0.0 Ok: queued as {}\r\n", t.queue_id)));
-    let (n2, ev) = s.feed(&input[n..], &mut out, &FakeDir);
+    assert!(out_text.ends_with(&format!("250 2.0.0 Ok: queued as {}\r\n", t.envelope.id)));
+    let (n2, ev) = next(&mut s, &input[n..], &mut out);
     let SmtpEvent::Deliver(t2) = ev else {
         panic!("{ev:?}")
     };
-    assert_ne!(t.queue_id, t2.queue_id);
+    assert_ne!(t.envelope.id, t2.envelope.id);
     s.delivery_result(Ok(()), &mut out);
-    let (n3, ev) = s.feed(&input[n + n2..], &mut out, &FakeDir);
+    let (n3, ev) = next(&mut s, &input[n + n2..], &mut out);
     assert_eq!(ev, SmtpEvent::Close);
     assert_eq!(n + n2 + n3, input.len());
     assert!(

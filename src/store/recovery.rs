@@ -112,7 +112,7 @@ pub fn open_shard(
         config.queue_segment_bytes,
         queue_tail,
     );
-    let writer = Writer::new(shared.clone(), rx, dir, config, index, queue, log, qlog);
+    let writer = Writer::new(shared.clone(), rx, config, index, queue, log, qlog);
     Ok((shared, writer))
 }
 

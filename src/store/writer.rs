@@ -324,7 +324,6 @@ impl Writer {
     pub fn new(
         shared: Arc<Shared>,
         rx: Receiver<Request>,
-        dir: PathBuf,
         config: &super::StoreConfig,
         private: ShardIndex,
         queue_private: QueueIndex,
@@ -334,7 +333,7 @@ impl Writer {
         Writer {
             shared,
             rx,
-            dir,
+            dir: log.dir.clone(),
             checkpoint_bytes: config.checkpoint_bytes,
             private,
             queue_private,

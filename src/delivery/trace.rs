@@ -1,5 +1,6 @@
-//! The `Received:` trace header (RFC 5321 §4.4), RFC 5322 dates from unix seconds (no chrono),
-//! and per-process unique queue ids.
+//! Trace headers (RFC 5321 §4.4): `Received:` when a message is accepted, `Return-Path:` and
+//! `Delivered-To:` when it is delivered into a mailbox; RFC 5322 dates from unix seconds (no
+//! chrono), and per-process unique queue ids.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -84,6 +85,18 @@ pub fn queue_id() -> String {
     id
 }
 
+/// `Return-Path` and `Delivered-To`, the final delivery step's trace headers (RFC 5321 §4.4),
+/// to go on top of the copy stored for `account`.
+pub fn delivery_headers(mail_from: &str, account: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(mail_from.len() + account.len() + 34);
+    bytes.extend_from_slice(b"Return-Path: <");
+    bytes.extend_from_slice(mail_from.as_bytes());
+    bytes.extend_from_slice(b">\r\nDelivered-To: ");
+    bytes.extend_from_slice(account.as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+    bytes
+}
+
 /// Everything the trace header records.
 pub struct TraceInfo<'a> {
     /// The HELO/EHLO argument.
@@ -147,6 +160,14 @@ mod tests {
         assert_eq!(
             rfc5322_date(4_102_444_800),
             "Fri, 01 Jan 2100 00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn delivery_headers_come_first() {
+        assert_eq!(
+            delivery_headers("", "bob@x.test"),
+            b"Return-Path: <>\r\nDelivered-To: bob@x.test\r\n"
         );
     }
 
