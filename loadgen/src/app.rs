@@ -305,6 +305,7 @@ pub fn run(cli: Cli) -> Result<Summary, String> {
         Cmd::Seed(a) => &a.common,
         Cmd::E2e(a) => &a.common,
         Cmd::Hold(a) => &a.common,
+        Cmd::Sink(_) => return Err("`loadgen sink` runs through loadgen::sink::run".into()),
     };
     if common.legacy_driver {
         // SAFETY: no other threads exist yet.
@@ -444,7 +445,7 @@ pub fn run(cli: Cli) -> Result<Summary, String> {
                 None,
             )
         }
-        Cmd::Hold(_) => unreachable!("handled above"),
+        Cmd::Hold(_) | Cmd::Sink(_) => unreachable!("handled above"),
     };
     let target = match &work {
         Work::Smtp(w) => w.addr.to_string(),

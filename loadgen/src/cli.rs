@@ -32,6 +32,9 @@ pub enum Cmd {
     /// Hold --connections idle IMAP connections (LOGIN, SELECT INBOX, IDLE) for --hold seconds,
     /// optionally measuring the server's memory per connection (--pid).
     Hold(HoldArgs),
+    /// SMTP sink: accept (or temp/perm-fail a share of) mail and count it, as the destination
+    /// of relay benchmarks. Prints `listening ADDR` first; see --expect and --stats-file.
+    Sink(SinkArgs),
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -300,6 +303,66 @@ pub struct HoldArgs {
     pub pid: Option<u32>,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct SinkArgs {
+    /// Address to listen on, HOST:PORT (port 0 picks a free one; the first stdout line says which).
+    #[arg(long, short = 'l')]
+    pub listen: String,
+    /// Worker threads, one monoio runtime and SO_REUSEPORT listener each (default: half the CPUs).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Do not pin worker threads (by default they are pinned from the last CPU downwards).
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Percentage of recipients answered `451 4.3.0 sink tempfail`.
+    #[arg(long, default_value_t = 0.0, value_parser = percent)]
+    pub tempfail_pct: f64,
+    /// Percentage of recipients answered `550 5.1.1 sink permfail`.
+    #[arg(long, default_value_t = 0.0, value_parser = percent)]
+    pub permfail_pct: f64,
+    /// Sleep this long before writing each batch of replies (once per command read).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Offer STARTTLS with a self-signed certificate generated at start.
+    #[arg(long)]
+    pub tls: bool,
+    /// Advertised SIZE; larger messages are refused with 552.
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    pub max_message_size: u64,
+    /// Stop after this many seconds in any case.
+    #[arg(long, default_value_t = 3600.0, value_parser = non_negative)]
+    pub duration: f64,
+    /// Exit (status 0) as soon as this many recipients were delivered (accepted recipients of
+    /// accepted messages). If the run ends otherwise first, the exit status is 1.
+    #[arg(long)]
+    pub expect: Option<u64>,
+    /// Rewrite this file atomically every 100 ms with the counters as JSON.
+    #[arg(long)]
+    pub stats_file: Option<PathBuf>,
+    /// Print the summary at exit as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the per-core generators choosing which recipients fail.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write every accepted message to DIR/NNNNNNNN.eml (numbered from 1 in acceptance order).
+    #[arg(long)]
+    pub dump_dir: Option<PathBuf>,
+    /// Force the epoll driver instead of io_uring.
+    #[arg(long)]
+    pub legacy_driver: bool,
+    /// No progress line on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a percentage 0-100, got {s:?}")),
+    }
+}
+
 fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -399,5 +462,64 @@ mod tests {
             argv.extend_from_slice(bad);
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn parse_sink() {
+        let c = Cli::try_parse_from(["loadgen", "sink", "--listen", "127.0.0.1:0"]).unwrap();
+        let Cmd::Sink(a) = c.cmd else { panic!() };
+        assert_eq!((a.tempfail_pct, a.permfail_pct, a.delay_ms), (0.0, 0.0, 0));
+        assert_eq!((a.duration, a.seed, a.expect), (3600.0, 1, None));
+        assert_eq!(a.max_message_size, 52_428_800);
+        assert!(!a.tls && !a.json && a.dump_dir.is_none() && a.stats_file.is_none());
+        let c = Cli::try_parse_from([
+            "loadgen",
+            "sink",
+            "-l",
+            "127.0.0.1:2526",
+            "--cores",
+            "2",
+            "--tempfail-pct",
+            "12.5",
+            "--permfail-pct",
+            "5",
+            "--delay-ms",
+            "20",
+            "--tls",
+            "--expect",
+            "1000",
+            "--stats-file",
+            "/tmp/s.json",
+            "--json",
+            "--seed",
+            "9",
+            "--dump-dir",
+            "/tmp/d",
+            "--duration",
+            "60",
+        ])
+        .unwrap();
+        let Cmd::Sink(a) = c.cmd else { panic!() };
+        assert_eq!(
+            (a.tempfail_pct, a.permfail_pct, a.delay_ms),
+            (12.5, 5.0, 20)
+        );
+        assert_eq!((a.cores, a.expect, a.seed), (Some(2), Some(1000), 9));
+        assert!(a.tls && a.json);
+        for bad in [
+            &["--tempfail-pct", "101"][..],
+            &["--permfail-pct", "-1"],
+            &["--tempfail-pct", "nan"],
+            &["--duration", "-1"],
+            &["--expect", "x"],
+        ] {
+            let mut argv = vec!["loadgen", "sink", "--listen", "127.0.0.1:0"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            Cli::try_parse_from(["loadgen", "sink"]).is_err(),
+            "--listen is required"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod hold;
 pub mod message;
 pub mod plot;
 pub mod runner;
+pub mod sink;
 pub mod stats;
 pub mod tls;
 pub mod verify;
