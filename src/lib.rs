@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod imap;
 pub mod net;
 pub mod pop3;
+pub mod relay;
 pub mod runtime;
 pub mod smtp;
 pub mod store;
