@@ -307,13 +307,20 @@ impl Proxy {
 // ---------------------------------------------------------------------------------------------
 // Scripted servers, one connection each, for failures real servers do not produce on demand.
 
+trait Wire: Read + Write + Send {}
+impl<T: Read + Write + Send> Wire for T {}
+
 struct Script {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Wire>>,
+    /// The TCP stream under `reader`, for a STARTTLS upgrade.
+    tcp: TcpStream,
 }
 
 impl Script {
     fn send(&mut self, text: &str) {
-        self.reader.get_mut().write_all(text.as_bytes()).unwrap();
+        let stream = self.reader.get_mut();
+        stream.write_all(text.as_bytes()).unwrap();
+        stream.flush().unwrap();
     }
 
     fn line(&mut self) -> String {
@@ -333,25 +340,58 @@ impl Script {
             data.extend_from_slice(&line);
         }
     }
+
+    /// Server side of STARTTLS, with a fresh self-signed certificate for "localhost".
+    fn start_tls(&mut self) {
+        assert!(
+            self.reader.buffer().is_empty(),
+            "data pipelined after STARTTLS"
+        );
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(pair.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![pair.cert.der().clone()], key)
+        .unwrap();
+        let connection = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+        let tls = rustls::StreamOwned::new(connection, self.tcp.try_clone().unwrap());
+        self.reader = BufReader::new(Box::new(tls));
+    }
 }
 
 /// Serves `connections` connections in turn with `script` (given the connection's index);
-/// the join handle returns what the scripts returned.
+/// the join handle returns what the scripts returned. Each wait is bounded: a connection that
+/// never comes, or a client that stops talking, fails the script (and so the test's join).
 fn scripted<T: Send + 'static>(
     connections: usize,
     script: impl Fn(usize, &mut Script) -> T + Send + 'static,
 ) -> (SocketAddr, std::thread::JoinHandle<Vec<T>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
     let handle = std::thread::spawn(move || {
         (0..connections)
             .map(|i| {
-                let (stream, _) = listener.accept().unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(20)))
-                    .unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let tcp = loop {
+                    match listener.accept() {
+                        Ok((tcp, _)) => break tcp,
+                        Err(_) => {
+                            assert!(Instant::now() < deadline, "connection {i} never came");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                };
+                tcp.set_nonblocking(false).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                 let mut s = Script {
-                    reader: BufReader::new(stream),
+                    reader: BufReader::new(Box::new(tcp.try_clone().unwrap())),
+                    tcp,
                 };
                 script(i, &mut s)
             })
@@ -774,6 +814,37 @@ fn a_slow_reply_times_out() {
             took >= Duration::from_millis(900) && took < Duration::from_millis(2900),
             "{took:?}"
         );
+        assert!(!client.is_reusable());
+    });
+}
+
+#[test]
+fn a_slow_end_of_data_reply_times_out() {
+    // -W .:3: the reply after the content comes 3 s late; data_done allows 1 s, while the
+    // other replies keep the default limit.
+    let sink = Sink::start(&["-p", "-W", ".:3"]);
+    let recipients = [rcpt("bob@example.org")];
+    let msg = message("alice@example.test", &recipients, b"x\r\n");
+    let mut cfg = config(TlsPolicy::May);
+    cfg.timeouts.data_done = Duration::from_secs(1);
+    block_on(async {
+        let mut client = SmtpClient::connect(sink.addr, "localhost", &cfg)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = client.send(&msg).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                err,
+                ClientError::Timeout {
+                    stage: Stage::DataDone,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(took < Duration::from_millis(2900), "{took:?}");
         assert!(!client.is_reusable());
     });
 }
@@ -1207,4 +1278,66 @@ fn clear_text_injected_after_the_starttls_reply_is_refused() {
     assert!(reason.contains("after its STARTTLS reply"), "{reason}");
     // No handshake was even started.
     assert_eq!(server.join().unwrap(), vec![Vec::<u8>::new()]);
+}
+
+#[test]
+fn auth_login_when_plain_is_not_offered_and_a_refused_auth() {
+    let (addr, server) = scripted(2, |i, s| {
+        s.send("220 fake ESMTP\r\n");
+        assert_eq!(s.line(), "EHLO client.test\r\n");
+        s.send("250-fake\r\n250 STARTTLS\r\n");
+        assert_eq!(s.line(), "STARTTLS\r\n");
+        s.send("220 2.0.0 go ahead\r\n");
+        s.start_tls();
+        assert_eq!(s.line(), "EHLO client.test\r\n");
+        let mut said = Vec::new();
+        if i == 0 {
+            s.send("250-fake\r\n250 AUTH LOGIN\r\n");
+            assert_eq!(s.line(), "AUTH LOGIN\r\n");
+            s.send("334 VXNlcm5hbWU6\r\n");
+            said.push(s.line());
+            s.send("334 UGFzc3dvcmQ6\r\n");
+            said.push(s.line());
+            s.send("235 2.7.0 ok\r\n");
+        } else {
+            s.send("250-fake\r\n250 AUTH=PLAIN LOGIN\r\n");
+            said.push(s.line());
+            s.send("535 5.7.8 bad credentials\r\n");
+        }
+        assert_eq!(s.line(), "QUIT\r\n");
+        s.send("221 bye\r\n");
+        said
+    });
+    let mut cfg = config(TlsPolicy::Require);
+    cfg.credentials = Some(("alice".into(), "pa ss".into()));
+    block_on(async {
+        let client = SmtpClient::connect(addr, "localhost", &cfg).await.unwrap();
+        assert_eq!(client.tls_version(), Some("TLSv1.3"));
+        assert_eq!(client.capabilities().auth, vec!["LOGIN"]);
+        client.quit().await;
+        let err = SmtpClient::connect(addr, "localhost", &cfg)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Rejected {
+                    stage: Stage::Auth,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !err.is_permanent(),
+            "a credentials problem is ours: retry, do not bounce"
+        );
+        assert_eq!(err.reply().unwrap().code, 535);
+    });
+    let said = server.join().unwrap();
+    let decode = |line: &str| surel::net::sasl::decode_base64(line.trim_end().as_bytes()).unwrap();
+    assert_eq!(decode(&said[0][0]), b"alice");
+    assert_eq!(decode(&said[0][1]), b"pa ss");
+    let plain = said[1][0].strip_prefix("AUTH PLAIN ").expect(&said[1][0]);
+    assert_eq!(decode(plain), b"\0alice\0pa ss");
 }

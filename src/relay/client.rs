@@ -520,6 +520,11 @@ impl SmtpClient {
                 config.helo_name
             )));
         }
+        if config.tls == TlsPolicy::Verify && tls::server_name(server_name).is_none() {
+            return Err(ClientError::Usage(format!(
+                "{server_name:?} is not a server name a certificate can be checked against"
+            )));
+        }
         match Self::open(addr, server_name, config, config.tls).await {
             Err(error) if config.tls == TlsPolicy::May && error.is_handshake_failure() => {
                 tracing::info!(%addr, %error, "STARTTLS failed; retrying without TLS");
@@ -550,7 +555,8 @@ impl SmtpClient {
 
     /// Sends one message: MAIL, RCPTs, then the content by BDAT (CHUNKING) or DATA. With
     /// PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920); otherwise one
-    /// command per round trip. Per-recipient refusals are in the result, not an error.
+    /// command per round trip. `BDAT` waits for the RCPT replies, so no content is sent to a
+    /// server that took no recipient. Per-recipient refusals are in the result, not an error.
     ///
     /// Errors: the session failed (the queue retries every recipient, or bounces them all if
     /// [`ClientError::is_permanent`]), or the message was refused before anything was sent.
