@@ -10,6 +10,7 @@ pub mod dns;
 pub mod imap;
 pub mod net;
 pub mod pop3;
+pub mod relay;
 pub mod runtime;
 pub mod smtp;
 pub mod store;
