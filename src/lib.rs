@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod imap;
 pub mod net;
 pub mod pop3;
