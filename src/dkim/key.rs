@@ -98,7 +98,7 @@ impl DkimKey {
     /// Reads a key file; `name` is its file name, which must carry selector and domain.
     fn read(path: &Path, name: &str, modified: SystemTime) -> Result<DkimKey, String> {
         let (selector, domain) = parse_file_name(name).ok_or_else(|| {
-            "the file name is not <selector>._domainkey.<domain>.pem (lowercase DNS labels)"
+            "the file name is not <selector>._domainkey.<domain>.pem (DNS labels: letters, digits, hyphens)"
                 .to_string()
         })?;
         let pem = fs::read(path).map_err(|e| e.to_string())?;
