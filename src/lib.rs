@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod imap;
 pub mod net;

@@ -51,6 +51,29 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// DKIM signing keys for outbound mail (kept in <data_dir>/dkim/).
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Generate a signing key for DOMAIN; prints the DNS TXT record to publish.
+    Generate {
+        domain: String,
+        /// rsa (rsa-sha256, 2048-bit) or ed25519 (RFC 8463; not every receiver checks it).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// The DNS label the key is published under: <selector>._domainkey.<domain>.
+        #[arg(long, default_value = "surel")]
+        selector: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +184,7 @@ fn run(cli: Cli) -> Result<(), String> {
             surel::runtime::serve(cfg).map_err(|e| e.to_string())
         }
         Command::User { action } => user_command(action),
+        Command::Dkim { action } => dkim_command(action),
         Command::Config { action } => match action {
             ConfigAction::Default => {
                 print!("{DEFAULT_CONFIG}");
@@ -243,6 +267,28 @@ fn user_command(action: UserAction) -> Result<(), String> {
             for address in open(config, data_dir)?.list().map_err(|e| e.to_string())? {
                 println!("{address}");
             }
+            Ok(())
+        }
+    }
+}
+
+fn dkim_command(action: DkimAction) -> Result<(), String> {
+    match action {
+        DkimAction::Generate {
+            domain,
+            algorithm,
+            selector,
+            data_dir,
+            config,
+        } => {
+            let algorithm: surel::dkim::DkimAlgorithm =
+                algorithm.parse().map_err(|e: surel::dkim::DkimError| e.0)?;
+            let cfg = load_config(config, data_dir)?;
+            let dir = surel::dkim::key_dir(&cfg.data_dir);
+            let (path, record) =
+                surel::dkim::generate(&dir, &domain, &selector, algorithm).map_err(|e| e.0)?;
+            eprintln!("surel: wrote {}; publish this DNS record:", path.display());
+            println!("{record}");
             Ok(())
         }
     }
