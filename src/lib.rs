@@ -11,6 +11,7 @@ pub mod dns;
 pub mod imap;
 pub mod net;
 pub mod pop3;
+pub mod queue;
 pub mod relay;
 pub mod runtime;
 pub mod smtp;

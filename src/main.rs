@@ -56,6 +56,15 @@ enum Command {
         #[command(subcommand)]
         action: DkimAction,
     },
+    /// Inspect and manage the outbound queue (works while the server runs, and without it).
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +83,27 @@ enum DkimAction {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Every queued message: id, size, arrival, sender; each recipient with its state,
+    /// attempts, next try and last reply.
+    List {
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try every waiting message now (needs a running server).
+    Flush,
+    /// Drop a message from the queue, without telling its sender.
+    Remove { id: String },
+    /// Return a message to its sender now (failure report) and drop it.
+    Bounce { id: String },
+    /// Keep a message in the queue without trying it.
+    Hold { id: String },
+    /// Try a held message again.
+    Release { id: String },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +215,11 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::User { action } => user_command(action),
         Command::Dkim { action } => dkim_command(action),
+        Command::Queue {
+            action,
+            data_dir,
+            config,
+        } => queue_command(action, config, data_dir),
         Command::Config { action } => match action {
             ConfigAction::Default => {
                 print!("{DEFAULT_CONFIG}");
@@ -292,6 +327,41 @@ fn dkim_command(action: DkimAction) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn queue_command(
+    action: QueueAction,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    use surel::queue::control::{self, BounceSettings, Command as Q};
+    let cfg = load_config(config, data_dir)?;
+    let cmd = match action {
+        QueueAction::List { json } => Q::List { json },
+        QueueAction::Flush => Q::Flush,
+        QueueAction::Remove { id } => Q::Remove(id),
+        QueueAction::Bounce { id } => Q::Bounce(id),
+        QueueAction::Hold { id } => Q::Hold(id),
+        QueueAction::Release { id } => Q::Release(id),
+    };
+    // Validated here too, so a bad id is refused the same way with or without a server.
+    Q::parse(&cmd.to_line())?;
+    let output = match control::send(&cfg.data_dir, &cmd)? {
+        Some(answer) => answer?,
+        None => {
+            let store = surel::store::LogStore::open_existing(&cfg.data_dir.join("store"))
+                .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+            let bounce = BounceSettings {
+                hostname: cfg.effective_hostname(),
+                return_limit: cfg.relay.bounce_return_limit,
+            };
+            let answer = control::execute(&store, &cmd, &bounce, false);
+            store.close();
+            answer?
+        }
+    };
+    print!("{output}");
+    Ok(())
 }
 
 fn apply_port_offset(cfg: &mut Config, offset: u16) -> Result<(), String> {

@@ -53,16 +53,28 @@ impl From<StoreError> for DeliveryError {
 /// Signs what leaves (stage 2). Implemented by the DKIM signer pool.
 #[allow(async_fn_in_trait)]
 pub trait Signer {
-    /// The header to prepend, or `None` when no key covers the message.
-    async fn sign(&self, message: &Bytes) -> Option<Vec<u8>>;
+    /// The header to prepend, `None` when no key covers the message, `Err` when signing is
+    /// not possible now (the message is then refused temporarily rather than sent unsigned).
+    async fn sign(&self, message: &Bytes) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// No signing.
 pub struct NoSigner;
 
 impl Signer for NoSigner {
-    async fn sign(&self, _: &Bytes) -> Option<Vec<u8>> {
-        None
+    async fn sign(&self, _: &Bytes) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+}
+
+impl Signer for crate::dkim::DkimSigner {
+    async fn sign(&self, message: &Bytes) -> Result<Option<Vec<u8>>, String> {
+        if self.keys().is_empty() {
+            return Ok(None);
+        }
+        crate::dkim::DkimSigner::sign(self, message.clone())
+            .await
+            .map_err(|e| format!("DKIM signing: {e}"))
     }
 }
 
@@ -121,7 +133,12 @@ impl<S: MailStore + QueueStore, G: Signer> Pipeline<S, G> {
             .collect();
         let mut enqueue = Vec::new();
         if !remote.is_empty() {
-            let signature = self.signer.sign(&message).await.unwrap_or_default();
+            let signature = self
+                .signer
+                .sign(&message)
+                .await
+                .map_err(DeliveryError::Temporary)?
+                .unwrap_or_default();
             enqueue.push(NewQueuedMessage {
                 id: envelope.id.clone(),
                 created: now,

@@ -21,3 +21,4 @@ pub use client::{
 };
 pub use reply::{Reply, ReplyError, ReplyReader};
 pub use tls::{ClientTlsConfigs, client_configs};
+pub mod route;

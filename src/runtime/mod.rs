@@ -25,9 +25,11 @@ use crate::auth::{
 };
 use crate::config::Config;
 use crate::delivery::Pipeline;
-use crate::delivery::pipeline::NoSigner;
 use crate::delivery::router::Network;
+use crate::dkim::{DkimKeys, DkimSigner};
 use crate::net::{ShutdownSignal, Timeouts};
+use crate::queue::Outbound;
+use crate::queue::scheduler::Scheduler;
 use crate::store::{LogStore, StoreConfig};
 pub use limits::ConnectionLimits;
 pub use listeners::Protocol;
@@ -38,7 +40,7 @@ pub struct Services {
     pub config: Config,
     pub hostname: String,
     pub store: LogStore,
-    pub directory: LocalDirectory,
+    pub directory: Arc<LocalDirectory>,
     pub auth: Authenticator,
     pub tls: Arc<rustls::ServerConfig>,
     pub limits: Arc<ConnectionLimits>,
@@ -50,7 +52,9 @@ pub struct Services {
     /// Networks whose clients may relay without authenticating (`relay.allowed_networks`).
     pub relay_networks: Vec<Network>,
     /// The message pipeline every accepted message goes through.
-    pub pipeline: Pipeline<LogStore>,
+    pub pipeline: Pipeline<LogStore, DkimSigner>,
+    /// Routes, DNS and client settings for mail leaving through the queue.
+    pub outbound: Arc<Outbound>,
 }
 
 /// Per-core state, owned by the core's thread.
@@ -146,6 +150,7 @@ impl Services {
             },
         )
         .map_err(|e| ServerError(format!("directory: {e}")))?;
+        let directory = Arc::new(directory);
         let auth = Authenticator::new(
             users.clone(),
             AuthConfig {
@@ -206,7 +211,21 @@ impl Services {
             .iter()
             .map(|n| n.parse::<Network>().map_err(ServerError))
             .collect::<Result<Vec<_>, _>>()?;
-        let pipeline = Pipeline::new(store.clone(), NoSigner, hostname.clone());
+        let keys = DkimKeys::load(&crate::dkim::key_dir(&data_dir))
+            .map_err(|e| ServerError(format!("DKIM keys: {e}")))?;
+        for key in keys.iter() {
+            tracing::info!(
+                domain = key.domain(),
+                selector = key.selector(),
+                algorithm = %key.algorithm(),
+                "DKIM signing key"
+            );
+        }
+        let signer = DkimSigner::start(keys, cores.clamp(1, 2));
+        let pipeline = Pipeline::new(store.clone(), signer, hostname.clone());
+        let outbound = Arc::new(
+            Outbound::from_config(&config, &hostname).map_err(|e| ServerError(e.to_string()))?,
+        );
         Ok(Arc::new(Services {
             config,
             hostname,
@@ -222,6 +241,7 @@ impl Services {
             timeouts,
             relay_networks,
             pipeline,
+            outbound,
         }))
     }
 }
@@ -242,6 +262,15 @@ pub fn serve(config: Config) -> Result<(), ServerError> {
         tracing::info!(protocol = protocol.name(), address = %listener.address, "listening");
         bound.push(listener);
     }
+    let control = crate::queue::control::serve(
+        &cfg.data_dir,
+        services.store.clone(),
+        crate::queue::control::BounceSettings {
+            hostname: services.hostname.clone(),
+            return_limit: cfg.relay.bounce_return_limit,
+        },
+    )
+    .map_err(|e| ServerError(format!("control socket: {e}")))?;
     write_ports_file(&cfg.data_dir, &bound)?;
     install_signal_handlers()?;
     raise_open_files_limit();
@@ -267,6 +296,7 @@ pub fn serve(config: Config) -> Result<(), ServerError> {
             failed = Some(e);
         }
     }
+    let _ = std::fs::remove_file(&control);
     services.store.close();
     let _ = std::fs::remove_file(cfg.data_dir.join("ports"));
     tracing::info!("stopped");
@@ -362,20 +392,29 @@ fn run_core(
                 .map_err(|e| ServerError(format!("core {index}: listener: {e}")))?;
             monoio::spawn(accept_loop(protocol, listener, core.clone()));
         }
+        let scheduler = Scheduler::new(
+            index,
+            core.services.store.clone(),
+            core.services.directory.clone(),
+            core.services.outbound.clone(),
+            core.shutdown.clone(),
+        );
+        monoio::spawn(scheduler.clone().run());
         while !SHUTDOWN.load(Ordering::Acquire) {
             monoio::time::sleep(Duration::from_millis(100)).await;
         }
         core.shutdown.trigger();
-        drain(&core).await;
+        drain(&core, &scheduler).await;
         Ok(())
     })
 }
 
-/// Waits for this process's connections to finish, up to the grace period.
-async fn drain(core: &Core) {
+/// Waits for this process's connections, and this core's outbound transactions, to finish,
+/// up to the grace period (an outbound transaction cut short is sent again after restart).
+async fn drain(core: &Core, scheduler: &Scheduler) {
     let grace = Duration::from_secs(core.services.config.limits.shutdown_grace_secs);
     let deadline = Instant::now() + grace;
-    while core.services.limits.active() > 0 && Instant::now() < deadline {
+    while (core.services.limits.active() > 0 || scheduler.busy() > 0) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
 }

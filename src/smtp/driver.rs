@@ -71,7 +71,7 @@ impl SessionDriver for SmtpDriver<'_> {
                     self.session.auth_result(outcome, conn.output());
                 }
                 SmtpEvent::Route { address, may_relay } => {
-                    let route = router::route(&services.directory, &address, may_relay);
+                    let route = router::route(services.directory.as_ref(), &address, may_relay);
                     self.session.route_result(route, conn.output());
                 }
                 SmtpEvent::Deliver(tx) => {

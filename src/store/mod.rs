@@ -521,6 +521,27 @@ impl LogStore {
         Ok(LogStore { inner })
     }
 
+    /// Opens the store of an existing data directory with the shard count it was created with
+    /// (for tools that run while no server does, such as `surel queue`).
+    pub fn open_existing(dir: &std::path::Path) -> StoreResult<LogStore> {
+        let text = std::fs::read_to_string(dir.join(META_FILE)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                StoreError::NotAllowed("no store in this data directory")
+            }
+            _ => StoreError::Io(e),
+        })?;
+        let shards = text
+            .lines()
+            .find_map(|l| l.strip_prefix("shards="))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("{}: no valid shards= line", META_FILE)))?;
+        LogStore::open(StoreConfig {
+            dir: dir.to_path_buf(),
+            shards,
+            ..StoreConfig::default()
+        })
+    }
+
     /// Stops the writers after they committed everything already queued, and writes a final
     /// checkpoint per shard. Later calls on any clone fail with [`StoreError::Closed`].
     pub fn close(&self) {
