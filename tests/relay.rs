@@ -454,3 +454,219 @@ fn relays_through_mx_records_from_a_real_dns_server_dkim_signed() {
         text(&reports[0])
     );
 }
+
+/// Message-IDs of the messages a sink dumped, with how often each arrived.
+fn dumped_ids(dir: &std::path::Path) -> std::collections::HashMap<String, usize> {
+    let mut ids = std::collections::HashMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        let m = text(&bytes);
+        let id = m
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap_or_else(|| panic!("no Message-ID in {m}"))
+            .to_string();
+        *ids.entry(id).or_insert(0) += 1;
+    }
+    ids
+}
+
+fn loadgen(args: &[&str]) -> loadgen::stats::Summary {
+    use clap::Parser;
+    let mut argv = vec!["loadgen"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--cores", "1", "--quiet", "--timeout", "20"]);
+    let cli = loadgen::cli::Cli::try_parse_from(argv).expect("loadgen arguments");
+    loadgen::app::run(cli).expect("loadgen run")
+}
+
+#[test]
+fn sigkill_with_a_full_queue_loses_nothing_duplicates_only_what_was_in_flight() {
+    const N: u64 = 400;
+    // At most this many transactions are in flight at any moment (over both cores).
+    const IN_FLIGHT: usize = 8;
+    let dump = tempfile::tempdir().unwrap();
+    // A slow destination, so the queue is still full when the relay is killed.
+    let sink = Sink::start(SinkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        delay: Duration::from_millis(20),
+        dump_dir: Some(dump.path().to_path_buf()),
+        ..SinkConfig::default()
+    })
+    .unwrap();
+    let route = format!("\"example.net\" = \"{}\"", sink.addr());
+    let mut a = TestServer::start(
+        &["alice@example.test"],
+        &relay_config(&route, &format!("max_connections_per_site = {IN_FLIGHT}\n")),
+    );
+    let s = loadgen(&[
+        "smtp",
+        "--target",
+        &a.addr("smtp").to_string(),
+        "--connections",
+        "16",
+        "--count",
+        &N.to_string(),
+        "--users",
+        "50",
+        "--user-pattern",
+        "user%04d@example.net",
+    ]);
+    assert_eq!((s.jobs_ok, s.jobs_failed), (N, 0), "{:?}", s.errors);
+    // Every message was acknowledged; some have left, most wait in the queue.
+    assert!(sink.wait_for_delivered(N / 4, Duration::from_secs(30)));
+    let before_kill = sink.snapshot().messages;
+    a.kill();
+    assert!(
+        before_kill < N,
+        "the queue drained before the kill; slow the sink down"
+    );
+    a.launch();
+    assert!(
+        sink.wait_for_delivered(N, Duration::from_secs(60)),
+        "not everything arrived after the restart: {:?}\n{}",
+        sink.snapshot(),
+        a.log()
+    );
+    wait_until("the queue to empty", Duration::from_secs(30), || {
+        queue(&a).is_empty()
+    });
+    let ids = dumped_ids(dump.path());
+    let total: usize = ids.values().sum();
+    let duplicates = total - ids.len();
+    eprintln!(
+        "SIGKILL after {before_kill} of {N} delivered: {} unique, {duplicates} duplicated",
+        ids.len()
+    );
+    assert_eq!(ids.len() as u64, N, "every acknowledged message arrives");
+    assert!(
+        duplicates <= IN_FLIGHT,
+        "{duplicates} duplicates, more than the {IN_FLIGHT} transactions that can be in flight"
+    );
+}
+
+#[test]
+fn queue_commands_while_running_and_offline() {
+    let port = free_port();
+    let route = format!("\"example.net\" = \"127.0.0.1:{port}\"");
+    // Nothing listens yet, and a failed attempt waits an hour.
+    let mut a = TestServer::start(
+        &["alice@example.test"],
+        &format!(
+            "[relay]\nallowed_networks = [\"127.0.0.1/32\"]\nretry_initial_secs = 3600\nconnect_timeout_secs = 2\n[relay.routes]\n{route}\n"
+        ),
+    );
+    let data_dir = a.data_dir();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["queue"];
+        all.extend_from_slice(args);
+        all.push("--data-dir");
+        let out = run_cli(&all, &data_dir, None);
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let one = send(
+        &a,
+        "alice@example.test",
+        &["bob@example.net"],
+        "Subject: one\r\n\r\n1\r\n",
+    );
+    let two = send(
+        &a,
+        "alice@example.test",
+        &["carol@example.net", "dave@example.net"],
+        "Subject: two\r\n\r\n2\r\n",
+    );
+    wait_until("both deferred", Duration::from_secs(15), || {
+        let q = queue(&a);
+        q.len() == 2
+            && q.iter().all(|m| {
+                m["recipients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["state"] == "deferred")
+            })
+    });
+    let (ok, list, _) = cli(&["list"]);
+    assert!(ok);
+    assert!(list.contains(&one) && list.contains(&two), "{list}");
+    assert!(list.contains("deferred  attempts=1"), "{list}");
+    assert!(
+        list.contains("<carol@example.net>") && list.contains("(451 4.4.1"),
+        "{list}"
+    );
+    assert!(list.ends_with("-- 2 messages, 3 recipients\n"), "{list}");
+    // Hold and release.
+    assert!(cli(&["hold", &one]).0);
+    assert!(cli(&["list"]).1.contains("(held)"));
+    assert!(cli(&["release", &one]).0);
+    assert!(!cli(&["list"]).1.contains("(held)"));
+    // Unknown ids and garbage are refused with exit 1.
+    let (ok, _, err) = cli(&["remove", "NOSUCHID"]);
+    assert!(!ok && err.contains("no such message"), "{err}");
+    assert!(!cli(&["hold", "../etc"]).0);
+    // Flush: the destination is up now; without the flush the retry would be an hour away.
+    let accepting = sink(port, 0.0, 0.0, None);
+    let (ok, out, _) = cli(&["flush"]);
+    assert!(ok && out.contains("flush requested"), "{out}");
+    assert!(
+        accepting.wait_for_delivered(3, Duration::from_secs(20)),
+        "{}",
+        a.log()
+    );
+    wait_until("the queue to empty", Duration::from_secs(10), || {
+        queue(&a).is_empty()
+    });
+    drop(accepting);
+    // Remove and bounce, on new mail to a destination that is down again.
+    let three = send(
+        &a,
+        "alice@example.test",
+        &["erin@example.net"],
+        "Subject: three\r\n\r\n3\r\n",
+    );
+    let four = send(
+        &a,
+        "alice@example.test",
+        &["frank@example.net"],
+        "Subject: four\r\n\r\n4\r\n",
+    );
+    wait_until("two queued", Duration::from_secs(10), || {
+        queue(&a).len() == 2
+    });
+    let (ok, out, _) = cli(&["remove", &three]);
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, out, _) = cli(&["bounce", &four]);
+    assert!(
+        ok && out.contains("returned to <alice@example.test>"),
+        "{out}"
+    );
+    assert!(
+        queue(&a)
+            .iter()
+            .all(|m| m["id"] != four.as_str() && m["id"] != three.as_str())
+    );
+    // Offline: the store is opened directly.
+    let five = send(
+        &a,
+        "alice@example.test",
+        &["gina@example.net"],
+        "Subject: five\r\n\r\n5\r\n",
+    );
+    a.stop();
+    assert!(!a.data_dir().join("control.sock").exists());
+    let (ok, list, _) = cli(&["list"]);
+    assert!(ok && list.contains(&five), "{list}");
+    let (ok, out, _) = cli(&["flush"]);
+    assert!(ok && out.contains("not running"), "{out}");
+    assert!(cli(&["hold", &five]).0);
+    assert!(cli(&["list"]).1.contains("(held)"));
+    // The bounce report reached Alice; the removed message did not come back.
+    let reports = inbox(&a, "alice@example.test");
+    assert_eq!(reports.len(), 1);
+    assert!(
+        text(&reports[0]).contains("returned by the administrator"),
+        "{}",
+        text(&reports[0])
+    );
+}

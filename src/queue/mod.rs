@@ -38,6 +38,79 @@ pub struct Outbound {
     /// Base client settings; TLS policy and credentials come from each destination.
     pub client: ClientConfig,
     pub queue: QueueConfig,
+    /// Where this server listens, set once its listeners are bound: mail routed to one of
+    /// these addresses would loop.
+    own: std::sync::OnceLock<OwnAddresses>,
+}
+
+/// This server's listening addresses and the machine's interface addresses.
+#[derive(Clone, Debug, Default)]
+pub struct OwnAddresses {
+    pub listeners: Vec<std::net::SocketAddr>,
+    pub interfaces: Vec<std::net::IpAddr>,
+}
+
+impl OwnAddresses {
+    /// Would connecting to `addr` reach this server?
+    pub fn contains(&self, addr: std::net::SocketAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || (l.ip().is_unspecified()
+                        && (addr.ip().is_loopback() || self.interfaces.contains(&addr.ip()))))
+        })
+    }
+}
+
+/// The addresses of this machine's network interfaces.
+pub fn interface_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we only read and then free with freeifaddrs; every
+    // pointer is checked for null and cast by the family the kernel put in sa_family.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = a as *const libc::sockaddr_in;
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            (*sin).sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = a as *const libc::sockaddr_in6;
+                        out.push(IpAddr::V6(Ipv6Addr::from((*sin6).sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+impl Outbound {
+    /// Records where this server listens (once, after binding).
+    pub fn set_own_addresses(&self, listeners: Vec<std::net::SocketAddr>) {
+        let _ = self.own.set(OwnAddresses {
+            listeners,
+            interfaces: interface_addresses(),
+        });
+    }
+
+    /// Would connecting to `addr` reach this server itself?
+    pub fn is_self(&self, addr: std::net::SocketAddr) -> bool {
+        self.own.get().is_some_and(|o| o.contains(addr))
+    }
 }
 
 #[derive(Debug)]
@@ -97,6 +170,7 @@ impl Outbound {
         };
         let per_minute = relay.max_messages_per_minute_per_site;
         Ok(Outbound {
+            own: std::sync::OnceLock::new(),
             routes: Routes::from_config(relay),
             resolver,
             client,
@@ -124,6 +198,28 @@ impl Outbound {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_addresses_detect_loops() {
+        let own = super::OwnAddresses {
+            listeners: vec![
+                "0.0.0.0:25".parse().unwrap(),
+                "127.0.0.1:2525".parse().unwrap(),
+            ],
+            interfaces: vec!["192.0.2.10".parse().unwrap()],
+        };
+        assert!(own.contains("192.0.2.10:25".parse().unwrap()));
+        assert!(own.contains("127.0.0.1:25".parse().unwrap()));
+        assert!(own.contains("127.0.0.1:2525".parse().unwrap()));
+        assert!(!own.contains("192.0.2.11:25".parse().unwrap()));
+        assert!(!own.contains("127.0.0.2:2525".parse().unwrap()));
+        assert!(!own.contains("192.0.2.10:26".parse().unwrap()));
+        assert!(
+            super::interface_addresses()
+                .iter()
+                .any(|ip| ip.is_loopback())
+        );
+    }
+
     #[test]
     fn limits_split_between_cores() {
         assert_eq!(super::per_core(20, 2), 10);

@@ -490,6 +490,7 @@ impl Scheduler {
             "451 4.4.1 no host to connect to",
             "none",
         );
+        let mut looped = false;
         for host in &destination.hosts {
             let addrs = match host.ip {
                 Some(ip) => vec![ip],
@@ -516,6 +517,10 @@ impl Scheduler {
             for ip in addrs {
                 let addr = std::net::SocketAddr::new(ip, host.port);
                 let relay = format!("{}[{}]:{}", host.name, ip, host.port);
+                if self.outbound.is_self(addr) {
+                    looped = true;
+                    continue;
+                }
                 match SmtpClient::connect(addr, &host.name, config).await {
                     Ok(c) => return Ok((c, relay)),
                     Err(e) => {
@@ -528,6 +533,17 @@ impl Scheduler {
                     }
                 }
             }
+        }
+        if looped && last.relay == "none" {
+            // Every address found is this server: the mail would come back forever.
+            return Err(Attempt::new(
+                AttemptKind::Failed,
+                format!(
+                    "554 5.4.6 mail for {} loops back to myself",
+                    destination.hosts.first().map_or("?", |h| h.name.as_str())
+                ),
+                "none",
+            ));
         }
         // A host that could not be reached is a temporary failure, whatever it said last.
         if last.kind == AttemptKind::Failed {

@@ -271,6 +271,9 @@ pub fn serve(config: Config) -> Result<(), ServerError> {
         },
     )
     .map_err(|e| ServerError(format!("control socket: {e}")))?;
+    services
+        .outbound
+        .set_own_addresses(bound.iter().map(|b| b.address).collect());
     write_ports_file(&cfg.data_dir, &bound)?;
     install_signal_handlers()?;
     raise_open_files_limit();
