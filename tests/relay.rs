@@ -118,23 +118,25 @@ fn relays_through_a_static_route_to_another_surel_byte_exact() {
     assert!(m.ends_with(body), "{m}");
 }
 
-/// Postfix's `smtp-sink` refusing every RCPT with 4xx: a destination that is temporarily
-/// unavailable. Killed on drop (the port is free again once the process is gone).
-struct RefusingPostfixSink(std::process::Child);
+/// Postfix's `smtp-sink` as a destination, with its options (`-r RCPT`: every RCPT refused
+/// with 4xx; `-N`: no DSN offered; `-d DIR/msg.`: each transaction dumped). Killed on drop
+/// (the port is free again once the process is gone).
+struct PostfixSink(std::process::Child);
 
-impl RefusingPostfixSink {
-    fn start(port: u16) -> RefusingPostfixSink {
+impl PostfixSink {
+    fn start(port: u16, options: &[&str]) -> PostfixSink {
         const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
         assert!(
             std::path::Path::new(SMTP_SINK).exists(),
-            "{SMTP_SINK} is missing: install Debian's postfix package (.ci/run does)"
+            "{SMTP_SINK} is missing: install Debian's postfix package (scripts/test.sh does)"
         );
         let mut cmd = std::process::Command::new(SMTP_SINK);
         // smtp-sink refuses to run as root without -u.
         if unsafe { libc::geteuid() } == 0 {
             cmd.args(["-u", "root"]);
         }
-        cmd.args(["-r", "RCPT", &format!("127.0.0.1:{port}"), "16"])
+        cmd.args(options)
+            .args([&format!("127.0.0.1:{port}"), "16"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -142,11 +144,11 @@ impl RefusingPostfixSink {
         wait_until("smtp-sink to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        RefusingPostfixSink(child)
+        PostfixSink(child)
     }
 }
 
-impl Drop for RefusingPostfixSink {
+impl Drop for PostfixSink {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -156,7 +158,7 @@ impl Drop for RefusingPostfixSink {
 #[test]
 fn temporary_failure_then_success_is_delivered_once() {
     let port = free_port();
-    let refusing = RefusingPostfixSink::start(port);
+    let refusing = PostfixSink::start(port, &["-r", "RCPT"]);
     let route = format!("\"example.net\" = \"127.0.0.1:{port}\"");
     let a = TestServer::start(&["alice@example.test"], &relay_config(&route, ""));
     let id = send(
@@ -668,5 +670,172 @@ fn queue_commands_while_running_and_offline() {
         text(&reports[0]).contains("returned by the administrator"),
         "{}",
         text(&reports[0])
+    );
+}
+
+#[test]
+fn dsn_parameters_are_passed_on_and_success_is_reported() {
+    let (with_dsn, without_dsn) = (free_port(), free_port());
+    let dump = tempfile::tempdir().unwrap();
+    let template = format!("{}/msg.", dump.path().display());
+    let _sink = PostfixSink::start(with_dsn, &["-d", &template]);
+    let _no_dsn = PostfixSink::start(without_dsn, &["-N"]);
+    let routes = format!(
+        "\"dsn.test\" = \"127.0.0.1:{with_dsn}\"\n\"nodsn.test\" = \"127.0.0.1:{without_dsn}\""
+    );
+    let mut a = TestServer::start(&["alice@example.test"], &relay_config(&routes, ""));
+    let mut c = smtp_session(&a);
+    c.expect("MAIL FROM:<alice@example.test> RET=HDRS ENVID=env+2B1", 250);
+    c.expect(
+        "RCPT TO:<x@dsn.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;X+40dsn.test",
+        250,
+    );
+    c.expect("RCPT TO:<y@nodsn.test> NOTIFY=SUCCESS", 250);
+    c.expect("RCPT TO:<alice@example.test> NOTIFY=SUCCESS", 250);
+    c.expect("DATA", 354);
+    c.send("Subject: tell me\r\n\r\nbody\r\n");
+    c.expect(".", 250);
+    c.expect("QUIT", 221);
+    wait_until("the queue to empty", Duration::from_secs(20), || {
+        queue(&a).is_empty()
+    });
+    // The next hop that offers DSN got the parameters, and reports success itself.
+    let files: Vec<_> = std::fs::read_dir(dump.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let dumped = text(&std::fs::read(files[0].as_ref().unwrap().path()).unwrap());
+    assert!(
+        dumped.contains("X-Mail-Args: <alice@example.test> RET=HDRS ENVID=env+2B1"),
+        "{dumped}"
+    );
+    assert!(
+        dumped
+            .contains("X-Rcpt-Args: <x@dsn.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;X+40dsn.test"),
+        "{dumped}"
+    );
+    a.stop();
+    let mail = inbox(&a, "alice@example.test");
+    assert_eq!(mail.len(), 3, "the message and two reports");
+    let reports: Vec<String> = mail
+        .iter()
+        .map(|m| text(m))
+        .filter(|m| m.contains("Successful Mail Delivery Report"))
+        .collect();
+    assert_eq!(reports.len(), 2, "{mail:?}");
+    let delivered = reports
+        .iter()
+        .find(|r| r.contains("Action: delivered"))
+        .unwrap();
+    assert!(
+        delivered.contains("Final-Recipient: rfc822; alice@example.test"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("Original-Envelope-Id: env+2B1"),
+        "{delivered}"
+    );
+    let relayed = reports
+        .iter()
+        .find(|r| r.contains("Action: relayed"))
+        .unwrap();
+    assert!(
+        relayed.contains("Final-Recipient: rfc822; y@nodsn.test"),
+        "{relayed}"
+    );
+    assert!(!relayed.contains("x@dsn.test"), "{relayed}");
+    // Success reports carry the header only.
+    assert!(
+        relayed.contains("Content-Type: text/rfc822-headers"),
+        "{relayed}"
+    );
+}
+
+#[test]
+fn delayed_mail_warns_the_sender_once() {
+    let port = free_port();
+    let route = format!("\"example.net\" = \"127.0.0.1:{port}\"");
+    let mut a = TestServer::start(
+        &["alice@example.test"],
+        &relay_config(
+            &route,
+            "delay_warning_secs = 2\nqueue_lifetime_secs = 600\n",
+        ),
+    );
+    let id = send(
+        &a,
+        "alice@example.test",
+        &["bob@example.net"],
+        "Subject: slow\r\n\r\nx\r\n",
+    );
+    wait_until("the delay warning", Duration::from_secs(20), || {
+        a.log()
+            .contains(&format!("{id}: sender delay notification"))
+    });
+    // Still queued, a few more attempts later, and warned only once.
+    std::thread::sleep(Duration::from_secs(3));
+    let q = queue(&a);
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0]["recipients"][0]["state"], "deferred");
+    assert!(
+        q[0]["recipients"][0]["attempts"].as_u64().unwrap() >= 3,
+        "{q:?}"
+    );
+    assert_eq!(
+        a.log().matches("sender delay notification").count(),
+        1,
+        "{}",
+        a.log()
+    );
+    a.stop();
+    let mail = inbox(&a, "alice@example.test");
+    assert_eq!(mail.len(), 1);
+    let r = text(&mail[0]);
+    assert!(
+        r.contains("Subject: Delayed Mail (still being retried)"),
+        "{r}"
+    );
+    assert!(r.contains("Action: delayed\r\nStatus: 4.4.1"), "{r}");
+    assert!(r.contains("Will-Retry-Until: "), "{r}");
+}
+
+#[test]
+fn smarthost_with_auth_over_starttls() {
+    let mut b = TestServer::start(&["relay@example.net", "bob@example.net"], "");
+    let smarthost = format!(
+        "smarthost = {{ host = \"127.0.0.1\", port = {}, username = \"relay@example.net\", password = \"{PASSWORD}\" }}\n",
+        b.addr("submission").port()
+    );
+    let a = TestServer::start(
+        &["alice@example.test"],
+        &format!("[relay]\nallowed_networks = [\"127.0.0.1/32\"]\n{FAST_QUEUE}{smarthost}"),
+    );
+    let id = send(
+        &a,
+        "alice@example.test",
+        &["bob@example.net"],
+        "Subject: via smarthost\r\n\r\nhi\r\n",
+    );
+    wait_until("the queue to empty", Duration::from_secs(20), || {
+        queue(&a).is_empty()
+    });
+    assert!(
+        a.log().contains(&format!(
+            "{id}: to=<bob@example.net>, relay=127.0.0.1[127.0.0.1]:{}",
+            b.addr("submission").port()
+        )),
+        "{}",
+        a.log()
+    );
+    assert!(
+        b.log().contains("sasl_username=relay@example.net"),
+        "{}",
+        b.log()
+    );
+    b.stop();
+    let got = inbox(&b, "bob@example.net");
+    assert_eq!(got.len(), 1);
+    assert!(
+        text(&got[0]).contains("with ESMTPSA id"),
+        "TLS and AUTH: {}",
+        text(&got[0])
     );
 }

@@ -147,7 +147,7 @@ impl<S: MailStore + QueueStore, G: Signer> Pipeline<S, G> {
                     ret: envelope.ret,
                     envid: envelope.envid.clone(),
                     smtputf8: envelope.smtputf8,
-                    eight_bit: envelope.eight_bit || message.iter().any(|&b| b >= 0x80),
+                    eight_bit: envelope.eight_bit || !message.is_ascii(),
                 },
                 recipients: remote,
                 bytes: MessageBytes::new(signature, message.clone()),
@@ -235,7 +235,7 @@ pub fn report_message(report: &dsn::Report<'_>, now: i64) -> NewQueuedMessage {
         envelope: QueuedEnvelope {
             mail_from: String::new(),
             smtputf8: !report.to.is_ascii(),
-            eight_bit: bytes.iter().any(|&b| b >= 0x80),
+            eight_bit: !bytes.is_ascii(),
             ..Default::default()
         },
         recipients: vec![QueuedRecipient::new(report.to)],
