@@ -210,7 +210,15 @@ fn bdat_chunks_are_stored_exactly() {
 
 #[test]
 fn submission_requires_starttls_then_auth() {
-    let mut server = TestServer::start(&["alice@example.test", "bob@example.test"], "");
+    // elsewhere.test's mail goes to a port where nobody listens: it stays queued.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut server = TestServer::start(
+        &["alice@example.test", "bob@example.test"],
+        &format!("[relay.routes]\n\"elsewhere.test\" = \"{closed}\"\n"),
+    );
     let mut c = Client::connect(server.addr("submission"));
     assert_eq!(c.reply().0, 220);
     let ehlo = c.expect("EHLO c.test", 250);

@@ -77,7 +77,7 @@ fn dump(s: &LogStore, account: &str) -> Dump {
         .collect()
 }
 
-/// Subscribers are notified just after the callers are answered, so poll briefly.
+/// Subscribers are told before the callers are answered; poll briefly all the same.
 fn next_change(rx: &mut ChangeReceiver) -> MailboxChange {
     for _ in 0..5000 {
         match rx.try_recv() {

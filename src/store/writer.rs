@@ -5,7 +5,7 @@
 //! records written but not yet synced. Requests are validated and turned into records against
 //! that private copy (so a create followed by an append in the same batch works); only after
 //! the batch's fdatasync (one per log the batch wrote to) are the same records applied to the
-//! shared indexes that readers see, then the callers are answered, then subscribers are told.
+//! shared indexes that readers see, then subscribers are told, then the callers are answered.
 //! An acknowledgement or a visible change therefore never precedes durability.
 //!
 //! When the queue has nothing to do the writer reclaims spent queue segments (deletes sealed
@@ -429,12 +429,14 @@ impl Writer {
         let stats = &self.shared.stats;
         stats.records.fetch_add(nrec, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        // Subscribers first: once a caller is told its change is done, every other session's
+        // channel already holds it, so their next command reports it.
+        self.notify();
         for (tx, r) in replies {
             if let Some(r) = r {
                 let _ = tx.send(r);
             }
         }
-        self.notify();
         self.maybe_checkpoint(false);
     }
 
