@@ -3,8 +3,10 @@
 //! the key it wrote.
 
 mod common;
+#[path = "common/dkim.rs"]
+mod dkim_check;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,13 +15,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::run_cli;
-use mail_auth::hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
-};
+use mail_auth::DkimResult;
 use mail_auth::hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
 use mail_auth::hickory_resolver::proto::rr::rdata::TXT;
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 use surel::dkim::{DkimAlgorithm, DkimKeys, key_dir, sign, txt_record_value};
 
 /// An authoritative DNS server for one TXT record, on 127.0.0.1 (UDP, an ephemeral port).
@@ -85,26 +84,6 @@ impl TxtServer {
             thread: Some(thread),
         }
     }
-
-    /// mail-auth's authenticator with this server as its only name server.
-    fn authenticator(&self) -> MessageAuthenticator {
-        let mut udp = ConnectionConfig::udp();
-        udp.port = self.addr.port();
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(2);
-        opts.attempts = 2;
-        opts.cache_size = 0;
-        let config = ResolverConfig::from_parts(
-            None,
-            vec![],
-            vec![NameServerConfig::new(
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                true,
-                vec![udp],
-            )],
-        );
-        MessageAuthenticator::new(config, opts).unwrap()
-    }
 }
 
 impl Drop for TxtServer {
@@ -118,20 +97,7 @@ impl Drop for TxtServer {
 
 /// mail-auth's verdicts on `message` when resolving through `server`.
 fn verify(server: &TxtServer, message: &[u8]) -> Vec<DkimResult> {
-    let parsed = AuthenticatedMessage::parse(message).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        server
-            .authenticator()
-            .verify_dkim(&parsed)
-            .await
-            .into_iter()
-            .map(|o| o.result().clone())
-            .collect()
-    })
+    dkim_check::verdicts(server.addr, message)
 }
 
 /// `name. IN TXT ( "a" "b" )` → (name, [a, b]).

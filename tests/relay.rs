@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use loadgen::sink::{Sink, SinkConfig};
-use surel::store::MailStore;
 
 /// Queue settings that make retries and expiry fit in a test.
 const FAST_QUEUE: &str = "retry_initial_secs = 1\nretry_max_secs = 1\nconnect_timeout_secs = 2\n";
@@ -32,17 +31,6 @@ fn queue(server: &TestServer) -> Vec<serde_json::Value> {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn inbox(server: &TestServer, account: &str) -> Vec<Vec<u8>> {
-    let store = server.open_store();
-    let Ok(snap) = store.snapshot(account, "INBOX") else {
-        return Vec::new();
-    };
-    snap.messages
-        .iter()
-        .map(|m| store.read(account, "INBOX", m.uid).unwrap())
         .collect()
 }
 
@@ -330,37 +318,8 @@ fn relay_is_refused_outside_allowed_networks_and_before_auth() {
 #[path = "common/dns.rs"]
 mod dns_server;
 
-/// Verifies every DKIM signature of `message` with mail-auth, resolving keys through `dns`.
-fn dkim_verdicts(dns: std::net::SocketAddr, message: &[u8]) -> Vec<mail_auth::DkimResult> {
-    use mail_auth::hickory_resolver::config::{
-        ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
-    };
-    let mut udp = ConnectionConfig::udp();
-    udp.port = dns.port();
-    let mut opts = ResolverOpts::default();
-    opts.timeout = Duration::from_secs(2);
-    opts.attempts = 2;
-    opts.cache_size = 0;
-    let config = ResolverConfig::from_parts(
-        None,
-        vec![],
-        vec![NameServerConfig::new(dns.ip(), true, vec![udp])],
-    );
-    let authenticator = mail_auth::MessageAuthenticator::new(config, opts).unwrap();
-    let parsed = mail_auth::AuthenticatedMessage::parse(message).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            authenticator
-                .verify_dkim(&parsed)
-                .await
-                .into_iter()
-                .map(|o| o.result().clone())
-                .collect()
-        })
-}
+#[path = "common/dkim.rs"]
+mod dkim_check;
 
 #[test]
 fn relays_through_mx_records_from_a_real_dns_server_dkim_signed() {
@@ -445,7 +404,7 @@ fn relays_through_mx_records_from_a_real_dns_server_dkim_signed() {
         text(m)
     );
     assert!(m.ends_with(body.as_bytes()));
-    let verdicts = dkim_verdicts(dns.addr(), m);
+    let verdicts = dkim_check::verdicts(dns.addr(), m);
     assert_eq!(verdicts, vec![mail_auth::DkimResult::Pass], "{}", text(m));
     a.stop();
     let reports = inbox(&a, "alice@example.test");

@@ -4,19 +4,6 @@
 mod common;
 
 use common::*;
-use surel::store::MailStore;
-
-fn inbox(server: &TestServer, account: &str) -> Vec<Vec<u8>> {
-    let store = server.open_store();
-    let snap = match store.snapshot(account, "INBOX") {
-        Ok(s) => s,
-        Err(_) => return Vec::new(),
-    };
-    snap.messages
-        .iter()
-        .map(|m| store.read(account, "INBOX", m.uid).unwrap())
-        .collect()
-}
 
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())

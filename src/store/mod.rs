@@ -365,19 +365,21 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 const META_FILE: &str = "store.meta";
 
+/// The `shards=` line of a store's meta file.
+fn meta_shards(path: &std::path::Path, text: &str) -> StoreResult<usize> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("shards="))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("{}: no valid shards= line", path.display())))
+}
+
 /// Records the shard count at first open and refuses a different one later: accounts are
 /// placed by `hash % shards`, so a changed count would silently hide existing mail.
 fn check_meta(config: &StoreConfig) -> StoreResult<()> {
     let path = config.dir.join(META_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let shards = text
-                .lines()
-                .find_map(|l| l.strip_prefix("shards="))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("{}: no valid shards= line", path.display()))
-                })?;
+            let shards = meta_shards(&path, &text)?;
             if shards != config.shards {
                 return Err(StoreError::Corrupt(format!(
                     "{} was created with {shards} shards but opened with {}; \
@@ -524,17 +526,14 @@ impl LogStore {
     /// Opens the store of an existing data directory with the shard count it was created with
     /// (for tools that run while no server does, such as `surel queue`).
     pub fn open_existing(dir: &std::path::Path) -> StoreResult<LogStore> {
-        let text = std::fs::read_to_string(dir.join(META_FILE)).map_err(|e| match e.kind() {
+        let path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 StoreError::NotAllowed("no store in this data directory")
             }
             _ => StoreError::Io(e),
         })?;
-        let shards = text
-            .lines()
-            .find_map(|l| l.strip_prefix("shards="))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("{}: no valid shards= line", META_FILE)))?;
+        let shards = meta_shards(&path, &text)?;
         LogStore::open(StoreConfig {
             dir: dir.to_path_buf(),
             shards,

@@ -224,6 +224,20 @@ impl TestServer {
     }
 }
 
+/// Every message in `account`'s INBOX, read through the store's API (the server must be
+/// stopped: the store is opened here).
+pub fn inbox(server: &TestServer, account: &str) -> Vec<Vec<u8>> {
+    use surel::store::MailStore;
+    let store = server.open_store();
+    let Ok(snap) = store.snapshot(account, "INBOX") else {
+        return Vec::new();
+    };
+    snap.messages
+        .iter()
+        .map(|m| store.read(account, "INBOX", m.uid).unwrap())
+        .collect()
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
