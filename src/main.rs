@@ -202,7 +202,7 @@ fn run(cli: Cli) -> Result<(), String> {
             cores,
             listen,
         } => {
-            init_logging();
+            let _log = init_logging()?;
             let mut cfg = load_config(config, data_dir)?;
             if let Some(n) = cores {
                 cfg.cores = n;
@@ -387,12 +387,17 @@ fn apply_port_offset(cfg: &mut Config, offset: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn init_logging() {
+/// Logs go to stderr through a buffer and a writer thread (`runtime::log`): an event loop
+/// never waits on whatever reads stderr. The guard flushes what is left when it is dropped.
+fn init_logging() -> Result<surel::runtime::log::FlushGuard, String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SUREL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = surel::runtime::log::BufferedStderr::start()
+        .map_err(|e| format!("log writer thread: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    Ok(guard)
 }

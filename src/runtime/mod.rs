@@ -9,6 +9,7 @@
 
 pub mod limits;
 pub mod listeners;
+pub mod log;
 
 use std::net::SocketAddr;
 use std::path::Path;
