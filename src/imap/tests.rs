@@ -12,6 +12,7 @@ fn open_store(dir: &std::path::Path) -> LogStore {
         segment_bytes: 64 << 20,
         checkpoint_bytes: 64 << 20,
         queue_segment_bytes: 16 << 20,
+        compact_dead_pct: 50,
     })
     .unwrap()
 }

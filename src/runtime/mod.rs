@@ -136,6 +136,7 @@ impl Services {
             segment_bytes: config.store.segment_mb.max(1) << 20,
             checkpoint_bytes: config.store.checkpoint_mb.max(1) << 20,
             queue_segment_bytes: config.store.queue_segment_mb.max(1) << 20,
+            compact_dead_pct: config.store.compact_dead_pct.min(100),
         })
         .map_err(|e| ServerError(format!("opening the store: {e}")))?;
         let users = UserDb::open(&data_dir).map_err(|e| ServerError(e.to_string()))?;
