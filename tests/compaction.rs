@@ -389,3 +389,93 @@ fn compaction_runs_while_mail_is_delivered_fetched_and_expunged() {
     let check = run_cli(&["store", "check", "--data-dir"], &server.data_dir(), None);
     assert!(check.status.success(), "{check:?}");
 }
+
+/// The segment files of the shard holding the most of them, in order.
+fn busiest_shard_segments(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut best: Vec<std::path::PathBuf> = Vec::new();
+    for shard in std::fs::read_dir(data_dir.join("store")).unwrap() {
+        let shard = shard.unwrap().path();
+        if !shard.is_dir() {
+            continue;
+        }
+        let mut segs: Vec<_> = std::fs::read_dir(&shard)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("seg-") && n.ends_with(".log")
+            })
+            .collect();
+        segs.sort();
+        if segs.len() > best.len() {
+            best = segs;
+        }
+    }
+    best
+}
+
+#[test]
+fn store_check_exit_status_follows_damage_and_repair_only_cuts_torn_tails() {
+    let mut server = TestServer::start(&[ALICE], "[store]\nsegment_mb = 1\n");
+    let mut smtp = smtp_session(&server);
+    for i in 0..250 {
+        let body = dot_stuffed(&message(&format!("c{i}"), 10_000));
+        assert_eq!(smtp_send(&mut smtp, "s@r.test", &[ALICE], &body).0, 250);
+    }
+    smtp.expect("QUIT", 221);
+    let data = server.data_dir();
+    let check = |repair: bool| {
+        let args: &[&str] = if repair {
+            &["store", "check", "--repair", "--data-dir"]
+        } else {
+            &["store", "check", "--data-dir"]
+        };
+        let out = run_cli(args, &data, None);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check(false);
+    assert!(
+        !ok && text.contains("in use"),
+        "refused beside the server: {text}"
+    );
+    server.stop();
+    let (ok, text) = check(false);
+    assert!(
+        ok && text.contains("clean: ") && text.contains("250 messages"),
+        "{text}"
+    );
+
+    let segs = busiest_shard_segments(&data);
+    assert!(segs.len() >= 3, "{segs:?}");
+    // A flipped byte in a sealed segment: damage, never "repaired".
+    let sealed = std::fs::read(&segs[0]).unwrap();
+    let mut damaged = sealed.clone();
+    damaged[sealed.len() / 2] ^= 0x20;
+    std::fs::write(&segs[0], &damaged).unwrap();
+    for repair in [false, true] {
+        let (ok, text) = check(repair);
+        assert!(!ok && text.contains("DAMAGE"), "repair={repair}: {text}");
+        assert_eq!(std::fs::read(&segs[0]).unwrap(), damaged);
+    }
+    std::fs::write(&segs[0], &sealed).unwrap();
+
+    // Half a record at the end of the last segment: a torn tail, which --repair cuts.
+    let last = segs.last().unwrap();
+    let good = std::fs::read(last).unwrap();
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0x00, 0x10, 0x00, 0x00, 6, 9, 9]);
+    std::fs::write(last, &torn).unwrap();
+    let (ok, text) = check(false);
+    assert!(!ok && text.contains("torn tail"), "{text}");
+    let (ok, text) = check(true);
+    assert!(ok && text.contains("repaired"), "{text}");
+    assert_eq!(std::fs::read(last).unwrap(), good);
+    let (ok, text) = check(false);
+    assert!(ok, "{text}");
+    server.launch();
+    let mut imap = Imap::login(&server, ALICE);
+    imap.select("INBOX");
+    assert_eq!(imap.fetch("1:*", "UID").len(), 250);
+}

@@ -207,11 +207,11 @@ impl ShardCheck<'_> {
         log: &str,
         n: u32,
         is_last: bool,
-        mut f: impl FnMut(u64, R, Option<super::index::BodyInfo>) -> StoreResult<()>,
+        f: impl FnMut(u64, R, Option<super::index::BodyInfo>) -> StoreResult<()>,
     ) -> StoreResult<u64> {
         let path = log_path(&self.dir, log, n);
         let file = open_log(&self.dir, log, n, false)?;
-        let walk = walk_segment(&file, n, 0, |at, rec, body| f(at, rec, body))?;
+        let walk = walk_segment(&file, n, 0, f)?;
         self.report.segments += 1;
         self.report.records += walk.records;
         let Some(failure) = walk.failure else {

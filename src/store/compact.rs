@@ -612,6 +612,11 @@ impl Compaction {
         }
     }
 
+    /// Whether a post-compaction checkpoint is due; it is no longer after this call.
+    pub fn take_checkpoint_due(&mut self) -> bool {
+        std::mem::take(&mut self.checkpoint_due)
+    }
+
     /// Answers every waiting caller with `err` (the writer is stopping or refuses writes).
     pub fn fail_waiters(&mut self, why: &str) {
         if let Some(d) = self.demand.take() {

@@ -435,7 +435,13 @@ impl Writer {
                 .skip_final_checkpoint
                 .load(Ordering::Relaxed)
         {
-            self.maybe_checkpoint(true);
+            // A compaction's checkpoint may still be due with no log written since the last
+            // one; without it the next start would replay the whole log.
+            if self.compaction.take_checkpoint_due() {
+                self.write_checkpoint();
+            } else {
+                self.maybe_checkpoint(true);
+            }
         }
     }
 

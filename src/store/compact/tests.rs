@@ -102,6 +102,11 @@ fn assert_check_clean(dir: &Path) {
 fn assert_reopens_to(cfg: &StoreConfig, account: &str, expect: &State) {
     let s = LogStore::open(cfg.clone()).unwrap();
     assert_eq!(&state(&s, account), expect, "reopened from the checkpoint");
+    assert_eq!(
+        s.replayed_records(),
+        0,
+        "the checkpoint of the close matches the log"
+    );
     s.close();
     std::fs::remove_file(shard_dir(&cfg.dir).join("checkpoint")).unwrap();
     let s = LogStore::open(cfg.clone()).unwrap();
