@@ -120,8 +120,11 @@ impl CompactionReport {
     }
 }
 
+/// `seg-<N>.log.compact`: not a segment name, so start-up never replays it.
 fn tmp_path(dir: &Path, n: u32) -> PathBuf {
-    dir.join(format!("{MAILBOX_LOG}-{n:010}.log{TMP_SUFFIX}"))
+    let mut path = segment_path(dir, n).into_os_string();
+    path.push(TMP_SUFFIX);
+    path.into()
 }
 
 /// Deletes the temporary files of compactions a crash interrupted (their segment is intact).

@@ -18,8 +18,10 @@
 //! Layout: `record` (on-disk record format), `segment` (segment files, replay scan, tail
 //! repair), `index` (in-memory per-shard index, a fold over records), `writer` (log-writer
 //! thread, group commit), `checkpoint` (index snapshots that bound replay), `recovery`
-//! (start-up of a shard). On disk: `<dir>/store.meta` (shard count) and per shard
-//! `shard-<S>/seg-<N>.log` plus `shard-<S>/checkpoint`.
+//! (start-up of a shard), `compact` (rewriting sealed segments without dead records), `check`
+//! (offline verification). On disk: `<dir>/store.meta` (shard count) and per shard
+//! `shard-<S>/seg-<N>.log` plus `shard-<S>/checkpoint` (and, while a compaction runs,
+//! `seg-<N>.log.compact`).
 //!
 //! Writer design: the writer validates requests against a private copy of the index that
 //! already includes the records of the current batch (so create-then-append in one batch
