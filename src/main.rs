@@ -404,6 +404,7 @@ fn store_command(
     data_dir: Option<PathBuf>,
 ) -> Result<(), String> {
     use surel::queue::control::{self, BounceSettings, Command as C};
+    use surel::store::StoreConfig;
     let cfg = load_config(config, data_dir)?;
     let store_dir = cfg.data_dir.join("store");
     match action {
@@ -412,8 +413,17 @@ fn store_command(
             let output = match control::send(&cfg.data_dir, &cmd)? {
                 Some(answer) => answer?,
                 None => {
-                    let store = surel::store::LogStore::open_existing(&store_dir)
-                        .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+                    let store = surel::store::LogStore::open_existing_with(StoreConfig {
+                        dir: store_dir.clone(),
+                        shards: 0,
+                        fsync: cfg.store.fsync,
+                        segment_bytes: cfg.store.segment_mb.max(1) << 20,
+                        checkpoint_bytes: cfg.store.checkpoint_mb.max(1) << 20,
+                        queue_segment_bytes: cfg.store.queue_segment_mb.max(1) << 20,
+                        // Only the pass asked for.
+                        compact_dead_pct: 0,
+                    })
+                    .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
                     // No server: the threshold comes from this configuration.
                     let pct = dead_pct.or(match cfg.store.compact_dead_pct {
                         0 => None,

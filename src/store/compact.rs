@@ -102,6 +102,8 @@ pub const STEP_BYTES: usize = 1 << 20;
 const APPEND_HEAD_MAX: u64 = 64 << 10;
 /// A segment is not rewritten to win back less than this.
 const MIN_RECLAIM_BYTES: u64 = 4096;
+/// An explicit pass seals the tail early only to win back this fraction of a segment or more.
+const TAIL_SEAL_FRACTION: u64 = 8;
 const TMP_SUFFIX: &str = ".compact";
 
 /// What one compaction pass did.
@@ -687,14 +689,17 @@ impl Writer {
         best.map(|(n, _, _)| n)
     }
 
-    /// Whether the tail segment, were it sealed, would be picked at `dead_pct`.
+    /// Whether the tail segment, were it sealed, would be picked at `dead_pct`, with at least
+    /// an eighth of a full segment to win: segments are never merged, so sealing a tail early
+    /// leaves one more small file for good.
     fn tail_worth_compacting(&self, dead_pct: u8) -> bool {
         let live = self
             .private
             .live
             .get(&self.log.cur_seg)
             .map_or(0, |u| u.bytes);
-        worth_compacting(self.log.cur_len, live, dead_pct).is_some()
+        worth_compacting(self.log.cur_len, live, dead_pct)
+            .is_some_and(|dead| dead >= self.log.segment_bytes / TAIL_SEAL_FRACTION)
     }
 
     /// Does one bounded piece of compaction work between group commits. Returns whether more

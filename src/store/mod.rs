@@ -550,20 +550,26 @@ impl LogStore {
     /// (for tools that run while no server does, such as `surel queue`). Background compaction
     /// is off: a tool rewrites segments only when asked to ([`LogStore::compact`]).
     pub fn open_existing(dir: &std::path::Path) -> StoreResult<LogStore> {
-        let path = dir.join(META_FILE);
+        LogStore::open_existing_with(StoreConfig {
+            dir: dir.to_path_buf(),
+            compact_dead_pct: 0,
+            ..StoreConfig::default()
+        })
+    }
+
+    /// [`LogStore::open_existing`] with the settings of `config` (its `shards` is ignored: the
+    /// store's own count is used), for tools whose work depends on them, such as an offline
+    /// compaction honouring the configured segment size.
+    pub fn open_existing_with(mut config: StoreConfig) -> StoreResult<LogStore> {
+        let path = config.dir.join(META_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 StoreError::NotAllowed("no store in this data directory")
             }
             _ => StoreError::Io(e),
         })?;
-        let shards = meta_shards(&path, &text)?;
-        LogStore::open(StoreConfig {
-            dir: dir.to_path_buf(),
-            shards,
-            compact_dead_pct: 0,
-            ..StoreConfig::default()
-        })
+        config.shards = meta_shards(&path, &text)?;
+        LogStore::open(config)
     }
 
     /// Stops the writers after they committed everything already queued, and writes a final
@@ -611,8 +617,9 @@ impl LogStore {
 
     /// Compacts every shard's mailbox log segments of which at least `dead_pct` percent is dead
     /// (default: the configured threshold, or 50 if background compaction is off), while the
-    /// store keeps serving. The tail segment is sealed first if it qualifies, so a quiet store
-    /// shrinks too. Resolves when no such segment is left.
+    /// store keeps serving. The tail segment is sealed first if it qualifies and has at least
+    /// an eighth of a segment dead, so a quiet store shrinks too. Resolves when no such segment
+    /// is left.
     pub async fn compact(&self, dead_pct: Option<u8>) -> StoreResult<CompactionReport> {
         let mut pending = Vec::new();
         for s in 0..self.inner.shards.len() {
