@@ -180,6 +180,16 @@ pub struct Limits {
     pub max_data_line: usize,
     pub max_errors: usize,
     pub read_buffer: usize,
+    /// IMAP autologout before LOGIN/AUTHENTICATE, counted from connect.
+    pub imap_prelogin_timeout_secs: u64,
+    /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
+    pub imap_max_search_depth: usize,
+    /// Mailboxes per account.
+    pub max_mailboxes: usize,
+    /// Octets (UTF-8) of a whole mailbox name, of one hierarchy level, and levels per name.
+    pub max_mailbox_name: usize,
+    pub max_mailbox_level: usize,
+    pub max_mailbox_depth: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -201,6 +211,18 @@ pub struct Auth {
     pub max_pending_per_ip: u32,
 }
 
+impl Limits {
+    /// The mailbox model's limits (enforced by the store, consulted by IMAP).
+    pub fn mailboxes(&self) -> crate::store::names::MailboxLimits {
+        crate::store::names::MailboxLimits {
+            max_name_bytes: self.max_mailbox_name,
+            max_level_bytes: self.max_mailbox_level,
+            max_depth: self.max_mailbox_depth,
+            max_mailboxes: self.max_mailboxes,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
@@ -215,6 +237,7 @@ pub struct Store {
 impl Config {
     /// Checks what serde cannot: network syntax, TLS policy names, next hops.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_limits()?;
         for n in &self.relay.allowed_networks {
             n.parse::<crate::delivery::router::Network>()
                 .map_err(|e| ConfigError(format!("relay.allowed_networks: {e}")))?;
@@ -255,6 +278,27 @@ impl Config {
 }
 
 impl Config {
+    /// Limits with a hard ceiling: mailbox names are copied and matched in full, and SEARCH
+    /// trees are walked recursively.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        l.mailboxes()
+            .within_ceiling()
+            .map_err(|e| ConfigError(format!("limits: {e}")))?;
+        let max = crate::imap::MAX_SEARCH_DEPTH_CEILING;
+        if l.imap_max_search_depth == 0 || l.imap_max_search_depth > max {
+            return Err(ConfigError(format!(
+                "limits: imap_max_search_depth must be between 1 and {max}"
+            )));
+        }
+        if l.imap_prelogin_timeout_secs == 0 {
+            return Err(ConfigError(
+                "limits: imap_prelogin_timeout_secs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses a TOML document layered over the embedded default: keys the file leaves out keep
     /// their default values.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -435,6 +479,32 @@ mod tests {
             "[relay.routes]\n\"x.test\" = { host = \"h\", username = \"u\" }\n",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn imap_and_mailbox_limits() {
+        let c = Config::from_toml("").unwrap();
+        let l = crate::imap::ImapLimits::from_config(&c.limits);
+        assert_eq!(l, crate::imap::ImapLimits::default());
+        let c = Config::from_toml(
+            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\n",
+        )
+        .unwrap();
+        let l = crate::imap::ImapLimits::from_config(&c.limits);
+        assert_eq!(l.mailboxes.max_mailboxes, 5);
+        assert_eq!(l.max_search_depth, 7);
+        assert_eq!(l.prelogin_timeout, std::time::Duration::from_secs(2));
+        for bad in [
+            "[limits]\nmax_mailboxes = 0\n",
+            "[limits]\nmax_mailboxes = 1000000\n",
+            "[limits]\nmax_mailbox_name = 5000\n",
+            "[limits]\nmax_mailbox_depth = 0\n",
+            "[limits]\nimap_max_search_depth = 100000\n",
+            "[limits]\nimap_prelogin_timeout_secs = 0\n",
+        ] {
+            let err = Config::from_toml(bad).unwrap_err();
+            assert!(err.0.starts_with("limits: "), "{bad}: {err}");
         }
     }
 

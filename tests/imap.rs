@@ -467,3 +467,129 @@ fn every_command_and_extension_over_tls() {
     let (untagged, status) = imap(&mut c, "z", "LOGOUT");
     assert!(untagged.iter().any(|l| l.starts_with("* BYE")) && status.starts_with("z OK"));
 }
+
+#[test]
+fn autologout_before_login() {
+    let server = TestServer::start(&[ALICE], "[limits]\nimap_prelogin_timeout_secs = 1\n");
+    // Silent after the greeting.
+    let start = Instant::now();
+    let mut c = Client::connect(server.addr("imap"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    assert_eq!(
+        c.line().as_deref(),
+        Some("* BYE Autologout; no login in time")
+    );
+    assert!(c.is_closed());
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // Busy, but never logging in: a NOOP every 200 ms does not keep the connection.
+    let start = Instant::now();
+    let mut c = Client::connect(server.addr("imap"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    let mut noops = 0;
+    let bye = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never logged out"
+        );
+        c.send(&format!("n{noops} NOOP\r\n"));
+        let line = c.line().expect("a reply");
+        if line.starts_with("* BYE") {
+            break line;
+        }
+        assert_eq!(line, format!("n{noops} OK NOOP completed"));
+        noops += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(bye, "* BYE Autologout; no login in time");
+    assert!(noops >= 3, "{noops}");
+    // After login the pre-login deadline no longer applies.
+    let mut c = login_tls(&server);
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(&mut c, "n", "NOOP");
+    ok(&mut c, "z", "LOGOUT");
+}
+
+#[test]
+fn mailbox_names_count_and_deep_searches_over_the_wire() {
+    let server = TestServer::start(
+        &[ALICE],
+        "[limits]\nmax_mailboxes = 10\nimap_max_search_depth = 20\n",
+    );
+    deliver(
+        &server,
+        &[
+            "Subject: alpha\r\n\r\none\r\n",
+            "Subject: beta\r\n\r\ntwo\r\n",
+        ],
+    );
+    let mut c = login_tls(&server);
+    let listed = |c: &mut Client| ok(c, "L", "LIST \"\" *");
+    let defaults = listed(&mut c);
+    // Refused names leave no trace.
+    let huge = "x".repeat(10_000);
+    c.send(&format!("h CREATE {{{}+}}\r\n{huge}\r\n", huge.len()));
+    let (untagged, status) = collect(&mut c, "h");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "h NO [CANNOT] Not allowed: mailbox name too long")
+    );
+    let (untagged, status) = imap(&mut c, "u", "CREATE &Jjo");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (
+            vec![],
+            "u NO [CANNOT] Mailbox name is not valid modified UTF-7"
+        )
+    );
+    assert_eq!(listed(&mut c), defaults);
+    // Mailboxes up to the configured count, then NO [LIMIT].
+    let mut created = 0;
+    let refusal = loop {
+        assert!(created <= 10, "no limit");
+        let (_, status) = imap(&mut c, "c", &format!("CREATE Folder{created}"));
+        if !status.starts_with("c OK") {
+            break status;
+        }
+        created += 1;
+    };
+    assert_eq!(
+        refusal,
+        "c NO [LIMIT] Limit reached: too many mailboxes in the account"
+    );
+    assert_eq!(defaults.len() + created, 10);
+    assert_eq!(listed(&mut c).len(), 10);
+    // SEARCH: ten nested ORs work; past the configured depth, BAD names the limit.
+    ok(&mut c, "s", "SELECT INBOX");
+    let ors = |terms: usize| {
+        let mut q = "OR ".repeat(terms - 1);
+        for i in 1..terms {
+            q.push_str(&format!("SUBJECT miss{i} "));
+        }
+        q.push_str("SUBJECT beta");
+        q
+    };
+    let (untagged, status) = imap(&mut c, "a", &format!("SEARCH {}", ors(11)));
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec!["* SEARCH 2".to_string()], "a OK SEARCH completed")
+    );
+    let (untagged, status) = imap(&mut c, "b", &format!("UID SEARCH {}", ors(21)));
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec!["* SEARCH 2".to_string()], "b OK SEARCH completed")
+    );
+    let (untagged, status) = imap(&mut c, "d", &format!("SEARCH {}", ors(22)));
+    assert_eq!(
+        (untagged, status.as_str()),
+        (
+            vec![],
+            "d BAD Search criteria nested deeper than this server's limit of 20 levels \
+             (OR, NOT and parentheses)"
+        )
+    );
+    ok(&mut c, "z", "LOGOUT");
+}

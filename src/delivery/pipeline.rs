@@ -37,15 +37,22 @@ pub enum DeliveryError {
     TooLarge,
 }
 
+/// What a client is told about a store failure; the failure itself (paths, errno) is logged.
+const STORE_FAILURE: &str = "Temporary local problem, try again later";
+
 impl From<StoreError> for DeliveryError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            e if e.is_out_of_space() => {
+                tracing::warn!(error = %e, "delivery: store out of space");
                 DeliveryError::InsufficientStorage
             }
             StoreError::Closed => DeliveryError::ShuttingDown,
             StoreError::NotAllowed("message too large") => DeliveryError::TooLarge,
-            other => DeliveryError::Temporary(other.to_string()),
+            other => {
+                tracing::warn!(error = %other, "delivery: store failure");
+                DeliveryError::Temporary(STORE_FAILURE.into())
+            }
         }
     }
 }
@@ -240,5 +247,32 @@ pub fn report_message(report: &dsn::Report<'_>, now: i64) -> NewQueuedMessage {
         },
         recipients: vec![QueuedRecipient::new(report.to)],
         bytes: Bytes::from(bytes).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_keep_their_details_out_of_the_reply() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = StoreError::Io(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(DeliveryError::from(e), DeliveryError::InsufficientStorage);
+        }
+        let e = StoreError::Io(std::io::Error::other("/srv/mail/shard-0/seg-7.log: EIO"));
+        assert_eq!(
+            DeliveryError::from(e),
+            DeliveryError::Temporary(STORE_FAILURE.into())
+        );
+        let e = StoreError::Corrupt("segment 3: bad crc".into());
+        assert_eq!(
+            DeliveryError::from(e),
+            DeliveryError::Temporary(STORE_FAILURE.into())
+        );
+        assert_eq!(
+            DeliveryError::from(StoreError::Closed),
+            DeliveryError::ShuttingDown
+        );
     }
 }

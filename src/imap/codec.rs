@@ -694,7 +694,17 @@ pub fn days_from_iso(s: &str) -> Option<i64> {
 const B64_IMAP: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
 /// Decode modified UTF-7; None if the input is not valid modified UTF-7.
+///
+/// Valid means canonical: exactly what [`mutf7_encode`] makes of the decoded name. That
+/// refuses 8-bit and control characters, unterminated shifts, printable ASCII inside a shift,
+/// two shifts in a row, odd or non-zero padding bits and unpaired surrogates — each of which
+/// would otherwise store a name that LIST shows differently from how the client wrote it.
 pub fn mutf7_decode(s: &str) -> Option<String> {
+    let decoded = mutf7_decode_lenient(s)?;
+    (mutf7_encode(&decoded) == s).then_some(decoded)
+}
+
+fn mutf7_decode_lenient(s: &str) -> Option<String> {
     if !s.contains('&') {
         return Some(s.to_string());
     }
@@ -1037,6 +1047,35 @@ mod tests {
         assert_eq!(mutf7_decode("&2D3eAA-").unwrap(), "\u{1f600}");
         assert!(mutf7_decode("&unterminated").is_none());
         assert!(mutf7_decode("&*-").is_none());
+    }
+
+    #[test]
+    fn modified_utf7_must_be_canonical() {
+        for bad in [
+            "caf\u{e9}",  // 8-bit: IMAP4rev1 names are 7-bit
+            "a\tb",       // control character
+            "A&B",        // a bare '&'
+            "&AGE-",      // "a", which must be written as itself
+            "&AOk-&AOk-", // two shifts in a row: "&AOkA6Q-"
+            "&AOl-",      // non-zero padding bits
+            "&AO-",       // a partial UTF-16 unit
+            "&2D0-",      // an unpaired high surrogate
+            "&3gA-",      // an unpaired low surrogate
+            "&AOk",       // unterminated
+        ] {
+            assert_eq!(mutf7_decode(bad), None, "{bad:?}");
+        }
+        for good in [
+            "INBOX",
+            "A&-B",
+            "&AOkA6Q-",
+            "Entw&APw-rfe",
+            "&2D3eAA-",
+            "a b/c",
+        ] {
+            let decoded = mutf7_decode(good).unwrap();
+            assert_eq!(mutf7_encode(&decoded), good);
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod mailbox;
 pub mod mime;
 pub mod search;
+pub mod search_criteria;
 pub mod section;
 pub mod sequence;
 pub mod session;
@@ -39,7 +40,10 @@ mod tests;
 
 pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
 
+use std::time::Duration;
+
 use crate::store::StoreError;
+use crate::store::names::MailboxLimits;
 
 /// Configuration of the IMAP protocol core (one per listener; cheap to clone).
 #[derive(Clone, Debug)]
@@ -58,6 +62,43 @@ pub struct ImapConfig {
     pub starttls: bool,
     /// Bytes of FETCH output after which [`ImapSession::execute`] yields [`Step::Flush`].
     pub flush_threshold: usize,
+    pub limits: ImapLimits,
+}
+
+/// The largest SEARCH nesting the configuration accepts: the criteria tree is walked
+/// recursively (evaluation, drop), and this depth fits a core thread's stack with room to spare.
+pub const MAX_SEARCH_DEPTH_CEILING: usize = 1000;
+
+/// Resource limits of an IMAP session (`[limits]` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImapLimits {
+    /// Mailbox name sizes and the number of mailboxes per account.
+    pub mailboxes: MailboxLimits,
+    /// Deepest nesting of OR, NOT and parentheses in SEARCH criteria.
+    pub max_search_depth: usize,
+    /// Autologout before authentication: how long after accept a connection may go on
+    /// without logging in (RFC 9051 §5.4 asks for 30 minutes only after login).
+    pub prelogin_timeout: Duration,
+}
+
+impl Default for ImapLimits {
+    fn default() -> Self {
+        ImapLimits {
+            mailboxes: MailboxLimits::DEFAULT,
+            max_search_depth: 100,
+            prelogin_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ImapLimits {
+    pub fn from_config(l: &crate::config::Limits) -> Self {
+        ImapLimits {
+            mailboxes: l.mailboxes(),
+            max_search_depth: l.imap_max_search_depth,
+            prelogin_timeout: Duration::from_secs(l.imap_prelogin_timeout_secs.max(1)),
+        }
+    }
 }
 
 impl Default for ImapConfig {
@@ -70,6 +111,7 @@ impl Default for ImapConfig {
             allow_plaintext_auth: false,
             starttls: true,
             flush_threshold: 256 * 1024,
+            limits: ImapLimits::default(),
         }
     }
 }
@@ -110,9 +152,27 @@ impl ImapError {
                 StoreError::NotAllowed(why) => {
                     ("NO", Some("CANNOT"), format!("Not allowed: {why}"))
                 }
+                StoreError::LimitReached(what) => {
+                    ("NO", Some("LIMIT"), format!("Limit reached: {what}"))
+                }
                 StoreError::Closed => ("NO", Some("UNAVAILABLE"), "Server shutting down".into()),
-                StoreError::Io(_) | StoreError::Corrupt(_) => {
+                // The operating system's words (errno, paths) go to the log only. A full disk
+                // is OVERQUOTA, as Dovecot answers it: RFC 5530 has no closer code, and unlike
+                // UNAVAILABLE it tells the client that retrying at once will not help.
+                StoreError::Io(_) if e.is_out_of_space() => {
+                    tracing::warn!(error = %e, "imap: store out of space");
+                    ("NO", Some("OVERQUOTA"), "Not enough disk space".into())
+                }
+                StoreError::Io(_) => {
                     tracing::warn!(error = %e, "imap: store failure");
+                    (
+                        "NO",
+                        Some("UNAVAILABLE"),
+                        "Temporary storage failure, try again later".into(),
+                    )
+                }
+                StoreError::Corrupt(_) => {
+                    tracing::error!(error = %e, "imap: store failure");
                     ("NO", Some("SERVERBUG"), "Internal error".into())
                 }
             },

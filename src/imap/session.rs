@@ -48,10 +48,7 @@ use imap_codec::{
     CommandCodec,
     decode::Decoder,
     imap_types::{
-        IntoStatic,
-        auth::AuthMechanism,
-        command::{Command, CommandBody},
-        extensions::enable::CapabilityEnable,
+        IntoStatic, auth::AuthMechanism, command::CommandBody, extensions::enable::CapabilityEnable,
     },
 };
 
@@ -59,6 +56,7 @@ use super::codec::{
     CommandExtras, CommandReader, Frame, base64_decode, extract_extras, split_multiappend, tag_of,
 };
 use super::mailbox::{Reporting, SelectedMailbox};
+use super::search_criteria::{CriteriaError, parse_search_command};
 use super::{ImapConfig, ImapError};
 use crate::auth::AuthOutcome;
 use crate::imap_w;
@@ -261,9 +259,13 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
         }
     }
 
-    /// Inactivity timeout: say BYE (the driver closes after flushing).
+    /// Inactivity timeout, or no login in time: say BYE (the driver closes after flushing).
     pub fn on_timeout(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+        if self.state == State::NotAuthenticated {
+            out.extend_from_slice(b"* BYE Autologout; no login in time\r\n");
+        } else {
+            out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+        }
         self.state = State::Logout;
     }
 
@@ -462,25 +464,39 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
 
     fn handle_command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Option<ImapEvent> {
         let tag = tag_of(bytes);
-        let (cmd_bytes, extras) = match extract_extras(bytes) {
+        let (cmd_bytes, mut extras) = match extract_extras(bytes) {
             Ok(x) => x,
             Err(msg) => return self.bad(&tag, &msg, out),
         };
-        let mut extras = extras;
-        let command: Command<'static> = match CommandCodec::default().decode(&cmd_bytes) {
-            Ok((b"", cmd)) => cmd.into_static(),
-            _ if let Some((first, more)) = split_multiappend(bytes, self.reader.literal_ends()) => {
-                extras.more_appends = more;
-                first
+        // SEARCH criteria nest deeper than imap-codec's parser allows: see `search_criteria`.
+        let command = match parse_search_command(&cmd_bytes, self.config.limits.max_search_depth) {
+            Some(Ok(cmd)) => cmd,
+            Some(Err(CriteriaError::TooDeep)) => {
+                let msg = format!(
+                    "Search criteria nested deeper than this server's limit of {} levels \
+                     (OR, NOT and parentheses)",
+                    self.config.limits.max_search_depth
+                );
+                return self.bad(&tag, &msg, out);
             }
-            _ => {
-                let msg = if tag == "*" {
-                    "Missing or invalid tag"
-                } else {
-                    "Syntax error"
-                };
-                return self.bad(&tag, msg, out);
-            }
+            Some(Err(CriteriaError::Syntax(msg))) => return self.bad(&tag, msg, out),
+            None => match CommandCodec::default().decode(&cmd_bytes) {
+                Ok((b"", cmd)) => cmd.into_static(),
+                _ if let Some((first, more)) =
+                    split_multiappend(bytes, self.reader.literal_ends()) =>
+                {
+                    extras.more_appends = more;
+                    first
+                }
+                _ => {
+                    let msg = if tag == "*" {
+                        "Missing or invalid tag"
+                    } else {
+                        "Syntax error"
+                    };
+                    return self.bad(&tag, msg, out);
+                }
+            },
         };
         let tag = command.tag.inner().to_string();
         self.dispatch(tag, command.body, extras, out)

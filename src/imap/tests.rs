@@ -5,6 +5,10 @@ use crate::auth::AuthOutcome;
 use crate::store::{Flags, LogStore, MailStore, NewMessage, StoreConfig};
 
 fn open_store(dir: &std::path::Path) -> LogStore {
+    open_store_with(dir, crate::store::names::MailboxLimits::DEFAULT)
+}
+
+fn open_store_with(dir: &std::path::Path, limits: crate::store::names::MailboxLimits) -> LogStore {
     LogStore::open(StoreConfig {
         dir: dir.to_path_buf(),
         shards: 1,
@@ -12,6 +16,7 @@ fn open_store(dir: &std::path::Path) -> LogStore {
         segment_bytes: 64 << 20,
         checkpoint_bytes: 64 << 20,
         queue_segment_bytes: 16 << 20,
+        mailbox_limits: limits,
     })
     .unwrap()
 }
@@ -958,5 +963,206 @@ fn random_command_sequences_against_the_store() {
         }
         assert!(ok > 200, "{ok}");
         assert!(!clients[0].closed && !clients[1].closed);
+    });
+}
+
+#[test]
+fn mailbox_names_are_checked_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        deliver(&store, "INBOX", "x").await;
+        let before = store.list_mailboxes("alice").len();
+        let mut c = Client::login(&store).await;
+        let huge = "a".repeat(10_000);
+        let deep = vec!["d"; 33].join("/");
+        for (command, reply) in [
+            (
+                format!("a CREATE {{10000+}}\r\n{huge}\r\n"),
+                "a NO [CANNOT] Not allowed: mailbox name too long",
+            ),
+            (
+                format!("b CREATE {deep}\r\n"),
+                "b NO [CANNOT] Not allowed: mailbox hierarchy too deep",
+            ),
+            // Modified UTF-7 must be the canonical spelling, else LIST would show another name.
+            (
+                "c CREATE &AOk\r\n".into(),
+                "c NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            (
+                "d CREATE &AGE-\r\n".into(),
+                "d NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            // 8-bit is not modified UTF-7, even when it is valid UTF-8.
+            (
+                "e CREATE {5+}\r\ncaf\u{e9}\r\n".into(),
+                "e NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            (
+                "f CREATE a//b\r\n".into(),
+                "f NO [CANNOT] Not allowed: empty hierarchy level in mailbox name",
+            ),
+            (
+                "g SELECT &AOk\r\n".into(),
+                "g NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            // A missing target is TRYCREATE only when CREATE could make it.
+            (
+                "h APPEND a//b {1+}\r\nx\r\n".into(),
+                "h NO [CANNOT] Invalid mailbox name: empty hierarchy level in mailbox name",
+            ),
+            (
+                "i APPEND Later {1+}\r\nx\r\n".into(),
+                "i NO [TRYCREATE] No such mailbox",
+            ),
+        ] {
+            assert_eq!(
+                c.send(&command).await,
+                format!("{reply}\r\n"),
+                "{command:.40}"
+            );
+        }
+        assert_eq!(store.list_mailboxes("alice").len(), before);
+        // IMAP4rev2 names are UTF-8, checked as such.
+        let out = c.send("j ENABLE IMAP4rev2\r\n").await;
+        assert!(out.ends_with("j OK ENABLE completed\r\n"), "{out}");
+        for (command, reply) in [
+            (
+                &b"k CREATE {4+}\r\nab\xff\xfe\r\n"[..],
+                "k NO [CANNOT] Mailbox name is not valid UTF-8\r\n",
+            ),
+            (
+                b"l CREATE {3+}\r\na\x01b\r\n",
+                "l NO [CANNOT] Not allowed: control character in mailbox name\r\n",
+            ),
+        ] {
+            assert_eq!(c.send(command).await, reply);
+        }
+        assert_eq!(store.list_mailboxes("alice").len(), before);
+        // What is accepted is listed as written and opens again.
+        let mut c = Client::login(&store).await;
+        let out = c
+            .send("m CREATE Caf&AOk-/\r\nn LIST \"\" Caf*\r\no SELECT Caf&AOk-\r\n")
+            .await;
+        assert!(
+            out.starts_with(
+                "m OK CREATE completed\r\n* LIST (\\HasNoChildren) \"/\" Caf&AOk-\r\nn OK LIST completed\r\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("o OK [READ-WRITE] SELECT completed\r\n"),
+            "{out}"
+        );
+        assert!(
+            store
+                .list_mailboxes("alice")
+                .iter()
+                .any(|m| m.name == "Caf\u{e9}")
+        );
+        // RENAME checks the names the children would get: d/c would become 33 levels deep.
+        let deepest_allowed = vec!["e"; 32].join("/");
+        let out = c
+            .send(format!("p CREATE d/c\r\nq RENAME d {deepest_allowed}\r\n"))
+            .await;
+        assert_eq!(
+            out,
+            "p OK CREATE completed\r\nq NO [CANNOT] Not allowed: mailbox hierarchy too deep\r\n"
+        );
+        assert!(
+            store
+                .list_mailboxes("alice")
+                .iter()
+                .any(|m| m.name == "d/c"),
+            "nothing moved"
+        );
+    });
+}
+
+#[test]
+fn mailboxes_per_account_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = {
+        let store = open_store(dir.path());
+        block_on(deliver(&store, "INBOX", "x"));
+        let n = store.list_mailboxes("alice").len();
+        store.close();
+        n
+    };
+    let limits = crate::store::names::MailboxLimits {
+        max_mailboxes: defaults + 2,
+        ..crate::store::names::MailboxLimits::DEFAULT
+    };
+    block_on(async {
+        let store = open_store_with(dir.path(), limits);
+        let mut c = Client::login(&store).await;
+        let out = c
+            .send("a CREATE One\r\nb CREATE Two/Three\r\nc CREATE Two\r\nd CREATE Four\r\ne RENAME INBOX Old\r\n")
+            .await;
+        assert_eq!(
+            out,
+            "a OK CREATE completed\r\n\
+             b NO [LIMIT] Limit reached: too many mailboxes in the account\r\n\
+             c OK CREATE completed\r\n\
+             d NO [LIMIT] Limit reached: too many mailboxes in the account\r\n\
+             e NO [LIMIT] Limit reached: too many mailboxes in the account\r\n"
+        );
+        let out = c.send("f DELETE One\r\ng CREATE Four\r\n").await;
+        assert_eq!(out, "f OK DELETE completed\r\ng OK CREATE completed\r\n");
+        assert_eq!(store.list_mailboxes("alice").len(), defaults + 2);
+    });
+}
+
+#[test]
+fn search_nests_as_deep_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["w1", "w2", "w3"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        // `OR OR ... a b c ...`: `terms` search terms nest `terms - 1` deep.
+        let ors = |terms: usize, hit: &str| {
+            let mut q = "OR ".repeat(terms - 1);
+            for i in 1..terms {
+                q.push_str(&format!("SUBJECT miss{i} "));
+            }
+            q.push_str(&format!("SUBJECT {hit}"));
+            q
+        };
+        let mut c = Client::login(&store).await;
+        c.send("a SELECT INBOX\r\n").await;
+        // Ten nested ORs used to be a syntax error.
+        let out = c.send(format!("b SEARCH {}\r\n", ors(11, "w2"))).await;
+        assert_eq!(out, "* SEARCH 2\r\nb OK SEARCH completed\r\n");
+        // Fifty terms, right-nested and in parentheses, with UID SEARCH.
+        let mut right = String::new();
+        for i in 1..50 {
+            right.push_str(&format!("OR (SUBJECT miss{i} NOT DELETED) "));
+        }
+        right.push_str("SUBJECT w3");
+        let out = c.send(format!("c UID SEARCH {right}\r\n")).await;
+        assert_eq!(out, "* SEARCH 3\r\nc OK SEARCH completed\r\n");
+        // The configured limit: reached is fine, one more level is refused and says why.
+        let config = ImapConfig {
+            limits: ImapLimits {
+                max_search_depth: 5,
+                ..ImapLimits::default()
+            },
+            ..ImapConfig::default()
+        };
+        let mut c = Client::new(&store, config).await;
+        c.send("a SELECT INBOX\r\n").await;
+        let out = c.send(format!("b SEARCH {}\r\n", ors(6, "w1"))).await;
+        assert_eq!(out, "* SEARCH 1\r\nb OK SEARCH completed\r\n");
+        let out = c
+            .send(format!("c SEARCH {}\r\nd NOOP\r\n", ors(7, "w1")))
+            .await;
+        assert_eq!(
+            out,
+            "c BAD Search criteria nested deeper than this server's limit of 5 levels \
+             (OR, NOT and parentheses)\r\nd OK NOOP completed\r\n"
+        );
     });
 }

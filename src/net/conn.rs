@@ -7,7 +7,7 @@
 //! from one pass over the buffer, and all replies produced by one read go out in one write.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
@@ -55,6 +55,10 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Inside a command or a message transfer, without progress.
     pub command: Duration,
+    /// An end to the whole wait for an event, however much input keeps arriving meanwhile
+    /// (IMAP's pre-login autologout: input the session answers by itself, such as NOOP, is
+    /// no event and would otherwise restart the timeouts above forever).
+    pub deadline: Option<Instant>,
 }
 
 /// Read buffer used while a session idles (IMAP IDLE), where only a short line is expected.
@@ -204,13 +208,20 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                 return Err(Ended::Stalled);
             }
             let idle = session.is_idle();
-            let limit = if idle {
+            let mut limit = if idle {
                 timeouts.idle
             } else {
                 timeouts.command
             };
             if idle && shutdown.is_triggered() {
                 return self.end_for_shutdown(session).await;
+            }
+            if let Some(deadline) = timeouts.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return self.end_for_timeout(session).await;
+                }
+                limit = limit.min(left);
             }
             // A cancelled read may lose bytes already received; that only happens here when the
             // connection is being closed anyway (timeout or shutdown).
@@ -229,18 +240,25 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                     self.consumed = 0;
                     return self.end_for_shutdown(session).await;
                 }
-                Some(Err(_elapsed)) => {
-                    self.input = Vec::with_capacity(self.capacity);
-                    self.consumed = 0;
-                    session.on_timeout(&mut self.output);
-                    let _ = self.flush().await;
-                    return Err(Ended::TimedOut);
-                }
+                Some(Err(_elapsed)) => return self.end_for_timeout(session).await,
                 Some(Ok(Ok(0))) => return Err(Ended::PeerClosed),
                 Some(Ok(Ok(_))) => {}
                 Some(Ok(Err(e))) => return Err(Ended::Io(e)),
             }
         }
+    }
+
+    /// The session's "goodbye" for a timeout. The timed-out read may have taken the input
+    /// buffer with it, so a fresh one is put in place.
+    async fn end_for_timeout<P: ProtocolSession>(
+        &mut self,
+        session: &mut P,
+    ) -> Result<P::Event, Ended> {
+        self.input = Vec::with_capacity(self.capacity);
+        self.consumed = 0;
+        session.on_timeout(&mut self.output);
+        let _ = self.flush().await;
+        Err(Ended::TimedOut)
     }
 
     /// The session's "goodbye" for a server shutdown.

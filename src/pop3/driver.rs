@@ -118,9 +118,8 @@ impl Pop3Driver<'_> {
                 messages: Vec::new(),
             },
             Err(e) => {
-                tracing::warn!(error = %e, "opening maildrop");
                 services.pop3_locks.unlock(&account);
-                return MaildropOpen::Failed;
+                return MaildropOpen::Failed(e);
             }
         };
         self.maildrop = Some(Maildrop {
@@ -226,17 +225,16 @@ impl SessionDriver for Pop3Driver<'_> {
                     }
                 }
                 Pop3Event::Commit { expunge_uids } => {
-                    let ok = match &self.maildrop {
+                    let result = match &self.maildrop {
                         Some(m) if !expunge_uids.is_empty() => services
                             .store
                             .expunge(&m.account, "INBOX", &expunge_uids)
                             .await
-                            .map_err(|e| tracing::warn!(error = %e, "POP3 expunge"))
-                            .is_ok(),
-                        _ => true,
+                            .map(drop),
+                        _ => Ok(()),
                     };
                     self.maildrop = None;
-                    self.session.commit_result(ok, conn.output());
+                    self.session.commit_result(result, conn.output());
                     let _ = conn.flush().await;
                     return Flow::Closed;
                 }

@@ -24,7 +24,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use crate::auth::AuthOutcome;
-use crate::store::MailboxSnapshot;
+use crate::store::{MailboxSnapshot, StoreError};
 
 use super::command::{Command, Line, parse_command, split_line};
 use crate::net::sasl;
@@ -55,14 +55,14 @@ impl Default for Pop3Config {
 }
 
 /// Result of the driver's attempt to lock and snapshot the maildrop (INBOX).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum MaildropOpen {
     /// Locked; the snapshot's messages (in UID order) become messages 1..n of the session.
     Ok(MailboxSnapshot),
     /// Another POP3 session holds the lock.
     InUse,
     /// The store failed.
-    Failed,
+    Failed(StoreError),
 }
 
 /// What the driver must do next.
@@ -646,21 +646,20 @@ impl Pop3Session {
                 self.state = State::Authorization { user: None };
                 err_line(out, "[IN-USE] Mailbox is locked by another POP3 session");
             }
-            MaildropOpen::Failed => {
+            MaildropOpen::Failed(e) => {
                 self.account = None;
                 self.state = State::Authorization { user: None };
-                err_line(out, "[SYS/TEMP] Unable to open mailbox, try again later");
+                err_line(out, store_failure(&e, StoreStep::OpenMaildrop));
             }
         }
     }
 
     /// The driver's answer to [`Pop3Event::Commit`]; the session is closed afterwards.
-    pub fn commit_result(&mut self, ok: bool, out: &mut Vec<u8>) {
+    pub fn commit_result(&mut self, result: Result<(), StoreError>, out: &mut Vec<u8>) {
         debug_assert!(matches!(self.state, State::WaitCommit));
-        if ok {
-            out.extend_from_slice(b"+OK Bye\r\n");
-        } else {
-            err_line(out, "[SYS/TEMP] Some deleted messages were not removed");
+        match result {
+            Ok(()) => out.extend_from_slice(b"+OK Bye\r\n"),
+            Err(e) => err_line(out, store_failure(&e, StoreStep::Expunge)),
         }
         self.state = State::Closed;
     }
@@ -688,6 +687,27 @@ impl Pop3Session {
             err_line(out, "[SYS/TEMP] Server shutting down");
             self.state = State::Closed;
         }
+    }
+}
+
+/// What the session asked the store to do when it failed.
+#[derive(Clone, Copy, Debug)]
+enum StoreStep {
+    OpenMaildrop,
+    Expunge,
+}
+
+/// The reply text (after `-ERR `) for a store failure: the one place POP3 decides it. The
+/// store's own words (errno, paths) go to the log only; every store failure is temporary for
+/// the client (RFC 3206 `SYS/TEMP`), since nothing it sends differently would help.
+fn store_failure(e: &StoreError, step: StoreStep) -> &'static str {
+    tracing::warn!(error = %e, ?step, "pop3: store failure");
+    match step {
+        StoreStep::OpenMaildrop => "[SYS/TEMP] Unable to open mailbox, try again later",
+        StoreStep::Expunge if e.is_out_of_space() => {
+            "[SYS/TEMP] Not enough disk space, deleted messages were kept"
+        }
+        StoreStep::Expunge => "[SYS/TEMP] Some deleted messages were not removed",
     }
 }
 
@@ -858,7 +878,7 @@ mod tests {
         events: Vec<Pop3Event>,
         password: &'static str,
         maildrop: fn() -> MaildropOpen,
-        commit_ok: bool,
+        commit: fn() -> Result<(), StoreError>,
         closed: bool,
     }
 
@@ -875,7 +895,7 @@ mod tests {
                 events: Vec::new(),
                 password: "secret",
                 maildrop: || MaildropOpen::Ok(snapshot()),
-                commit_ok: true,
+                commit: || Ok(()),
                 closed: false,
             }
         }
@@ -942,7 +962,7 @@ mod tests {
                         write_stuffed(body(uid), top_lines, &mut self.out);
                     }
                     Pop3Event::Commit { .. } => {
-                        self.s.commit_result(self.commit_ok, &mut self.out);
+                        self.s.commit_result((self.commit)(), &mut self.out);
                         assert!(self.s.is_closed());
                         self.closed = true;
                         break;
@@ -1083,7 +1103,7 @@ mod tests {
     #[test]
     fn commit_failure() {
         let mut h = Harness::tls();
-        h.commit_ok = false;
+        h.commit = || Err(StoreError::Io(std::io::Error::other("/data/store/0: EIO")));
         h.login();
         h.send("DELE 1\r\n");
         assert_eq!(
@@ -1091,6 +1111,19 @@ mod tests {
             "-ERR [SYS/TEMP] Some deleted messages were not removed\r\n"
         );
         assert!(h.s.is_closed());
+        // A full disk says so, and nothing of the operating system's message reaches the client.
+        let mut h = Harness::tls();
+        h.commit = || {
+            Err(StoreError::Io(std::io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            )))
+        };
+        h.login();
+        h.send("DELE 1\r\n");
+        assert_eq!(
+            h.send("QUIT\r\n"),
+            "-ERR [SYS/TEMP] Not enough disk space, deleted messages were kept\r\n"
+        );
     }
 
     #[test]
@@ -1473,7 +1506,7 @@ mod tests {
         );
         assert!(!h.s.in_transaction());
         assert_eq!(h.s.account(), None);
-        h.maildrop = || MaildropOpen::Failed;
+        h.maildrop = || MaildropOpen::Failed(StoreError::Corrupt("segment 3: bad crc".into()));
         assert_eq!(
             h.send("USER alice\r\nPASS secret\r\n"),
             "+OK\r\n-ERR [SYS/TEMP] Unable to open mailbox, try again later\r\n"

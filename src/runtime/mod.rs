@@ -136,6 +136,7 @@ impl Services {
             segment_bytes: config.store.segment_mb.max(1) << 20,
             checkpoint_bytes: config.store.checkpoint_mb.max(1) << 20,
             queue_segment_bytes: config.store.queue_segment_mb.max(1) << 20,
+            mailbox_limits: config.limits.mailboxes(),
         })
         .map_err(|e| ServerError(format!("opening the store: {e}")))?;
         let users = UserDb::open(&data_dir).map_err(|e| ServerError(e.to_string()))?;
@@ -200,11 +201,13 @@ impl Services {
             max_line: l.max_command_line.max(8192),
             max_errors: u32::try_from(l.max_errors).unwrap_or(u32::MAX),
             allow_plaintext_auth: config.auth.allow_plaintext,
+            limits: crate::imap::ImapLimits::from_config(l),
             ..Default::default()
         };
         let timeouts = Timeouts {
             idle: Duration::from_secs(l.idle_timeout_secs.max(1)),
             command: Duration::from_secs(l.command_timeout_secs.max(1)),
+            deadline: None,
         };
         let relay_networks = config
             .relay

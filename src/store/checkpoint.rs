@@ -164,10 +164,14 @@ pub fn decode(buf: &[u8]) -> Result<(ShardIndex, Position), DecodeError> {
 pub fn write(dir: &Path, index: &ShardIndex, pos: Position) -> StoreResult<()> {
     let bytes = encode(index, pos);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(&bytes)?;
-        f.sync_data()?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        // Typically a full disk: give the space of the partial copy back to the log.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
     }
     std::fs::rename(&tmp, dir.join(FILE_NAME))?;
     super::segment::fsync_dir(dir)?;

@@ -42,6 +42,7 @@
 
 mod checkpoint;
 mod index;
+pub mod names;
 pub mod queue;
 mod record;
 mod recovery;
@@ -72,8 +73,11 @@ pub enum StoreError {
     NoSuchMailbox,
     /// A mailbox with that name exists already (create/rename).
     MailboxExists,
-    /// The operation is not allowed (e.g. deleting INBOX).
+    /// The operation is not allowed (e.g. deleting INBOX, an invalid mailbox name).
     NotAllowed(&'static str),
+    /// A configured limit would be exceeded (e.g. mailboxes per account): the request is
+    /// valid, and may succeed once the account has shrunk.
+    LimitReached(&'static str),
     /// Data on disk failed validation in a way that recovery could not repair.
     Corrupt(String),
     /// The store is shutting down.
@@ -87,12 +91,24 @@ impl std::fmt::Display for StoreError {
             StoreError::NoSuchMailbox => f.write_str("no such mailbox"),
             StoreError::MailboxExists => f.write_str("mailbox already exists"),
             StoreError::NotAllowed(why) => write!(f, "not allowed: {why}"),
+            StoreError::LimitReached(what) => write!(f, "limit reached: {what}"),
             StoreError::Corrupt(why) => write!(f, "store corrupt: {why}"),
             StoreError::Closed => f.write_str("store is shut down"),
         }
     }
 }
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// The disk (ENOSPC) or a file-system quota (EDQUOT) is full: nothing was written, and
+    /// retrying helps only once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StoreError::Io(io) if matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e)
@@ -118,6 +134,8 @@ pub struct StoreConfig {
     /// Outbound queue log segments roll over at this size; a segment is deleted once every
     /// message in it is finished, so smaller segments give space back sooner.
     pub queue_segment_bytes: u64,
+    /// Mailbox name sizes and the number of mailboxes per account, enforced by the writer.
+    pub mailbox_limits: names::MailboxLimits,
 }
 
 /// IMAP system flags, as a bit set. Keywords are kept as strings beside them.
@@ -330,6 +348,7 @@ impl Default for StoreConfig {
             segment_bytes: 256 << 20,
             checkpoint_bytes: 64 << 20,
             queue_segment_bytes: 16 << 20,
+            mailbox_limits: names::MailboxLimits::DEFAULT,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::imap::codec::{ListOptions, mutf7_decode};
 use crate::imap::session::{ImapSession, Step};
 use crate::imap::{ImapError, ImapResult};
 use crate::imap_w;
+use crate::store::names::HIERARCHY_DELIMITER;
 use crate::store::{MailStore, MailboxInfo, StoreError};
 
 /// Longest LIST reference + pattern accepted (matching costs pattern × name length).
@@ -75,13 +76,19 @@ impl ImapSession {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let mut name = mailbox_name(mailbox, self.rev2)?;
+        // RFC 9051 §6.3.4: one trailing delimiter only declares that children will follow.
+        if let Some(parent) = name.strip_suffix(HIERARCHY_DELIMITER) {
+            name = if parent.eq_ignore_ascii_case("INBOX") {
+                "INBOX".into()
+            } else {
+                parent.to_string()
+            };
+        }
         if name == "INBOX" {
             return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
         }
-        if name.is_empty() || name.split('/').any(|p| p.is_empty()) {
-            return Err(ImapError::no_code("CANNOT", "Invalid mailbox name"));
-        }
+        // The store checks the name and the account's mailbox count.
         store.create_mailbox(&self.account_name(), &name).await?;
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK CREATE completed\r\n");
@@ -95,7 +102,7 @@ impl ImapSession {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         if name == "INBOX" {
             return Err(ImapError::no_code("CANNOT", "INBOX cannot be deleted"));
         }
@@ -114,10 +121,12 @@ impl ImapSession {
         to: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let (from, to) = (mailbox_name(from, self.rev2), mailbox_name(to, self.rev2));
+        let (from, to) = (mailbox_name(from, self.rev2)?, mailbox_name(to, self.rev2)?);
         if to == "INBOX" {
             return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
         }
+        // The store checks the new names (children's included) and, when INBOX's messages
+        // move to a new mailbox, the account's mailbox count.
         store
             .rename_mailbox(&self.account_name(), &from, &to)
             .await?;
@@ -135,7 +144,7 @@ impl ImapSession {
         on: bool,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         store
             .set_subscribed(&self.account_name(), &name, on)
             .await?;
@@ -256,7 +265,7 @@ impl ImapSession {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         let info = self
             .find_mailbox(store, &name)
             .ok_or(ImapError::Store(StoreError::NoSuchMailbox))?;

@@ -258,10 +258,8 @@ impl ImapSession {
     ) -> ImapResult<Step> {
         let account = self.account_name();
         let rep = self.reporting;
-        let dest = mailbox_name(dest, self.rev2);
-        let Some(dest_info) = self.find_mailbox(store, &dest) else {
-            return Err(ImapError::no_code("TRYCREATE", "No such mailbox"));
-        };
+        let dest = mailbox_name(dest, self.rev2)?;
+        let dest_info = self.target_mailbox(store, &dest)?;
         let mb = self
             .selected
             .as_mut()

@@ -28,7 +28,7 @@ impl ImapSession {
         }
         self.state = State::Authenticated;
         let account = self.account_name();
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         let mut qresync = None;
         for p in params {
             match p {
