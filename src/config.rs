@@ -197,8 +197,14 @@ pub struct Auth {
     pub allow_plaintext: bool,
     pub verifier_threads: usize,
     pub throttle_after_failures: u32,
+    pub throttle_account_after_failures: u32,
+    pub throttle_base_delay_ms: u64,
     pub throttle_max_delay_secs: u64,
     pub max_pending_per_ip: u32,
+    /// How long a login waits for a password check slot before "try again later".
+    pub busy_wait_secs: u64,
+    /// MAIL FROM (and a local From: address) must belong to the authenticated account.
+    pub enforce_sender: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

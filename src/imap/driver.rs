@@ -68,6 +68,7 @@ impl Pusher for MailboxPusher<'_> {
 }
 
 struct ImapDriver<'a> {
+    protocol: Protocol,
     session: ImapSession,
     peer: SocketAddr,
     core: &'a Core,
@@ -173,7 +174,7 @@ impl SessionDriver for ImapDriver<'_> {
                 ImapEvent::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
@@ -197,6 +198,7 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
         command: services.timeouts.command,
     };
     let mut driver = ImapDriver {
+        protocol,
         session: ImapSession::new(config, implicit_tls),
         peer,
         core,

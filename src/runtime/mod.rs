@@ -85,22 +85,50 @@ impl Core {
         crate::net::serve_connection(stream, implicit_tls, tls, driver).await;
     }
 
-    /// Checks a password off the event loop. A rejection is answered only after this
-    /// client's throttling delay, which grows with its recent failures.
+    /// Checks a password off the event loop. A client whose checks are all in flight (a
+    /// webmail or an office behind one address logging many users in at once) waits for a
+    /// slot for up to `auth.busy_wait_secs` before being told to try later; that is capacity,
+    /// never counted as a failure. Every failed attempt is logged (for operators and
+    /// fail2ban, see `contrib/fail2ban`), with the user name as given and the reason.
     pub async fn authenticate(
         &self,
+        protocol: Protocol,
         peer: SocketAddr,
         username: &str,
         password: &str,
     ) -> crate::auth::AuthOutcome {
+        use crate::auth::AuthOutcome;
         let auth = &self.services.auth;
-        let outcome = auth.verify(peer.ip(), username, password).await;
-        if outcome == crate::auth::AuthOutcome::Rejected {
-            let delay = auth.failure_delay(peer.ip());
-            if !delay.is_zero() {
-                monoio::time::sleep(delay).await;
+        let patience = Duration::from_secs(self.services.config.auth.busy_wait_secs);
+        let started = Instant::now();
+        let outcome = loop {
+            match auth.verify(peer.ip(), username, password).await {
+                AuthOutcome::Busy if started.elapsed() < patience => {
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+                outcome => break outcome,
             }
-        }
+        };
+        let reason = match &outcome {
+            AuthOutcome::Accepted(account) => {
+                tracing::info!(
+                    "login: protocol={} client={} user={account}",
+                    protocol.name(),
+                    peer.ip()
+                );
+                return outcome;
+            }
+            AuthOutcome::Rejected => "password",
+            AuthOutcome::Throttled => "throttled",
+            AuthOutcome::Busy => "busy",
+        };
+        // `{:?}` quotes and escapes the name as given: it cannot forge a log line.
+        tracing::info!(
+            "login failed: protocol={} client={} user={:?} reason={reason}",
+            protocol.name(),
+            peer.ip(),
+            username
+        );
         outcome
     }
 }
@@ -158,6 +186,8 @@ impl Services {
                 threads: config.auth.verifier_threads.max(1),
                 throttle: ThrottleConfig {
                     free_failures: config.auth.throttle_after_failures,
+                    account_free_failures: config.auth.throttle_account_after_failures,
+                    base_delay: Duration::from_millis(config.auth.throttle_base_delay_ms.max(1)),
                     max_delay: Duration::from_secs(config.auth.throttle_max_delay_secs),
                     max_pending_per_ip: config.auth.max_pending_per_ip,
                     ..Default::default()
@@ -187,6 +217,7 @@ impl Services {
             max_data_line: l.max_data_line,
             max_errors: l.max_errors,
             allow_plaintext_auth: config.auth.allow_plaintext,
+            enforce_sender: config.auth.enforce_sender,
         });
         let pop3 = Arc::new(crate::pop3::Pop3Config {
             hostname: hostname.clone(),
@@ -223,7 +254,10 @@ impl Services {
             );
         }
         let signer = DkimSigner::start(keys, cores.clamp(1, 2));
-        let pipeline = Pipeline::new(store.clone(), signer, hostname.clone());
+        let mut pipeline = Pipeline::new(store.clone(), signer, hostname.clone());
+        if config.auth.enforce_sender {
+            pipeline = pipeline.with_sender_check(directory.clone());
+        }
         let outbound = Arc::new(
             Outbound::from_config(&config, &hostname).map_err(|e| ServerError(e.to_string()))?,
         );

@@ -34,6 +34,7 @@ impl ProtocolSession for SmtpSession {
 }
 
 struct SmtpDriver<'a> {
+    protocol: Protocol,
     session: SmtpSession,
     peer: SocketAddr,
     core: &'a Core,
@@ -66,9 +67,20 @@ impl SessionDriver for SmtpDriver<'_> {
                 SmtpEvent::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     self.session.auth_result(outcome, conn.output());
+                }
+                SmtpEvent::CheckSender { address, account } => {
+                    let allowed =
+                        router::sender_allowed(services.directory.as_ref(), &address, &account);
+                    if !allowed {
+                        tracing::info!(
+                            "sender refused: client={} user={account} from=<{address}>",
+                            self.peer.ip()
+                        );
+                    }
+                    self.session.sender_result(allowed, conn.output());
                 }
                 SmtpEvent::Route { address, may_relay } => {
                     let route = router::route(services.directory.as_ref(), &address, may_relay);
@@ -128,6 +140,7 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
             .any(|n| n.contains(peer.ip())),
     );
     let mut driver = SmtpDriver {
+        protocol,
         session,
         peer,
         core,

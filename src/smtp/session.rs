@@ -42,6 +42,8 @@ pub struct SmtpConfig {
     pub max_errors: usize,
     /// Offer and accept AUTH without TLS (testing only).
     pub allow_plaintext_auth: bool,
+    /// An authenticated client may only use its own addresses as MAIL FROM.
+    pub enforce_sender: bool,
 }
 
 impl Default for SmtpConfig {
@@ -54,6 +56,7 @@ impl Default for SmtpConfig {
             max_data_line: 65536,
             max_errors: 20,
             allow_plaintext_auth: false,
+            enforce_sender: true,
         }
     }
 }
@@ -80,6 +83,8 @@ pub enum SmtpEvent {
     /// Route this RCPT TO address (see `delivery::router`), then call
     /// [`SmtpSession::route_result`]. `may_relay`: the client may send to other domains.
     Route { address: String, may_relay: bool },
+    /// May `account` (authenticated) send as `address`? Call [`SmtpSession::sender_result`].
+    CheckSender { address: String, account: String },
     /// Store the message durably, then call [`SmtpSession::delivery_result`], then `feed`
     /// again with the unconsumed bytes (pipelined commands may follow).
     Deliver(Transaction),
@@ -98,6 +103,11 @@ impl std::fmt::Debug for SmtpEvent {
                 .debug_struct("Authenticate")
                 .field("username", username)
                 .field("password", &"<redacted>")
+                .finish(),
+            SmtpEvent::CheckSender { address, account } => f
+                .debug_struct("CheckSender")
+                .field("address", address)
+                .field("account", account)
                 .finish(),
             SmtpEvent::Route { address, may_relay } => f
                 .debug_struct("Route")
@@ -143,6 +153,8 @@ enum State {
         username: String,
     },
     WaitAuth,
+    /// MAIL FROM of an authenticated client waits for the sender check.
+    WaitSender(Box<Tx>),
     WaitRoute,
     WaitDelivery,
     WaitTls,
@@ -289,6 +301,22 @@ impl SmtpSession {
                 self.reject(out, reply::AUTH_FAILED);
                 self.check_errors(out);
             }
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                out.extend_from_slice(reply::AUTH_TRY_LATER)
+            }
+        }
+    }
+
+    /// Result of the check of [`SmtpEvent::CheckSender`].
+    pub fn sender_result(&mut self, allowed: bool, out: &mut Vec<u8>) {
+        let State::WaitSender(tx) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        if allowed {
+            self.tx = Some(*tx);
+            out.extend_from_slice(reply::SENDER_OK);
+        } else {
+            self.reject(out, reply::SENDER_NOT_OWNED);
         }
     }
 
@@ -339,7 +367,11 @@ impl SmtpSession {
         loop {
             let event = match &mut self.state {
                 State::Closed => return (pos, SmtpEvent::Close),
-                State::WaitAuth | State::WaitRoute | State::WaitDelivery | State::WaitTls => {
+                State::WaitAuth
+                | State::WaitSender(_)
+                | State::WaitRoute
+                | State::WaitDelivery
+                | State::WaitTls => {
                     return (pos, SmtpEvent::NeedInput);
                 }
                 State::DiscardLine => match memchr(b'\n', &input[pos..]) {
@@ -539,7 +571,7 @@ impl SmtpSession {
                 {
                     out.extend_from_slice(reply::MESSAGE_TOO_BIG);
                 } else {
-                    self.tx = Some(Tx {
+                    let tx = Tx {
                         mail_from: path.to_string(),
                         smtputf8: params.smtputf8,
                         eight_bit: params.body == Some(Body::EightBitMime),
@@ -551,7 +583,19 @@ impl SmtpSession {
                         id: None,
                         body_len: 0,
                         bdat: false,
-                    });
+                    };
+                    if let Some(account) = self
+                        .authenticated_as
+                        .clone()
+                        .filter(|_| self.config.enforce_sender)
+                    {
+                        self.state = State::WaitSender(Box::new(tx));
+                        return Some(SmtpEvent::CheckSender {
+                            address: path.to_string(),
+                            account,
+                        });
+                    }
+                    self.tx = Some(tx);
                     out.extend_from_slice(reply::SENDER_OK);
                 }
             }
@@ -682,6 +726,7 @@ impl SmtpSession {
                 protocol,
                 id: &id,
                 single_recipient: single,
+                authenticated: self.authenticated_as.as_deref(),
                 unix_seconds: unix_now(),
             },
         );

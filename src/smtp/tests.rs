@@ -101,6 +101,10 @@ impl H {
                     let r = router::route(&FakeDir, &address, may_relay);
                     self.s.route_result(r, &mut self.out);
                 }
+                SmtpEvent::CheckSender { address, account } => {
+                    let ok = router::sender_allowed(&FakeDir, &address, &account);
+                    self.s.sender_result(ok, &mut self.out);
+                }
                 SmtpEvent::Deliver(t) => {
                     self.delivered.push(t);
                     let r = match self.fail_delivery.clone() {
@@ -547,6 +551,40 @@ fn recipients_on_mx() {
     assert!(matches!(&t.envelope.recipients[0].route, Route::Local(a) if a.len() == 2));
     let m = String::from_utf8_lossy(&t.message);
     assert!(!m.contains("\tfor <"), "{m}");
+}
+
+#[test]
+fn authenticated_senders_use_their_own_addresses() {
+    let mut cfg = config();
+    cfg.allow_plaintext_auth = true;
+    let mut h = H::with(cfg, ListenerKind::Submission, false, false);
+    h.send(format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\n",
+        auth_plain("alice@example.org", "secret")
+    ));
+    h.take();
+    // Someone else's address, an unknown local one, a remote one: refused. Hers, an alias
+    // that leads to her, and <> are hers.
+    h.send("MAIL FROM:<bob@example.org>\r\nMAIL FROM:<nobody@example.org>\r\nMAIL FROM:<alice@elsewhere.test>\r\n");
+    assert_eq!(h.codes(), codes(&["553 5.7.1", "553 5.7.1", "553 5.7.1"]));
+    h.send("MAIL FROM:<alice@example.org>\r\nRSET\r\nMAIL FROM:<>\r\nRSET\r\nMAIL FROM:<team@example.org>\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&[
+            "250 2.1.0",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.0.0",
+            "250 2.1.0"
+        ])
+    );
+    // The Received header names the account.
+    h.send("RCPT TO:<bob@example.org>\r\nDATA\r\nx\r\n.\r\n");
+    let m = String::from_utf8_lossy(&h.delivered[0].message).into_owned();
+    assert!(
+        m.contains("(Authenticated sender: alice@example.org)"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -1086,6 +1124,8 @@ fn random_streams_are_split_invariant() {
         max_data_line: 30,
         max_errors: 1000,
         allow_plaintext_auth: true,
+        // The streams send as a@b.c after logging in as bob.
+        enforce_sender: false,
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut delivered, mut replies) = (0, 0);
