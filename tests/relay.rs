@@ -351,6 +351,7 @@ fn relays_through_mx_records_from_a_real_dns_server_dkim_signed() {
         b.addr("smtp").port()
     );
     let mut a = TestServer {
+        open_files: None,
         dir: a_dir,
         child: None,
         ports: Default::default(),

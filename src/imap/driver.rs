@@ -195,7 +195,7 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
     };
     let timeouts = Timeouts {
         idle: services.timeouts.idle.max(MIN_AUTOLOGOUT),
-        command: services.timeouts.command,
+        ..services.timeouts
     };
     let mut driver = ImapDriver {
         protocol,

@@ -31,6 +31,12 @@ impl ProtocolSession for SmtpSession {
     fn on_shutdown(&mut self, out: &mut Vec<u8>) {
         self.shutdown(out)
     }
+    fn held_bytes(&self) -> usize {
+        SmtpSession::held_bytes(self)
+    }
+    fn shed_transfer(&mut self) {
+        SmtpSession::shed_transfer(self)
+    }
 }
 
 struct SmtpDriver<'a> {

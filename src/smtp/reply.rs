@@ -62,6 +62,8 @@ pub const AUTH_TRY_LATER: &[u8] =
 pub const ENCRYPTION_REQUIRED: &[u8] =
     b"538 5.7.11 Encryption required for requested authentication mechanism\r\n";
 pub const UNKNOWN_USER: &[u8] = b"550 5.1.1 Recipient address rejected: User unknown\r\n";
+pub const TRANSFER_MEMORY_FULL: &[u8] =
+    b"452 4.3.1 Insufficient system resources, try again later\r\n";
 pub const MESSAGE_TOO_BIG: &[u8] = b"552 5.3.4 Message size exceeds fixed maximum message size\r\n";
 pub const UTF8_REQUIRED: &[u8] = b"553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n";
 pub const RELAY_DENIED: &[u8] = b"554 5.7.1 Relay access denied\r\n";

@@ -186,6 +186,9 @@ struct Tx {
     body_len: usize,
     /// BDAT was used: DATA is no longer allowed.
     bdat: bool,
+    /// The shared transfer memory ran out: the content is being discarded, and the
+    /// transaction ends in `452 4.3.1`.
+    shed: bool,
 }
 
 /// One SMTP connection's protocol state. See the [module docs](super) for the state diagram.
@@ -257,6 +260,20 @@ impl SmtpSession {
             State::Command => self.tx.is_none(),
             State::Closed => true,
             _ => false,
+        }
+    }
+
+    /// Memory held by the message being received.
+    pub fn held_bytes(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.message.capacity())
+    }
+
+    /// Drops the message being received; the rest of it is discarded as it arrives and the
+    /// transaction is refused with `452 4.3.1` (the client may try again later).
+    pub fn shed_transfer(&mut self) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.shed = true;
+            tx.message = Vec::new();
         }
     }
 
@@ -385,8 +402,8 @@ impl SmtpSession {
                 State::Data(rx) => {
                     let mut scratch = Vec::new();
                     let message = match self.tx.as_mut() {
-                        Some(tx) => &mut tx.message,
-                        None => &mut scratch,
+                        Some(tx) if !tx.shed => &mut tx.message,
+                        _ => &mut scratch,
                     };
                     let (n, done) = rx.feed(&input[pos..], message);
                     pos += n;
@@ -403,7 +420,9 @@ impl SmtpSession {
                     mode,
                 } => {
                     let sink = match self.tx.as_mut() {
-                        Some(tx) if matches!(mode, BdatMode::Store) => Some(&mut tx.message),
+                        Some(tx) if matches!(mode, BdatMode::Store) && !tx.shed => {
+                            Some(&mut tx.message)
+                        }
                         _ => None,
                     };
                     pos += rx.feed(&input[pos..], sink);
@@ -418,6 +437,10 @@ impl SmtpSession {
                             None
                         }
                         BdatMode::TooBig => self.finish_message(DataOutcome::TooBig, 0, out),
+                        BdatMode::Store if self.tx.as_ref().is_some_and(|tx| tx.shed) => {
+                            // Each chunk has its reply: refuse the transaction now.
+                            self.finish_message(DataOutcome::Ok, 0, out)
+                        }
                         BdatMode::Store => {
                             let body_len = match self.tx.as_mut() {
                                 Some(tx) => {
@@ -583,6 +606,7 @@ impl SmtpSession {
                         id: None,
                         body_len: 0,
                         bdat: false,
+                        shed: false,
                     };
                     if let Some(account) = self
                         .authenticated_as
@@ -741,6 +765,11 @@ impl SmtpSession {
         out: &mut Vec<u8>,
     ) -> Option<SmtpEvent> {
         self.state = State::Command;
+        if self.tx.as_ref().is_some_and(|tx| tx.shed) {
+            self.tx = None;
+            out.extend_from_slice(reply::TRANSFER_MEMORY_FULL);
+            return None;
+        }
         match outcome {
             DataOutcome::TooBig => {
                 self.tx = None;

@@ -1168,3 +1168,41 @@ fn random_streams_are_split_invariant() {
     // The streams do exercise deliveries, not just errors.
     assert!(delivered > 100 && replies > 10000, "{delivered} {replies}");
 }
+
+#[test]
+fn shed_transfer_discards_the_rest_and_answers_452() {
+    let mut h = H::mx();
+    start_data(&mut h);
+    h.send(vec![b'x'; 5000]);
+    assert!(h.s.held_bytes() >= 5000);
+    h.s.shed_transfer();
+    assert_eq!(h.s.held_bytes(), 0, "the message memory is given back");
+    h.send("\r\nmore\r\n".repeat(1000));
+    assert_eq!(h.s.held_bytes(), 0, "the rest is discarded as it arrives");
+    h.send(".\r\n");
+    assert_eq!(h.codes(), codes(&["452 4.3.1"]));
+    assert!(h.delivered.is_empty());
+    // The session goes on: the next transaction is stored.
+    h.send("MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nok\r\n.\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"])
+    );
+    assert_eq!(body(&h.delivered[0]), b"ok\r\n");
+
+    // BDAT: the chunk in progress is refused at once; the transaction is gone.
+    h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 10\r\n12345");
+    h.s.shed_transfer();
+    h.send("67890BDAT 2 LAST\r\nxyNOOP\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&[
+            "250 2.1.0",
+            "250 2.1.5",
+            "452 4.3.1",
+            "503 5.5.1",
+            "250 2.0.0"
+        ])
+    );
+    assert_eq!(h.delivered.len(), 1);
+}
