@@ -2,6 +2,10 @@
 //! directory, and speaks to it over real TCP and TLS connections.
 #![allow(dead_code)]
 
+mod imap_client;
+#[allow(unused_imports)]
+pub use imap_client::*;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
