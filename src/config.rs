@@ -40,6 +40,8 @@ pub struct Config {
     pub ports: Ports,
     /// Listeners not to start, by name (`smtp`, `submission`, `submissions`, `pop3`, `pop3s`, ...).
     pub disable: Vec<String>,
+    /// After binding the listeners, become this user (started as root). Empty: stay as is.
+    pub run_as: String,
     pub limits: Limits,
     pub tls: Tls,
     pub auth: Auth,
@@ -173,6 +175,15 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     pub idle_timeout_secs: u64,
     pub command_timeout_secs: u64,
+    /// A command line, or a transfer, must arrive whole within this of its first byte (plus
+    /// what `min_transfer_rate` allows for its size).
+    pub command_line_timeout_secs: u64,
+    /// Octets per second an unfinished transfer must average after that.
+    pub min_transfer_rate: u64,
+    /// A reply write that makes no progress for this long closes the connection.
+    pub write_timeout_secs: u64,
+    /// Memory all unfinished incoming messages may hold together (MiB).
+    pub transfer_memory_mb: usize,
     pub shutdown_grace_secs: u64,
     pub max_message_size: usize,
     pub max_recipients: usize,
@@ -207,8 +218,14 @@ pub struct Auth {
     pub allow_plaintext: bool,
     pub verifier_threads: usize,
     pub throttle_after_failures: u32,
+    pub throttle_account_after_failures: u32,
+    pub throttle_base_delay_ms: u64,
     pub throttle_max_delay_secs: u64,
     pub max_pending_per_ip: u32,
+    /// How long a login waits for a password check slot before "try again later".
+    pub busy_wait_secs: u64,
+    /// MAIL FROM (and a local From: address) must belong to the authenticated account.
+    pub enforce_sender: bool,
 }
 
 impl Limits {

@@ -57,6 +57,7 @@ impl ServerOnSmallDisk {
                 extra_config: extra_config.to_string(),
                 env: Vec::new(),
                 cores: 1,
+                open_files: None,
             },
         };
         this.server.add_user(ALICE, PASSWORD);

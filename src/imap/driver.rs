@@ -69,6 +69,7 @@ impl Pusher for MailboxPusher<'_> {
 }
 
 struct ImapDriver<'a> {
+    protocol: Protocol,
     session: ImapSession,
     peer: SocketAddr,
     core: &'a Core,
@@ -191,7 +192,7 @@ impl SessionDriver for ImapDriver<'_> {
                 ImapEvent::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
@@ -212,10 +213,10 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
     };
     let timeouts = Timeouts {
         idle: services.timeouts.idle.max(MIN_AUTOLOGOUT),
-        command: services.timeouts.command,
-        deadline: None,
+        ..services.timeouts
     };
     let mut driver = ImapDriver {
+        protocol,
         prelogin_deadline: Instant::now() + config.limits.prelogin_timeout,
         session: ImapSession::new(config, implicit_tls),
         peer,

@@ -302,6 +302,15 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
                     .write_tagged(&tag, out);
                 self.count_error(out)
             }
+            // RFC 5530: not a verdict on the credentials.
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                ImapError::no_code(
+                    "UNAVAILABLE",
+                    "Temporary authentication failure, try again later",
+                )
+                .write_tagged(&tag, out);
+                None
+            }
         }
     }
 

@@ -82,6 +82,7 @@ impl ProtocolSession for Pop3Session {
 }
 
 struct Pop3Driver<'a> {
+    protocol: Protocol,
     session: Pop3Session,
     peer: SocketAddr,
     core: &'a Core,
@@ -211,7 +212,7 @@ impl SessionDriver for Pop3Driver<'_> {
                 Pop3Event::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
@@ -250,6 +251,7 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
     let services = &core.services;
     let implicit_tls = protocol == Protocol::Pop3s;
     let mut driver = Pop3Driver {
+        protocol,
         session: Pop3Session::new(services.pop3.clone(), implicit_tls, !implicit_tls),
         peer,
         core,

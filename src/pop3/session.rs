@@ -235,6 +235,7 @@ enum Reply {
 const PLAINTEXT_DISALLOWED: &str =
     "[AUTH] Plaintext authentication disallowed on non-secure connection, use STLS";
 const AUTH_FAILED: &str = "[AUTH] Authentication failed";
+const AUTH_TRY_LATER: &str = "[SYS/TEMP] Temporary authentication failure, try again later";
 
 /// One POP3 connection's protocol state.
 pub struct Pop3Session {
@@ -626,6 +627,11 @@ impl Pop3Session {
             AuthOutcome::Rejected => {
                 self.state = State::Authorization { user: None };
                 self.finish(Reply::Err(Cow::Borrowed(AUTH_FAILED)), out)
+            }
+            // RFC 3206: a temporary condition, not a verdict on the credentials.
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                self.state = State::Authorization { user: None };
+                self.finish(Reply::Err(Cow::Borrowed(AUTH_TRY_LATER)), out)
             }
         }
     }

@@ -42,6 +42,8 @@ pub struct SmtpConfig {
     pub max_errors: usize,
     /// Offer and accept AUTH without TLS (testing only).
     pub allow_plaintext_auth: bool,
+    /// An authenticated client may only use its own addresses as MAIL FROM.
+    pub enforce_sender: bool,
 }
 
 impl Default for SmtpConfig {
@@ -54,6 +56,7 @@ impl Default for SmtpConfig {
             max_data_line: 65536,
             max_errors: 20,
             allow_plaintext_auth: false,
+            enforce_sender: true,
         }
     }
 }
@@ -80,6 +83,8 @@ pub enum SmtpEvent {
     /// Route this RCPT TO address (see `delivery::router`), then call
     /// [`SmtpSession::route_result`]. `may_relay`: the client may send to other domains.
     Route { address: String, may_relay: bool },
+    /// May `account` (authenticated) send as `address`? Call [`SmtpSession::sender_result`].
+    CheckSender { address: String, account: String },
     /// Store the message durably, then call [`SmtpSession::delivery_result`], then `feed`
     /// again with the unconsumed bytes (pipelined commands may follow).
     Deliver(Transaction),
@@ -98,6 +103,11 @@ impl std::fmt::Debug for SmtpEvent {
                 .debug_struct("Authenticate")
                 .field("username", username)
                 .field("password", &"<redacted>")
+                .finish(),
+            SmtpEvent::CheckSender { address, account } => f
+                .debug_struct("CheckSender")
+                .field("address", address)
+                .field("account", account)
                 .finish(),
             SmtpEvent::Route { address, may_relay } => f
                 .debug_struct("Route")
@@ -143,6 +153,8 @@ enum State {
         username: String,
     },
     WaitAuth,
+    /// MAIL FROM of an authenticated client waits for the sender check.
+    WaitSender(Box<Tx>),
     WaitRoute,
     WaitDelivery,
     WaitTls,
@@ -174,6 +186,9 @@ struct Tx {
     body_len: usize,
     /// BDAT was used: DATA is no longer allowed.
     bdat: bool,
+    /// The shared transfer memory ran out: the content is being discarded, and the
+    /// transaction ends in `452 4.3.1`.
+    shed: bool,
 }
 
 /// One SMTP connection's protocol state. See the [module docs](super) for the state diagram.
@@ -248,6 +263,20 @@ impl SmtpSession {
         }
     }
 
+    /// Memory held by the message being received.
+    pub fn held_bytes(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.message.capacity())
+    }
+
+    /// Drops the message being received; the rest of it is discarded as it arrives and the
+    /// transaction is refused with `452 4.3.1` (the client may try again later).
+    pub fn shed_transfer(&mut self) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.shed = true;
+            tx.message = Vec::new();
+        }
+    }
+
     /// The account the client authenticated as.
     pub fn authenticated_as(&self) -> Option<&str> {
         self.authenticated_as.as_deref()
@@ -289,6 +318,22 @@ impl SmtpSession {
                 self.reject(out, reply::AUTH_FAILED);
                 self.check_errors(out);
             }
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                out.extend_from_slice(reply::AUTH_TRY_LATER)
+            }
+        }
+    }
+
+    /// Result of the check of [`SmtpEvent::CheckSender`].
+    pub fn sender_result(&mut self, allowed: bool, out: &mut Vec<u8>) {
+        let State::WaitSender(tx) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        if allowed {
+            self.tx = Some(*tx);
+            out.extend_from_slice(reply::SENDER_OK);
+        } else {
+            self.reject(out, reply::SENDER_NOT_OWNED);
         }
     }
 
@@ -339,7 +384,11 @@ impl SmtpSession {
         loop {
             let event = match &mut self.state {
                 State::Closed => return (pos, SmtpEvent::Close),
-                State::WaitAuth | State::WaitRoute | State::WaitDelivery | State::WaitTls => {
+                State::WaitAuth
+                | State::WaitSender(_)
+                | State::WaitRoute
+                | State::WaitDelivery
+                | State::WaitTls => {
                     return (pos, SmtpEvent::NeedInput);
                 }
                 State::DiscardLine => match memchr(b'\n', &input[pos..]) {
@@ -353,8 +402,8 @@ impl SmtpSession {
                 State::Data(rx) => {
                     let mut scratch = Vec::new();
                     let message = match self.tx.as_mut() {
-                        Some(tx) => &mut tx.message,
-                        None => &mut scratch,
+                        Some(tx) if !tx.shed => &mut tx.message,
+                        _ => &mut scratch,
                     };
                     let (n, done) = rx.feed(&input[pos..], message);
                     pos += n;
@@ -371,7 +420,9 @@ impl SmtpSession {
                     mode,
                 } => {
                     let sink = match self.tx.as_mut() {
-                        Some(tx) if matches!(mode, BdatMode::Store) => Some(&mut tx.message),
+                        Some(tx) if matches!(mode, BdatMode::Store) && !tx.shed => {
+                            Some(&mut tx.message)
+                        }
                         _ => None,
                     };
                     pos += rx.feed(&input[pos..], sink);
@@ -386,6 +437,10 @@ impl SmtpSession {
                             None
                         }
                         BdatMode::TooBig => self.finish_message(DataOutcome::TooBig, 0, out),
+                        BdatMode::Store if self.tx.as_ref().is_some_and(|tx| tx.shed) => {
+                            // Each chunk has its reply: refuse the transaction now.
+                            self.finish_message(DataOutcome::Ok, 0, out)
+                        }
                         BdatMode::Store => {
                             let body_len = match self.tx.as_mut() {
                                 Some(tx) => {
@@ -539,7 +594,7 @@ impl SmtpSession {
                 {
                     out.extend_from_slice(reply::MESSAGE_TOO_BIG);
                 } else {
-                    self.tx = Some(Tx {
+                    let tx = Tx {
                         mail_from: path.to_string(),
                         smtputf8: params.smtputf8,
                         eight_bit: params.body == Some(Body::EightBitMime),
@@ -551,7 +606,20 @@ impl SmtpSession {
                         id: None,
                         body_len: 0,
                         bdat: false,
-                    });
+                        shed: false,
+                    };
+                    if let Some(account) = self
+                        .authenticated_as
+                        .clone()
+                        .filter(|_| self.config.enforce_sender)
+                    {
+                        self.state = State::WaitSender(Box::new(tx));
+                        return Some(SmtpEvent::CheckSender {
+                            address: path.to_string(),
+                            account,
+                        });
+                    }
+                    self.tx = Some(tx);
                     out.extend_from_slice(reply::SENDER_OK);
                 }
             }
@@ -682,6 +750,7 @@ impl SmtpSession {
                 protocol,
                 id: &id,
                 single_recipient: single,
+                authenticated: self.authenticated_as.as_deref(),
                 unix_seconds: unix_now(),
             },
         );
@@ -696,6 +765,11 @@ impl SmtpSession {
         out: &mut Vec<u8>,
     ) -> Option<SmtpEvent> {
         self.state = State::Command;
+        if self.tx.as_ref().is_some_and(|tx| tx.shed) {
+            self.tx = None;
+            out.extend_from_slice(reply::TRANSFER_MEMORY_FULL);
+            return None;
+        }
         match outcome {
             DataOutcome::TooBig => {
                 self.tx = None;

@@ -2,6 +2,10 @@
 //! directory, and speaks to it over real TCP and TLS connections.
 #![allow(dead_code)]
 
+mod imap_client;
+#[allow(unused_imports)]
+pub use imap_client::*;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +28,8 @@ pub struct TestServer {
     pub extra_config: String,
     pub env: Vec<(String, String)>,
     pub cores: usize,
+    /// Start the server with this open-files limit (soft and hard), unable to raise it.
+    pub open_files: Option<u64>,
 }
 
 impl TestServer {
@@ -34,8 +40,15 @@ impl TestServer {
     }
 
     pub fn start_with_env(users: &[&str], extra_config: &str, env: &[(&str, &str)]) -> TestServer {
+        let mut server = Self::prepare(users, extra_config, env);
+        server.launch();
+        server
+    }
+
+    /// A server with its accounts and configuration, not started yet ([`launch`](Self::launch)).
+    pub fn prepare(users: &[&str], extra_config: &str, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = TestServer {
+        let server = TestServer {
             dir,
             child: None,
             ports: HashMap::new(),
@@ -45,11 +58,11 @@ impl TestServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             cores: 2,
+            open_files: None,
         };
         for u in users {
             server.add_user(u, PASSWORD);
         }
-        server.launch();
         server
     }
 
@@ -105,6 +118,27 @@ impl TestServer {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        if let Some(n) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Root could raise the limit again: take that power away first.
+                    const CAP_SYS_RESOURCE: libc::c_ulong = 24; // linux/capability.h
+                    if libc::geteuid() == 0 {
+                        libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0);
+                    }
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().expect("spawn surel");
         self.child = Some(child);
         let ports_file = self.data_dir().join("ports");
@@ -136,6 +170,23 @@ impl TestServer {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to 10 s) until the log contains `needle` — the server writes its log through
+    /// a buffer, so a line shows up a few milliseconds after the event — and returns the log.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn addr(&self, protocol: &str) -> SocketAddr {
@@ -370,7 +421,15 @@ impl Client {
                 }
                 Some(String::from_utf8_lossy(&buf).into_owned())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            // A closed connection; over TLS, one closed without close_notify.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                None
+            }
             Err(e) => panic!("read: {e}"),
         }
     }
@@ -427,7 +486,8 @@ impl Client {
     }
 }
 
-fn tls_wrap(tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+/// A TLS client over `tcp` that accepts the test server's self-signed certificate.
+pub fn tls_wrap(tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
