@@ -18,6 +18,12 @@
 //!   `expiry` window is not held back by the account's gate (only by its own), so an attack
 //!   on an account does not lock its owner out.
 //! * Failures are forgotten `expiry` after the last one; both maps are bounded.
+//! * Checks in flight count as failures-to-be: a gate admits concurrent checks only while its
+//!   failures plus its checks in flight stay within its free failures, and once past them
+//!   one check at a time. Otherwise guesses sent in parallel (or by clients that drop their
+//!   connection without waiting) would all pass a gate that is open only because the first
+//!   ones have not failed yet. Such a client is told to wait ([`Refusal::Wait`]), which is
+//!   never counted as a failure.
 //!
 //! The same structure counts password checks in flight per address (`max_pending_per_ip`): a
 //! host cannot occupy every verifier thread. Running out of those slots is a capacity limit,
@@ -97,6 +103,49 @@ pub struct Throttle {
     clients: HashMap<IpAddr, ClientGate>,
     accounts: HashMap<String, AccountGate>,
     pending: HashMap<IpAddr, u32>,
+    /// Admitted checks not yet recorded, per address gate and per account gate.
+    clients_in_flight: HashMap<IpAddr, u32>,
+    accounts_in_flight: HashMap<String, u32>,
+}
+
+/// An admitted password check; give it back with [`Throttle::failed`],
+/// [`Throttle::succeeded`] or [`Throttle::abandoned`].
+#[derive(Debug)]
+#[must_use]
+pub struct Check {
+    client: IpAddr,
+    account: String,
+    /// Counted on the account's gate (not when the address is trusted by it).
+    on_account: bool,
+}
+
+impl Check {
+    pub fn ip(&self) -> IpAddr {
+        self.client
+    }
+}
+
+/// Why a check may not run now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A gate is closed for this long: the client is told to try later.
+    Closed(Duration),
+    /// A gate is open but busy with checks whose failure would use up what it allows: retry
+    /// shortly. Not a failure.
+    Wait,
+}
+
+fn add_in_flight<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: K) {
+    *map.entry(key).or_insert(0) += 1;
+}
+
+fn remove_in_flight<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 /// The address an attacker controls as a unit: IPv4 as is (mapped IPv6 as IPv4), IPv6 per /64.
@@ -126,6 +175,8 @@ impl Throttle {
             clients: HashMap::new(),
             accounts: HashMap::new(),
             pending: HashMap::new(),
+            clients_in_flight: HashMap::new(),
+            accounts_in_flight: HashMap::new(),
         }
     }
 
@@ -154,30 +205,83 @@ impl Throttle {
         now.saturating_duration_since(gate.last_failure) < self.config.expiry
     }
 
-    /// May a password for `account` from `ip` be checked now? `Err(wait)`: not before `wait`.
-    pub fn admit(&mut self, ip: IpAddr, account: &str, now: Instant) -> Result<(), Duration> {
+    /// Whether one more check may pass a gate with `failures` recent failures, `in_flight`
+    /// checks running and `free` failures allowed before it closes.
+    fn gate_admits(failures: u32, in_flight: u32, free: u32) -> bool {
+        failures.saturating_add(in_flight) < free || in_flight == 0
+    }
+
+    /// May a password for `account` from `ip` be checked now? On `Ok` the check counts as in
+    /// flight until it is given back.
+    pub fn admit(&mut self, ip: IpAddr, account: &str, now: Instant) -> Result<Check, Refusal> {
         let client = client_key(ip);
-        let mut wait = Duration::ZERO;
+        let mut closed = Duration::ZERO;
+        let mut client_failures = 0;
         if let Some(c) = self.clients.get(&client)
             && self.live(&c.gate, now)
         {
-            wait = wait.max(c.gate.open_at.saturating_duration_since(now));
+            closed = closed.max(c.gate.open_at.saturating_duration_since(now));
+            client_failures = c.gate.failures;
         }
-        if let Some(a) = self.accounts.get(account)
-            && self.live(&a.gate, now)
-        {
-            let trusted = a.trusted.iter().any(|(ip, at)| {
+        let mut account_failures = 0;
+        let mut on_account = true;
+        if let Some(a) = self.accounts.get(account) {
+            on_account = !a.trusted.iter().any(|(ip, at)| {
                 *ip == client && now.saturating_duration_since(*at) < self.config.expiry
             });
-            if !trusted {
-                wait = wait.max(a.gate.open_at.saturating_duration_since(now));
+            if on_account && self.live(&a.gate, now) {
+                closed = closed.max(a.gate.open_at.saturating_duration_since(now));
+                account_failures = a.gate.failures;
             }
         }
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
+        if !closed.is_zero() {
+            return Err(Refusal::Closed(closed));
+        }
+        let client_busy = self.clients_in_flight.get(&client).copied().unwrap_or(0);
+        let account_busy = self.accounts_in_flight.get(account).copied().unwrap_or(0);
+        if !Self::gate_admits(client_failures, client_busy, self.config.free_failures)
+            || (on_account
+                && !Self::gate_admits(
+                    account_failures,
+                    account_busy,
+                    self.config.account_free_failures,
+                ))
+        {
+            return Err(Refusal::Wait);
+        }
+        add_in_flight(&mut self.clients_in_flight, client);
+        if on_account {
+            add_in_flight(&mut self.accounts_in_flight, account.to_string());
+        }
+        Ok(Check {
+            client,
+            account: account.to_string(),
+            on_account,
+        })
+    }
+
+    /// Gives back a check that ended without a verdict (capacity, cancellation).
+    pub fn abandoned(&mut self, check: Check) {
+        remove_in_flight(&mut self.clients_in_flight, &check.client);
+        if check.on_account {
+            remove_in_flight(&mut self.accounts_in_flight, &check.account);
+        }
+    }
+
+    /// The check found a wrong password (or an unknown user).
+    pub fn failed(&mut self, check: Check, now: Instant) {
+        self.record_failure(check.client, &check.account, now);
+        self.abandoned(check);
+    }
+
+    /// The check found the right password.
+    pub fn succeeded(&mut self, check: Check, now: Instant) {
+        self.record_success(check.client, &check.account, now);
+        self.abandoned(check);
     }
 
     /// Counts a wrong password (or unknown user) for `account` from `ip`.
-    pub fn failed(&mut self, ip: IpAddr, account: &str, now: Instant) {
+    fn record_failure(&mut self, ip: IpAddr, account: &str, now: Instant) {
         if self.config.max_entries == 0 {
             return;
         }
@@ -235,7 +339,7 @@ impl Throttle {
     /// A correct password for `account` from `ip`: that address's failures against that
     /// account are forgiven (not its failures against others), and the address becomes
     /// trusted by the account's gate.
-    pub fn succeeded(&mut self, ip: IpAddr, account: &str, now: Instant) {
+    fn record_success(&mut self, ip: IpAddr, account: &str, now: Instant) {
         let client = client_key(ip);
         let mut forgive = 0;
         if let Some(c) = self.clients.get_mut(&client)
@@ -307,6 +411,8 @@ impl Throttle {
     #[cfg(test)]
     pub fn pending_is_empty(&self) -> bool {
         self.pending.is_empty()
+            && self.clients_in_flight.is_empty()
+            && self.accounts_in_flight.is_empty()
     }
 
     /// Drops expired addresses, then if still full the oldest tenth.
@@ -367,9 +473,9 @@ mod tests {
         for step in 0..secs * 100 {
             let now = start + Duration::from_millis(step * 10);
             let ip = from[step as usize % from.len()];
-            if t.admit(ip, account, now).is_ok() {
+            if let Ok(check) = t.admit(ip, account, now) {
                 checks += 1;
-                t.failed(ip, account, now);
+                t.failed(check, now);
             }
         }
         checks
@@ -407,21 +513,21 @@ mod tests {
     fn success_forgives_only_its_own_account() {
         let mut t = t();
         let now = Instant::now();
-        t.failed(A, "bob", now);
-        t.failed(A, "carol", now);
-        t.failed(A, "alice", now);
+        t.record_failure(A, "bob", now);
+        t.record_failure(A, "carol", now);
+        t.record_failure(A, "alice", now);
         assert!(
             t.admit(A, "dave", now).is_err(),
             "3 failures close the gate"
         );
-        t.succeeded(A, "alice", now);
+        t.record_success(A, "alice", now);
         assert_eq!(
             t.client_failures(A, now),
             2,
             "bob's and carol's failures stay"
         );
         assert!(t.admit(A, "dave", now).is_ok(), "back to 2 free failures");
-        t.failed(A, "dave", now);
+        t.record_failure(A, "dave", now);
         assert!(t.admit(A, "dave", now).is_err());
     }
 
@@ -429,10 +535,10 @@ mod tests {
     fn the_owner_is_not_locked_out_by_an_attack_on_the_account() {
         let mut t = t();
         let now = Instant::now();
-        t.succeeded(B, "alice", now);
+        t.record_success(B, "alice", now);
         for i in 0..10u8 {
             let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, i));
-            t.failed(attacker, "alice", now);
+            t.record_failure(attacker, "alice", now);
         }
         assert!(
             t.admit(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 99)), "alice", now)
@@ -451,17 +557,17 @@ mod tests {
         let now = Instant::now();
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        t.failed(a, "x", now);
-        t.failed(b, "y", now);
+        t.record_failure(a, "x", now);
+        t.record_failure(b, "y", now);
         assert_eq!(t.client_failures(a, now), 2, "one /64");
         let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 5).to_ipv6_mapped());
-        t.failed(mapped, "z", now);
+        t.record_failure(mapped, "z", now);
         assert_eq!(t.client_failures("203.0.113.5".parse().unwrap(), now), 1);
         assert_eq!(t.client_failures(a, now + Duration::from_secs(61)), 0);
         assert!(t.admit(a, "x", now + Duration::from_secs(61)).is_ok());
         for i in 0..100u32 {
             let ip = IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64));
-            t.failed(
+            t.record_failure(
                 ip,
                 &format!("u{i}"),
                 now + Duration::from_millis(u64::from(i)),
@@ -470,6 +576,62 @@ mod tests {
         }
         let newest = IpAddr::V6(Ipv6Addr::from(99u128 << 64));
         assert_eq!(t.client_failures(newest, now + Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn checks_in_flight_count_against_the_gates() {
+        let mut t = t();
+        let now = Instant::now();
+        // Two free failures: two checks may run at once, a third waits (not a failure).
+        let first = t.admit(A, "alice", now).unwrap();
+        let second = t.admit(A, "bob", now).unwrap();
+        assert_eq!(t.admit(A, "carol", now).unwrap_err(), Refusal::Wait);
+        t.failed(first, now);
+        assert_eq!(t.admit(A, "carol", now).unwrap_err(), Refusal::Wait);
+        t.failed(second, now);
+        // Past the free failures: one at a time, and its failure closes the gate.
+        let third = t.admit(A, "carol", now).unwrap();
+        assert_eq!(t.admit(A, "dave", now).unwrap_err(), Refusal::Wait);
+        t.failed(third, now);
+        assert!(matches!(t.admit(A, "dave", now), Err(Refusal::Closed(_))));
+        // A check that ends without a verdict gives its place back and counts nothing.
+        let later = now + Duration::from_secs(2);
+        let check = t.admit(A, "dave", later).unwrap();
+        t.abandoned(check);
+        assert_eq!(t.client_failures(A, later), 3);
+        let check = t.admit(A, "dave", later).unwrap();
+        t.succeeded(check, later);
+        assert!(t.pending_is_empty());
+
+        // The account gate: many addresses, five free failures, then one check at a time.
+        let mut t = self::t();
+        let checks: Vec<Check> = (0..5u8)
+            .map(|i| {
+                t.admit(IpAddr::V4(Ipv4Addr::new(203, 0, 113, i)), "erin", now)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            t.admit(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 50)), "erin", now)
+                .unwrap_err(),
+            Refusal::Wait
+        );
+        for c in checks {
+            t.failed(c, now);
+        }
+        let one = t
+            .admit(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 51)), "erin", now)
+            .unwrap();
+        assert_eq!(
+            t.admit(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 52)), "erin", now)
+                .unwrap_err(),
+            Refusal::Wait
+        );
+        t.failed(one, now);
+        assert!(matches!(
+            t.admit(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 53)), "erin", now),
+            Err(Refusal::Closed(_))
+        ));
     }
 
     #[test]

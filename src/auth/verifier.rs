@@ -30,7 +30,7 @@ use argon2::password_hash::PasswordVerifier;
 use futures_channel::oneshot;
 use sha2::{Digest, Sha256};
 
-use super::throttle::{self, Throttle, ThrottleConfig};
+use super::throttle::{self, Refusal, Throttle, ThrottleConfig};
 use super::users::{UserDb, canonical_address, hash_password};
 use super::{AuthError, AuthOutcome, ClientIp};
 
@@ -118,6 +118,40 @@ impl Drop for PendingHash<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         t.end_check(self.ip);
+    }
+}
+
+/// A check the throttle admitted: its verdict is recorded and its place given back under one
+/// lock, so no other check is admitted in between; given back on drop if it never finished
+/// (a cancelled login).
+struct AdmittedCheck<'a> {
+    inner: &'a Inner,
+    check: Option<throttle::Check>,
+}
+
+impl AdmittedCheck<'_> {
+    fn finish(mut self, outcome: &AuthOutcome) {
+        let Some(check) = self.check.take() else {
+            return;
+        };
+        let mut t = self.inner.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            AuthOutcome::Accepted(_) => t.succeeded(check, Instant::now()),
+            AuthOutcome::Rejected => t.failed(check, Instant::now()),
+            AuthOutcome::Throttled | AuthOutcome::Busy => t.abandoned(check),
+        }
+    }
+}
+
+impl Drop for AdmittedCheck<'_> {
+    fn drop(&mut self) {
+        if let Some(check) = self.check.take() {
+            self.inner
+                .throttle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .abandoned(check);
+        }
     }
 }
 
@@ -224,20 +258,16 @@ impl Authenticator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .admit(ip, &account, Instant::now());
-        if admitted.is_err() {
-            return AuthOutcome::Throttled;
-        }
+        let check = match admitted {
+            Ok(check) => AdmittedCheck {
+                inner: &self.inner,
+                check: Some(check),
+            },
+            Err(Refusal::Closed(_)) => return AuthOutcome::Throttled,
+            Err(Refusal::Wait) => return AuthOutcome::Busy,
+        };
         let outcome = self.check(ip, username, password).await;
-        let mut t = self
-            .inner
-            .throttle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match &outcome {
-            AuthOutcome::Accepted(_) => t.succeeded(ip, &account, Instant::now()),
-            AuthOutcome::Rejected => t.failed(ip, &account, Instant::now()),
-            AuthOutcome::Throttled | AuthOutcome::Busy => {}
-        }
+        check.finish(&outcome);
         outcome
     }
 
@@ -265,8 +295,6 @@ impl Authenticator {
             }
             _ => None,
         };
-        inner.misses.fetch_add(1, Ordering::Relaxed);
-
         let Some(_slot) = PendingHash::take(inner, ip) else {
             return AuthOutcome::Busy;
         };
@@ -277,7 +305,9 @@ impl Authenticator {
             reply,
         };
         match inner.jobs.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => {
+                inner.misses.fetch_add(1, Ordering::Relaxed);
+            }
             Err(crossbeam_channel::TrySendError::Full(_)) => {
                 tracing::warn!("password verifier queue full");
                 return AuthOutcome::Busy;
