@@ -8,7 +8,7 @@ pub use imap_client::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -387,6 +387,54 @@ impl Client {
         }
     }
 
+    /// Connects from `source` instead of the system's choice: all of 127.0.0.0/8 is loopback
+    /// on Linux, so a test can play many client addresses against a server on 127.0.0.1.
+    /// `tls`: implicit TLS (465, 993, 995). Errors are returned, not panicked on.
+    pub fn connect_from(source: IpAddr, addr: SocketAddr, tls: bool) -> std::io::Result<Client> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+        let s: TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let stream = if tls {
+            Stream::Tls(Box::new(tls_wrap(s)))
+        } else {
+            Stream::Plain(s)
+        };
+        Ok(Client {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self.reader.get_ref() {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&s.sock),
+            Stream::Empty => None,
+        }
+    }
+
+    /// How long a read may wait; past it [`Client::try_line`] returns the timeout error.
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        if let Some(s) = self.tcp() {
+            s.set_read_timeout(Some(timeout)).unwrap();
+        }
+    }
+
+    /// Closing sends a reset, not a FIN, and leaves no TIME_WAIT socket behind: for loops that
+    /// open thousands of connections.
+    pub fn reset_on_close(&self) {
+        if let Some(s) = self.tcp() {
+            socket2::SockRef::from(s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+    }
+
     /// Upgrades the connection (after the server's go-ahead for STARTTLS/STLS).
     pub fn upgrade_tls(&mut self) {
         assert!(
@@ -412,15 +460,8 @@ impl Client {
 
     /// One line without its CRLF; `None` at EOF.
     pub fn line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(0) => None,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                Some(String::from_utf8_lossy(&buf).into_owned())
-            }
+        match self.try_line() {
+            Ok(line) => line,
             // A closed connection; over TLS, one closed without close_notify.
             Err(e)
                 if matches!(
@@ -432,6 +473,18 @@ impl Client {
             }
             Err(e) => panic!("read: {e}"),
         }
+    }
+
+    /// One line without its CRLF, `Ok(None)` at EOF, or the read error (a timeout, a reset).
+    pub fn try_line(&mut self) -> std::io::Result<Option<String>> {
+        let mut buf = Vec::new();
+        if self.reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(None);
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
     }
 
     pub fn raw_until(&mut self, end: &[u8]) -> Vec<u8> {
