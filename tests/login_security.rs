@@ -472,19 +472,15 @@ fn guesses_at_one_account_from_many_addresses_are_bounded_by_its_gate() {
     attack_test(Door::Imaps, Target::ManyAddresses, Pace::OneAtATime);
 }
 
-// The same attacks with guesses in flight at once: they get more than the bound (see
-// SECURITY.md, "Known gap"), so they stay ignored until the gates count checks in flight.
+// The same attacks with guesses in flight at once, each connection dropped before its answer:
+// bounded because the gates count checks in flight.
 
 #[test]
-#[ignore = "src bug (reported): admission is decided before a check and the failure recorded \
-            after it, so the checks in flight when a gate closes are not bounded by it"]
 fn dropped_parallel_imap_guesses_from_one_address_are_bounded_by_its_gate() {
     attack_test(Door::Imaps, Target::OneAddress, Pace::DroppingInParallel);
 }
 
 #[test]
-#[ignore = "src bug (reported): admission is decided before a check and the failure recorded \
-            after it, so the checks in flight when a gate closes are not bounded by it"]
 fn dropped_parallel_smtp_guesses_from_one_address_are_bounded_by_its_gate() {
     attack_test(
         Door::Submission,
@@ -494,8 +490,6 @@ fn dropped_parallel_smtp_guesses_from_one_address_are_bounded_by_its_gate() {
 }
 
 #[test]
-#[ignore = "src bug (reported): admission is decided before a check and the failure recorded \
-            after it, so the checks in flight when a gate closes are not bounded by it"]
 fn dropped_parallel_guesses_at_one_account_from_many_addresses_are_bounded_by_its_gate() {
     attack_test(Door::Imaps, Target::ManyAddresses, Pace::DroppingInParallel);
 }
