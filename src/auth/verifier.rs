@@ -134,7 +134,11 @@ impl AdmittedCheck<'_> {
         let Some(check) = self.check.take() else {
             return;
         };
-        let mut t = self.inner.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match outcome {
             AuthOutcome::Accepted(_) => t.succeeded(check, Instant::now()),
             AuthOutcome::Rejected => t.failed(check, Instant::now()),
