@@ -23,6 +23,7 @@ fn open(dir: &std::path::Path, fsync: bool) -> LogStore {
         segment_bytes: 64 << 20,
         checkpoint_bytes: 256 << 20,
         queue_segment_bytes: 16 << 20,
+        compact_dead_pct: 50,
         ..Default::default()
     })
     .expect("open store")

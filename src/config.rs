@@ -249,6 +249,9 @@ pub struct Store {
     pub segment_mb: u64,
     pub checkpoint_mb: u64,
     pub queue_segment_mb: u64,
+    /// Compact a sealed mailbox log segment in the background once at least this percentage of
+    /// it is dead (0: only `surel store compact`).
+    pub compact_dead_pct: u8,
 }
 
 impl Config {

@@ -65,6 +65,35 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    /// Maintain the message store: compaction, consistency check.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Give back the space of expunged messages and deleted mailboxes now (works while the
+    /// server runs, and without it).
+    Compact {
+        /// Rewrite segments of which at least this percentage is dead (default: the configured
+        /// `[store] compact_dead_pct`, or 50 when that is 0).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        dead_pct: Option<u8>,
+    },
+    /// Verify every record of every segment, the index and the checkpoints (offline only:
+    /// stop the server first). Exit status 0 when clean.
+    Check {
+        /// Truncate torn log tails (only what start-up would) and remove leftover temporary
+        /// files; damage elsewhere is reported, never dropped.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +249,11 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             config,
         } => queue_command(action, config, data_dir),
+        Command::Store {
+            action,
+            data_dir,
+            config,
+        } => store_command(action, config, data_dir),
         Command::Config { action } => match action {
             ConfigAction::Default => {
                 print!("{DEFAULT_CONFIG}");
@@ -362,6 +396,57 @@ fn queue_command(
     };
     print!("{output}");
     Ok(())
+}
+
+fn store_command(
+    action: StoreAction,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    use surel::queue::control::{self, BounceSettings, Command as C};
+    let cfg = load_config(config, data_dir)?;
+    let store_dir = cfg.data_dir.join("store");
+    match action {
+        StoreAction::Compact { dead_pct } => {
+            let cmd = C::StoreCompact { dead_pct };
+            let output = match control::send(&cfg.data_dir, &cmd)? {
+                Some(answer) => answer?,
+                None => {
+                    let store = surel::store::LogStore::open_existing(&store_dir)
+                        .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
+                    // No server: the threshold comes from this configuration.
+                    let pct = dead_pct.or(match cfg.store.compact_dead_pct {
+                        0 => None,
+                        p => Some(p.min(100)),
+                    });
+                    let bounce = BounceSettings {
+                        hostname: cfg.effective_hostname(),
+                        return_limit: cfg.relay.bounce_return_limit,
+                    };
+                    let answer = control::execute(
+                        &store,
+                        &C::StoreCompact { dead_pct: pct },
+                        &bounce,
+                        false,
+                    );
+                    store.close();
+                    answer?
+                }
+            };
+            print!("{output}");
+            Ok(())
+        }
+        StoreAction::Check { repair } => {
+            let report = surel::store::check::check(&store_dir, repair)
+                .map_err(|e| format!("{}: {e}", store_dir.display()))?;
+            print!("{}", report.render());
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err("the store is damaged (see above)".into())
+            }
+        }
+    }
 }
 
 fn apply_port_offset(cfg: &mut Config, offset: u16) -> Result<(), String> {

@@ -17,6 +17,7 @@ fn open_store_with(dir: &std::path::Path, limits: crate::store::names::MailboxLi
         checkpoint_bytes: 64 << 20,
         queue_segment_bytes: 16 << 20,
         mailbox_limits: limits,
+        compact_dead_pct: 50,
     })
     .unwrap()
 }

@@ -1,5 +1,5 @@
-//! The operator's queue commands — `surel queue list|flush|remove|bounce|hold|release` — and the
-//! control socket that lets them work while the server runs.
+//! The operator's queue commands — `surel queue list|flush|remove|bounce|hold|release` — and
+//! `surel store compact`, and the control socket that lets them work while the server runs.
 //!
 //! A running server listens on `<data_dir>/control.sock` (a Unix socket, mode 0600, served by
 //! one small thread, never by a core). The CLI sends one request line and reads the answer:
@@ -29,12 +29,18 @@ pub const CONTROL_SOCKET: &str = "control.sock";
 /// One queue command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    List { json: bool },
+    List {
+        json: bool,
+    },
     Flush,
     Remove(String),
     Bounce(String),
     Hold(String),
     Release(String),
+    /// Compact the mailbox logs now (`None`: the configured threshold).
+    StoreCompact {
+        dead_pct: Option<u8>,
+    },
 }
 
 impl Command {
@@ -48,10 +54,32 @@ impl Command {
             Command::Bounce(id) => format!("bounce {id}"),
             Command::Hold(id) => format!("hold {id}"),
             Command::Release(id) => format!("release {id}"),
+            Command::StoreCompact { dead_pct: None } => "store compact".into(),
+            Command::StoreCompact { dead_pct: Some(p) } => format!("store compact {p}"),
+        }
+    }
+
+    /// How long the CLI waits for the server's answer.
+    fn answer_timeout(&self) -> std::time::Duration {
+        match self {
+            // A pass over a large store reads and rewrites gigabytes.
+            Command::StoreCompact { .. } => std::time::Duration::from_secs(3600),
+            _ => std::time::Duration::from_secs(60),
         }
     }
 
     pub fn parse(line: &str) -> Result<Command, String> {
+        if let Some(rest) = line.strip_prefix("store ") {
+            let mut words = rest.split_whitespace();
+            return match (words.next(), words.next(), words.next()) {
+                (Some("compact"), None, None) => Ok(Command::StoreCompact { dead_pct: None }),
+                (Some("compact"), Some(p), None) => match p.parse::<u8>() {
+                    Ok(p) if p <= 100 => Ok(Command::StoreCompact { dead_pct: Some(p) }),
+                    _ => Err(format!("store compact: bad percentage {p:?}")),
+                },
+                _ => Err(format!("unknown store command {rest:?}")),
+            };
+        }
         let mut words = line.split_whitespace();
         let verb = words.next().unwrap_or("");
         let arg = words.next();
@@ -125,6 +153,15 @@ pub fn execute(
             .map_err(|e| format!("{e}"))
     };
     match cmd {
+        Command::StoreCompact { dead_pct } => {
+            let r = block_on(store.compact(*dead_pct)).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "compacted {} segment{}, reclaimed {} bytes\n",
+                r.segments,
+                if r.segments == 1 { "" } else { "s" },
+                r.bytes_reclaimed
+            ))
+        }
         Command::List { json } => {
             let mut all: Vec<QueuedMessage> = (0..store.queue_shards())
                 .flat_map(|s| store.queue_list(s))
@@ -376,7 +413,7 @@ pub fn send(data_dir: &Path, cmd: &Command) -> Result<Option<Result<String, Stri
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    let _ = conn.set_read_timeout(Some(cmd.answer_timeout()));
     writeln!(conn, "{}", cmd.to_line()).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = BufReader::new(conn);
     let mut status = String::new();
@@ -407,6 +444,8 @@ mod tests {
             Command::Bounce("A1".into()),
             Command::Hold("A1".into()),
             Command::Release("A1".into()),
+            Command::StoreCompact { dead_pct: None },
+            Command::StoreCompact { dead_pct: Some(80) },
         ] {
             assert_eq!(Command::parse(&c.to_line()), Ok(c));
         }
@@ -417,6 +456,11 @@ mod tests {
             "hold a b",
             "explode",
             "bounce a;b",
+            "store",
+            "store check",
+            "store compact 101",
+            "store compact x",
+            "store compact 5 6",
         ] {
             assert!(Command::parse(bad).is_err(), "{bad}");
         }

@@ -180,6 +180,7 @@ impl Services {
             checkpoint_bytes: config.store.checkpoint_mb.max(1) << 20,
             queue_segment_bytes: config.store.queue_segment_mb.max(1) << 20,
             mailbox_limits: config.limits.mailboxes(),
+            compact_dead_pct: config.store.compact_dead_pct.min(100),
         })
         .map_err(|e| ServerError(format!("opening the store: {e}")))?;
         let users = UserDb::open(&data_dir).map_err(|e| ServerError(e.to_string()))?;

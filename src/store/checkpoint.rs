@@ -1,11 +1,20 @@
 //! Checkpoints: the shard index (metadata only) plus the log position it covers, so start-up
 //! replays only the log written after it.
 //!
-//! File layout: `b"SURELCP1"`, crc32c u32 LE of the body, body length u64 LE, body.
+//! File layout: `b"SURELCP2"`, crc32c u32 LE of the body, body length u64 LE, body. The body
+//! starts with the position and the length of every *sealed* segment (those before the
+//! position's segment) at the time of writing.
+//!
 //! A checkpoint is only an accelerator: if it is missing, unreadable or fails its CRC we fall
-//! back to a full replay, which is always correct because the log is never rewritten.
+//! back to a full replay, which is always correct because the log alone rebuilds the index
+//! (compaction rewrites sealed segments so that this stays true, see `compact`). Compaction
+//! moves message bodies to other offsets, so a checkpoint taken before it would point into the
+//! wrong bytes: recovery therefore uses a checkpoint only if the sealed segments on disk are
+//! exactly the ones it lists, with the same lengths. A compacted segment is always strictly
+//! shorter than the file it replaced (or gone), so a length names one version of a segment.
+//! (Version 1 files, which had no segment list, are ignored: one full replay after upgrading.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -14,7 +23,7 @@ use super::index::{Account, BodyLoc, Mailbox, Message, ShardIndex};
 use super::record::{Dec, DecodeError, Enc, special_use_code, special_use_from};
 use super::{MessageMeta, StoreResult};
 
-const MAGIC: &[u8; 8] = b"SURELCP1";
+const MAGIC: &[u8; 8] = b"SURELCP2";
 pub const FILE_NAME: &str = "checkpoint";
 
 /// Log position a checkpoint covers: everything before (segment, offset) is in it.
@@ -24,11 +33,19 @@ pub struct Position {
     pub offset: u64,
 }
 
-pub fn encode(index: &ShardIndex, pos: Position) -> Vec<u8> {
+/// Sealed segment number → its length in bytes.
+pub type SealedLengths = BTreeMap<u32, u64>;
+
+pub fn encode(index: &ShardIndex, pos: Position, sealed: &SealedLengths) -> Vec<u8> {
     let mut body = Vec::new();
     let mut e = Enc(&mut body);
     e.u32(pos.segment);
     e.u64(pos.offset);
+    e.u32(sealed.len() as u32);
+    for (n, len) in sealed {
+        e.u32(*n);
+        e.u64(*len);
+    }
     e.u64(index.next_mailbox_id);
     e.u32(index.last_uidvalidity);
     e.u32(index.accounts.len() as u32);
@@ -69,7 +86,15 @@ pub fn encode(index: &ShardIndex, pos: Position) -> Vec<u8> {
     out
 }
 
-pub fn decode(buf: &[u8]) -> Result<(ShardIndex, Position), DecodeError> {
+/// A decoded checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub index: ShardIndex,
+    pub pos: Position,
+    pub sealed: SealedLengths,
+}
+
+pub fn decode(buf: &[u8]) -> Result<Checkpoint, DecodeError> {
     if buf.len() < 20 || &buf[..8] != MAGIC {
         return Err(DecodeError::Malformed("checkpoint header"));
     }
@@ -88,10 +113,16 @@ pub fn decode(buf: &[u8]) -> Result<(ShardIndex, Position), DecodeError> {
         segment: d.u32()?,
         offset: d.u64()?,
     };
+    let mut sealed = SealedLengths::new();
+    for _ in 0..d.u32()? {
+        let n = d.u32()?;
+        sealed.insert(n, d.u64()?);
+    }
     let mut index = ShardIndex {
         accounts: HashMap::new(),
         next_mailbox_id: d.u64()?,
         last_uidvalidity: d.u32()?,
+        live: HashMap::new(),
     };
     for _ in 0..d.u32()? {
         let key = d.string()?;
@@ -157,12 +188,18 @@ pub fn decode(buf: &[u8]) -> Result<(ShardIndex, Position), DecodeError> {
     if !d.is_empty() {
         return Err(DecodeError::Malformed("checkpoint trailing bytes"));
     }
-    Ok((index, pos))
+    index.recount_live();
+    Ok(Checkpoint { index, pos, sealed })
 }
 
 /// Writes the checkpoint atomically: temp file, fdatasync, rename, fsync of the directory.
-pub fn write(dir: &Path, index: &ShardIndex, pos: Position) -> StoreResult<()> {
-    let bytes = encode(index, pos);
+pub fn write(
+    dir: &Path,
+    index: &ShardIndex,
+    pos: Position,
+    sealed: &SealedLengths,
+) -> StoreResult<()> {
+    let bytes = encode(index, pos, sealed);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(&bytes)?;
@@ -179,7 +216,7 @@ pub fn write(dir: &Path, index: &ShardIndex, pos: Position) -> StoreResult<()> {
 }
 
 /// The shard's checkpoint, or `None` (with a warning if one existed but was unusable).
-pub fn load(dir: &Path) -> Option<(ShardIndex, Position)> {
+pub fn load(dir: &Path) -> Option<Checkpoint> {
     let path = dir.join(FILE_NAME);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -259,9 +296,16 @@ mod tests {
             segment: 2,
             offset: 12345,
         };
-        let bytes = encode(&ix, pos);
-        let (back, p) = decode(&bytes).unwrap();
+        let sealed = SealedLengths::from([(0, 900), (1, 1 << 20)]);
+        let bytes = encode(&ix, pos, &sealed);
+        let Checkpoint {
+            index: back,
+            pos: p,
+            sealed: back_sealed,
+        } = decode(&bytes).unwrap();
         assert_eq!(p, pos);
+        assert_eq!(back_sealed, sealed);
+        assert_eq!(back.live, ix.live);
         let mb = back.mailbox("a", "Sent").unwrap();
         assert_eq!(mb.uidnext, 4);
         assert_eq!(mb.highest_modseq, 9);
@@ -277,5 +321,9 @@ mod tests {
         assert_eq!(decode(&bad).unwrap_err(), DecodeError::BadCrc);
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(b"junk").is_err());
+        // A version 1 checkpoint (no segment lengths) is not trusted.
+        let mut v1 = bytes.clone();
+        v1[..8].copy_from_slice(b"SURELCP1");
+        assert!(decode(&v1).is_err());
     }
 }

@@ -4,9 +4,16 @@
 //! identically by start-up replay, by the writer's private (pre-commit) copy and by the shared
 //! copy readers see after a commit. That keeps "what the writer decided" and "what recovery
 //! rebuilds" from ever drifting apart.
+//!
+//! Replay uses [`ShardIndex::apply_replayed`], which also accepts the *orphans* a compacted log
+//! holds (see `compact`): a record about a message or mailbox whose own records compaction
+//! already dropped because it was expunged or deleted. An orphan changes nothing but the
+//! counters it proves (UIDNEXT, HIGHESTMODSEQ, the tombstone of an expunge), so a replay of a
+//! compacted log folds to the same index as the log it came from.
 
 use std::collections::HashMap;
 
+use super::queue::SegmentUse;
 use super::record::Record;
 use super::{Flags, MailboxInfo, MailboxSnapshot, MessageMeta, SpecialUse, SystemFlags};
 
@@ -135,6 +142,24 @@ pub struct ShardIndex {
     pub next_mailbox_id: u64,
     /// Largest UIDVALIDITY handed out in this shard, so new ones are always larger.
     pub last_uidvalidity: u32,
+    /// Live messages and their body bytes per segment (derived, not stored in checkpoints):
+    /// what compaction would have to keep of each segment.
+    pub live: HashMap<u32, SegmentUse>,
+}
+
+/// What replaying one record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    Applied,
+    /// The record is about a message or mailbox whose records compaction dropped; only the
+    /// counters it proves were applied.
+    Orphan,
+}
+
+fn add_use(live: &mut HashMap<u32, SegmentUse>, loc: BodyLoc) {
+    let u = live.entry(loc.segment).or_default();
+    u.messages += 1;
+    u.bytes += u64::from(loc.len);
 }
 
 /// "INBOX" is case-insensitive (RFC 3501); every other name is kept verbatim.
@@ -166,9 +191,103 @@ impl ShardIndex {
             .ok_or_else(|| format!("record for unknown mailbox {id} of account {account:?}"))
     }
 
+    fn add_live(&mut self, loc: BodyLoc) {
+        add_use(&mut self.live, loc);
+    }
+
+    fn drop_live(&mut self, loc: BodyLoc) {
+        if let Some(u) = self.live.get_mut(&loc.segment) {
+            u.messages = u.messages.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(u64::from(loc.len));
+            if u.messages == 0 {
+                self.live.remove(&loc.segment);
+            }
+        }
+    }
+
+    /// Rebuilds [`ShardIndex::live`] from the messages (after loading a checkpoint).
+    pub fn recount_live(&mut self) {
+        let mut live = HashMap::new();
+        for acc in self.accounts.values() {
+            for mb in acc.mailboxes.values() {
+                for m in &mb.messages {
+                    add_use(&mut live, m.loc);
+                }
+            }
+        }
+        self.live = live;
+    }
+
+    /// Points message `uid` at the copy of its body at `to`, if it is still there and its body
+    /// is still at `from`. Returns whether it moved.
+    pub fn relocate(
+        &mut self,
+        account: &str,
+        mailbox: u64,
+        uid: u32,
+        from: BodyLoc,
+        to: BodyLoc,
+    ) -> bool {
+        let Some(mb) = self
+            .accounts
+            .get_mut(account)
+            .and_then(|a| a.mailboxes.get_mut(&mailbox))
+        else {
+            return false;
+        };
+        let Some(i) = mb.find(uid) else { return false };
+        if mb.messages[i].loc != from || from.len != to.len {
+            return false;
+        }
+        mb.messages[i].loc = to;
+        if from.segment != to.segment {
+            self.drop_live(from);
+            self.add_live(to);
+        }
+        true
+    }
+
+    /// Whether a record about mailbox `id` of `account` refers to a mailbox this shard no longer
+    /// knows but once allocated: its records were dropped by compaction.
+    fn is_orphan_mailbox(&self, account: &str, id: u64) -> bool {
+        let known = self
+            .accounts
+            .get(account)
+            .is_some_and(|a| a.mailboxes.contains_key(&id));
+        !known && id < self.next_mailbox_id
+    }
+
     /// Folds one record into the index. Validates before mutating, so an error leaves the
     /// index unchanged. `body` must be given for `MessageAppend`.
     pub fn apply(&mut self, rec: &Record, body: Option<BodyInfo>) -> Result<(), String> {
+        self.fold(rec, body, false).map(|_| ())
+    }
+
+    /// [`ShardIndex::apply`] for a record read back from the log at start-up, which may be an
+    /// orphan of compaction (see the module doc).
+    pub fn apply_replayed(
+        &mut self,
+        rec: &Record,
+        body: Option<BodyInfo>,
+    ) -> Result<Replayed, String> {
+        self.fold(rec, body, true)
+    }
+
+    fn fold(
+        &mut self,
+        rec: &Record,
+        body: Option<BodyInfo>,
+        replay: bool,
+    ) -> Result<Replayed, String> {
+        if replay
+            && let Some(id) = rec.mailbox()
+            && !matches!(rec, Record::MailboxCreate { .. })
+            && self.is_orphan_mailbox(rec.account(), id)
+        {
+            // The mailbox was deleted and compaction dropped its creation: nothing of it is
+            // left to change. Its id stays allocated (ids are never reused).
+            return Ok(Replayed::Orphan);
+        }
         match rec {
             Record::MailboxCreate {
                 account,
@@ -213,6 +332,9 @@ impl ShardIndex {
                     .remove(mailbox)
                     .ok_or_else(|| format!("delete of unknown mailbox {mailbox}"))?;
                 acc.by_name.remove(&mb.name);
+                for m in &mb.messages {
+                    self.drop_live(m.loc);
+                }
             }
             Record::MailboxRename {
                 account,
@@ -270,6 +392,7 @@ impl ShardIndex {
                     },
                     loc: body.loc,
                 });
+                self.add_live(body.loc);
             }
             Record::FlagsSet {
                 account,
@@ -279,9 +402,16 @@ impl ShardIndex {
                 modseq,
             } => {
                 let mb = self.mailbox_mut(account, *mailbox)?;
-                let i = mb
-                    .find(*uid)
-                    .ok_or_else(|| format!("flags for unknown uid {uid}"))?;
+                let Some(i) = mb.find(*uid) else {
+                    if !replay {
+                        return Err(format!("flags for unknown uid {uid}"));
+                    }
+                    // The message was expunged and its append dropped by compaction; the
+                    // record still proves how far UIDs and modseqs had gone at this point.
+                    mb.uidnext = mb.uidnext.max(uid.saturating_add(1));
+                    mb.highest_modseq = mb.highest_modseq.max(*modseq);
+                    return Ok(Replayed::Orphan);
+                };
                 mb.highest_modseq = mb.highest_modseq.max(*modseq);
                 let m = &mut mb.messages[i].meta;
                 m.flags = flags.clone();
@@ -294,15 +424,31 @@ impl ShardIndex {
                 modseq,
             } => {
                 let mb = self.mailbox_mut(account, *mailbox)?;
-                let i = mb
-                    .find(*uid)
-                    .ok_or_else(|| format!("expunge of unknown uid {uid}"))?;
-                mb.messages.remove(i);
+                let Some(i) = mb.find(*uid) else {
+                    if !replay {
+                        return Err(format!("expunge of unknown uid {uid}"));
+                    }
+                    // Compaction dropped the expunged message's append but keeps the tombstone
+                    // (QRESYNC needs it); it also carries the message's UID past UIDNEXT.
+                    mb.uidnext = mb.uidnext.max(uid.saturating_add(1));
+                    mb.highest_modseq = mb.highest_modseq.max(*modseq);
+                    mb.expunged.push((*uid, *modseq));
+                    return Ok(Replayed::Orphan);
+                };
+                let loc = mb.messages.remove(i).loc;
                 mb.highest_modseq = mb.highest_modseq.max(*modseq);
                 mb.expunged.push((*uid, *modseq));
+                self.drop_live(loc);
+            }
+            Record::ShardState {
+                next_mailbox_id,
+                last_uidvalidity,
+            } => {
+                self.next_mailbox_id = self.next_mailbox_id.max(*next_mailbox_id);
+                self.last_uidvalidity = self.last_uidvalidity.max(*last_uidvalidity);
             }
         }
-        Ok(())
+        Ok(Replayed::Applied)
     }
 }
 

@@ -31,16 +31,18 @@
 //! because disk and memory may disagree. A multi-account `append` is atomic per shard only.
 //! `read`/`locate` of a UID that is not in the mailbox return `NotAllowed("no such message")`.
 //!
-//! Compaction (not implemented yet): the log is never rewritten, so space of expunged
-//! messages and deleted mailboxes is only reclaimed by compaction. It would take a sealed
-//! (non-tail) segment, keep the records still live per the index (append records whose UID is
-//! present, the latest FlagsSet per message, mailbox records of live mailboxes, tombstones
-//! still needed for QRESYNC), copy them into a new segment, write a checkpoint that already
-//! points at the new locations (uidnext/highest-modseq live in the checkpoint, so dropping the
-//! records that produced them is safe), swap the index locations under the shard lock, and
-//! delete the old file once no reader holds its `Arc<File>`.
+//! Compaction ([`compact`]): the log is append-only, so the space of expunged messages,
+//! superseded flag changes and deleted mailboxes comes back only when the writer rewrites a
+//! sealed segment without them — in place, in small steps between group commits, crash-safe at
+//! every step, and such that the compacted log alone still replays to the same index. `check`
+//! verifies a store offline (`surel store check`).
+//!
+//! Readers look a message's segment file up under the same index lock as its location, so a
+//! compaction that moves bodies never pairs an old offset with a new file.
 
+pub mod check;
 mod checkpoint;
+mod compact;
 mod index;
 pub mod names;
 pub mod queue;
@@ -49,6 +51,7 @@ mod recovery;
 mod segment;
 mod writer;
 
+pub use compact::CompactionReport;
 pub use queue::{
     NewQueuedMessage, Notify, QueueEvent, QueueUpdate, QueuedEnvelope, QueuedMessage,
     QueuedRecipient, RecipientState, RecipientStatus, Ret,
@@ -136,6 +139,10 @@ pub struct StoreConfig {
     pub queue_segment_bytes: u64,
     /// Mailbox name sizes and the number of mailboxes per account, enforced by the writer.
     pub mailbox_limits: names::MailboxLimits,
+    /// The writer compacts a sealed mailbox log segment in the background once at least this
+    /// percentage of it is dead: expunged messages, deleted mailboxes, superseded flag changes
+    /// (0: only on demand, [`LogStore::compact`]).
+    pub compact_dead_pct: u8,
 }
 
 /// IMAP system flags, as a bit set. Keywords are kept as strings beside them.
@@ -181,7 +188,7 @@ pub struct MailboxInfo {
 }
 
 /// One message as the index knows it (no body bytes).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageMeta {
     pub uid: u32,
     /// Exact octet count of the stored message.
@@ -349,6 +356,7 @@ impl Default for StoreConfig {
             checkpoint_bytes: 64 << 20,
             queue_segment_bytes: 16 << 20,
             mailbox_limits: names::MailboxLimits::DEFAULT,
+            compact_dead_pct: 50,
         }
     }
 }
@@ -369,6 +377,12 @@ pub struct StoreStats {
     pub queue_segments_reclaimed: u64,
     /// Queued messages copied forward out of a segment being reclaimed.
     pub queue_copied_forward: u64,
+    /// Mailbox log segments rewritten (or deleted) by compaction.
+    pub segments_compacted: u64,
+    /// Bytes of mailbox log given back by compaction.
+    pub compaction_bytes_reclaimed: u64,
+    /// The longest one compaction step held up a shard's writer, in microseconds.
+    pub compaction_longest_step_us: u64,
 }
 
 /// Stable across processes and restarts (unlike std's randomized hasher), so an account
@@ -423,6 +437,30 @@ fn check_meta(config: &StoreConfig) -> StoreResult<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Takes the store directory's exclusive lock, held while the store is open (and during an
+/// offline check): two processes appending to the same segments would corrupt both.
+fn lock_store_dir(dir: &std::path::Path) -> StoreResult<std::fs::File> {
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("store.lock"))?;
+    // SAFETY: flock on a valid, owned file descriptor; no memory is involved.
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } != 0
+    {
+        return Err(StoreError::NotAllowed(
+            "data directory is already in use by another open store",
+        ));
+    }
+    Ok(lock)
 }
 
 struct ShardHandle {
@@ -485,24 +523,7 @@ impl LogStore {
             return Err(StoreError::NotAllowed("shards must be at least 1"));
         }
         std::fs::create_dir_all(&config.dir)?;
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(config.dir.join("store.lock"))?;
-        // SAFETY: flock on a valid, owned file descriptor; no memory is involved.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
-            return Err(StoreError::NotAllowed(
-                "data directory is already in use by another open store",
-            ));
-        }
+        let lock = lock_store_dir(&config.dir)?;
         check_meta(&config)?;
         let stats = Arc::new(Stats::default());
         let mut opened = Vec::with_capacity(config.shards);
@@ -543,7 +564,8 @@ impl LogStore {
     }
 
     /// Opens the store of an existing data directory with the shard count it was created with
-    /// (for tools that run while no server does, such as `surel queue`).
+    /// (for tools that run while no server does, such as `surel queue`). Background compaction
+    /// is off: a tool rewrites segments only when asked to ([`LogStore::compact`]).
     pub fn open_existing(dir: &std::path::Path) -> StoreResult<LogStore> {
         let path = dir.join(META_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
@@ -556,6 +578,7 @@ impl LogStore {
         LogStore::open(StoreConfig {
             dir: dir.to_path_buf(),
             shards,
+            compact_dead_pct: 0,
             ..StoreConfig::default()
         })
     }
@@ -577,6 +600,16 @@ impl LogStore {
         self.close();
     }
 
+    /// Makes the next compaction stop dead after `step` (see [`compact`]), as if the process
+    /// were killed there: the writer then refuses everything until the store is reopened.
+    #[cfg(test)]
+    pub(crate) fn stop_compaction_after(&self, step: u32) {
+        self.inner
+            .stats
+            .compaction_stop_after
+            .store(step, Ordering::Relaxed);
+    }
+
     pub fn stats(&self) -> StoreStats {
         let s = &self.inner.stats;
         StoreStats {
@@ -587,7 +620,29 @@ impl LogStore {
             replayed_records: s.replayed_records.load(Ordering::Relaxed),
             queue_segments_reclaimed: s.queue_segments_reclaimed.load(Ordering::Relaxed),
             queue_copied_forward: s.queue_copied_forward.load(Ordering::Relaxed),
+            segments_compacted: s.segments_compacted.load(Ordering::Relaxed),
+            compaction_bytes_reclaimed: s.compaction_bytes_reclaimed.load(Ordering::Relaxed),
+            compaction_longest_step_us: s.compaction_longest_step_us.load(Ordering::Relaxed),
         }
+    }
+
+    /// Compacts every shard's mailbox log segments of which at least `dead_pct` percent is dead
+    /// (default: the configured threshold, or 50 if background compaction is off), while the
+    /// store keeps serving. The tail segment is sealed first if it qualifies, so a quiet store
+    /// shrinks too. Resolves when no such segment is left.
+    pub async fn compact(&self, dead_pct: Option<u8>) -> StoreResult<CompactionReport> {
+        let mut pending = Vec::new();
+        for s in 0..self.inner.shards.len() {
+            pending.push(self.send(s, Op::Compact { dead_pct })?);
+        }
+        let mut total = CompactionReport::default();
+        for rx in pending {
+            match rx.await.map_err(|_| StoreError::Closed)?? {
+                Reply::Compacted(r) => total.add(r),
+                _ => return Err(unexpected()),
+            }
+        }
+        Ok(total)
     }
 
     /// Records replayed from the log at open; small after a recent checkpoint.
@@ -645,11 +700,21 @@ impl LogStore {
             .ok_or(StoreError::NoSuchMailbox)?)
     }
 
-    fn body_loc(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<index::BodyLoc> {
+    /// Where a message's body is, with the file it is in. The file is looked up under the index
+    /// lock: compaction changes a location and its segment's file together under that lock.
+    fn body_at(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uid: u32,
+    ) -> StoreResult<(Arc<std::fs::File>, index::BodyLoc)> {
+        let shared = &self.shard(account).shared;
         self.with_mailbox(account, mailbox, |mb| {
-            mb.get(uid)
+            let loc = mb
+                .get(uid)
                 .map(|m| m.loc)
-                .ok_or(StoreError::NotAllowed("no such message"))
+                .ok_or(StoreError::NotAllowed("no such message"))?;
+            Ok((shared.segments.get(loc.segment)?, loc))
         })
     }
 }
@@ -697,15 +762,15 @@ impl MailStore for LogStore {
     }
 
     fn read(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<Vec<u8>> {
-        let loc = self.body_loc(account, mailbox, uid)?;
+        let (file, loc) = self.body_at(account, mailbox, uid)?;
         // The index lock is released here: the pread runs lock-free on the shared file.
-        self.shard(account).shared.segments.read(loc)
+        segment::read_exact_at(&file, loc.offset, loc.len)
     }
 
     fn locate(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<MessageLocation> {
-        let loc = self.body_loc(account, mailbox, uid)?;
+        let (file, loc) = self.body_at(account, mailbox, uid)?;
         Ok(MessageLocation {
-            file: self.shard(account).shared.segments.get(loc.segment)?,
+            file,
             offset: loc.offset,
             len: loc.len,
         })

@@ -402,6 +402,7 @@ impl QueueRecord {
 }
 
 impl LogRecord for QueueRecord {
+    const KINDS: &'static [u8] = &[KIND_QUEUE_MESSAGE, KIND_QUEUE_UPDATE];
     fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Self, usize), DecodeError> {
         if record_crc(kind, payload) != crc {
             return Err(DecodeError::BadCrc);

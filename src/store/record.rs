@@ -22,6 +22,9 @@ const KIND_UNSUBSCRIBE: u8 = 5;
 const KIND_MESSAGE_APPEND: u8 = 6;
 const KIND_FLAGS_SET: u8 = 7;
 const KIND_EXPUNGE: u8 = 8;
+const KIND_SHARD_STATE: u8 = 9;
+/// Kind byte of a `MessageAppend` frame: compaction streams large ones without decoding them whole.
+pub const KIND_APPEND: u8 = KIND_MESSAGE_APPEND;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -68,6 +71,13 @@ pub enum Record {
         mailbox: u64,
         uid: u32,
         modseq: u64,
+    },
+    /// Written only by compaction (see `compact`): shard-wide counters that records it dropped
+    /// had raised, so a replay never hands out a mailbox id or a UIDVALIDITY twice. Replay
+    /// raises the index's counters to at least these values.
+    ShardState {
+        next_mailbox_id: u64,
+        last_uidvalidity: u32,
     },
 }
 
@@ -309,6 +319,21 @@ impl Record {
             | Record::MessageAppend { account, .. }
             | Record::FlagsSet { account, .. }
             | Record::Expunge { account, .. } => account,
+            Record::ShardState { .. } => "",
+        }
+    }
+
+    /// The mailbox the record is about; `None` for shard-wide records.
+    pub fn mailbox(&self) -> Option<u64> {
+        match self {
+            Record::MailboxCreate { mailbox, .. }
+            | Record::MailboxDelete { mailbox, .. }
+            | Record::MailboxRename { mailbox, .. }
+            | Record::Subscribe { mailbox, .. }
+            | Record::MessageAppend { mailbox, .. }
+            | Record::FlagsSet { mailbox, .. }
+            | Record::Expunge { mailbox, .. } => Some(*mailbox),
+            Record::ShardState { .. } => None,
         }
     }
 
@@ -326,6 +351,7 @@ impl Record {
             Record::MessageAppend { .. } => KIND_MESSAGE_APPEND,
             Record::FlagsSet { .. } => KIND_FLAGS_SET,
             Record::Expunge { .. } => KIND_EXPUNGE,
+            Record::ShardState { .. } => KIND_SHARD_STATE,
         }
     }
 
@@ -415,6 +441,13 @@ impl Record {
                     e.u32(*uid);
                     e.u64(*modseq);
                 }
+                Record::ShardState {
+                    next_mailbox_id,
+                    last_uidvalidity,
+                } => {
+                    e.u64(*next_mailbox_id);
+                    e.u32(*last_uidvalidity);
+                }
             }
         }
         seal_frame(out, start, self.kind());
@@ -440,6 +473,7 @@ impl Record {
                 } => s(account) + 8 + 4 + 8 + 8 + fl(flags) + 4 + body.len(),
                 Record::FlagsSet { account, flags, .. } => s(account) + 8 + 4 + fl(flags) + 8,
                 Record::Expunge { account, .. } => s(account) + 8 + 4 + 8,
+                Record::ShardState { .. } => 8 + 4,
             }
     }
 }
@@ -447,6 +481,9 @@ impl Record {
 /// A record type kept in a log of `[len][kind][crc][payload]` frames: the mailbox log holds
 /// [`Record`]s, the outbound queue log holds `QueueRecord`s. Replay is written once over this.
 pub trait LogRecord: Sized {
+    /// Every kind byte this log's records use (a damaged log is searched for intact records
+    /// by these).
+    const KINDS: &'static [u8];
     /// Checks the CRC and decodes a payload; returns the record and, when it carries a
     /// message, the offset of the message bytes within the payload.
     fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Self, usize), DecodeError>;
@@ -455,6 +492,17 @@ pub trait LogRecord: Sized {
 }
 
 impl LogRecord for Record {
+    const KINDS: &'static [u8] = &[
+        KIND_MAILBOX_CREATE,
+        KIND_MAILBOX_DELETE,
+        KIND_MAILBOX_RENAME,
+        KIND_SUBSCRIBE,
+        KIND_UNSUBSCRIBE,
+        KIND_MESSAGE_APPEND,
+        KIND_FLAGS_SET,
+        KIND_EXPUNGE,
+        KIND_SHARD_STATE,
+    ];
     fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Self, usize), DecodeError> {
         decode_payload(kind, crc, payload)
     }
@@ -557,12 +605,46 @@ pub fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Record, usi
             uid: d.u32()?,
             modseq: d.u64()?,
         },
+        KIND_SHARD_STATE => Record::ShardState {
+            next_mailbox_id: d.u64()?,
+            last_uidvalidity: d.u32()?,
+        },
         _ => return Err(DecodeError::Malformed("unknown kind")),
     };
     if !d.is_empty() {
         return Err(DecodeError::Malformed("trailing bytes"));
     }
     Ok((rec, body_at))
+}
+
+/// The fields of a `MessageAppend` that precede its body, read from the start of its payload
+/// without the body and without checking the CRC (the caller streams the rest and checks it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendHead {
+    pub account: String,
+    pub mailbox: u64,
+    pub uid: u32,
+    /// Offset of the body within the payload.
+    pub body_at: usize,
+    pub body_len: u32,
+}
+
+pub fn decode_append_head(payload_prefix: &[u8]) -> Result<AppendHead, DecodeError> {
+    let mut d = Dec::new(payload_prefix);
+    let account = d.string()?;
+    let mailbox = d.u64()?;
+    let uid = d.u32()?;
+    let _modseq = d.u64()?;
+    let _internal_date = d.i64()?;
+    let _flags = d.flags()?;
+    let body_len = d.u32()?;
+    Ok(AppendHead {
+        account,
+        mailbox,
+        uid,
+        body_at: d.pos,
+        body_len,
+    })
 }
 
 /// Decodes one record from the front of `buf`; returns it with the number of bytes consumed.
@@ -638,6 +720,10 @@ mod tests {
                 uid: 42,
                 modseq: 101,
             },
+            Record::ShardState {
+                next_mailbox_id: 12,
+                last_uidvalidity: 1_700_000_001,
+            },
         ]
     }
 
@@ -662,6 +748,25 @@ mod tests {
             pos += n;
         }
         assert_eq!(pos, buf.len());
+    }
+
+    #[test]
+    fn append_head_matches_full_decode() {
+        let rec = &samples()[5];
+        let mut buf = Vec::new();
+        let body_at = rec.encode(&mut buf);
+        let payload = &buf[HEADER_LEN..];
+        let head = decode_append_head(payload).unwrap();
+        assert_eq!(head.body_at + HEADER_LEN, body_at);
+        assert_eq!(
+            (head.account.as_str(), head.mailbox, head.uid),
+            ("bob", 1, 42)
+        );
+        assert_eq!(head.body_len as usize, payload.len() - head.body_at);
+        // A prefix that stops inside the fields is refused, not misread.
+        for cut in [0, 3, 10, head.body_at - 1] {
+            assert!(decode_append_head(&payload[..cut]).is_err(), "{cut}");
+        }
     }
 
     #[test]

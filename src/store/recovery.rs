@@ -1,4 +1,9 @@
 //! Start-up of one shard: checkpoint load, log replay, tail repair.
+//!
+//! A checkpoint is used only if the sealed segments on disk are exactly those it lists, with
+//! the lengths it lists (compaction changes both; see `checkpoint`); otherwise every segment is
+//! replayed. Temporary files of a compaction that a crash interrupted are deleted: the segment
+//! they were to replace is still in place, complete.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -6,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crossbeam_channel::Receiver;
 
-use super::checkpoint::{self, Position};
-use super::index::ShardIndex;
+use super::checkpoint::{self, Position, SealedLengths};
+use super::index::{Replayed, ShardIndex};
 use super::queue::{QueueIndex, QueueRecord};
 use super::record::Record;
 use super::segment::{
@@ -28,19 +33,19 @@ pub fn open_shard(
     rx: Receiver<Request>,
 ) -> StoreResult<(Arc<Shared>, Writer)> {
     std::fs::create_dir_all(&dir)?;
+    super::compact::remove_leftovers(&dir)?;
     let segs = list_segments(&dir)?;
 
-    let ckpt = checkpoint::load(&dir).filter(|(_, pos)| {
-        let ok = segs.contains(&pos.segment)
-            && std::fs::metadata(super::segment::segment_path(&dir, pos.segment))
-                .is_ok_and(|m| m.len() >= pos.offset);
-        if !ok {
-            tracing::warn!(dir = %dir.display(), ?pos, "checkpoint points past the log; full replay");
+    let ckpt = checkpoint::load(&dir).filter(|c| {
+        let usable = checkpoint_matches(&dir, &segs, c);
+        if !usable {
+            tracing::warn!(dir = %dir.display(), pos = ?c.pos, "checkpoint does not match the segments on disk; full replay");
         }
-        ok
+        usable
     });
+    let checkpoint_segment = ckpt.as_ref().map(|c| c.pos.segment);
     let (mut index, start) = match ckpt {
-        Some((ix, pos)) => (ix, pos),
+        Some(c) => (c.index, c.pos),
         None => (
             ShardIndex::default(),
             Position {
@@ -52,7 +57,9 @@ pub fn open_shard(
 
     let segments = SegmentSet::default();
     let mut replayed = 0u64;
+    let mut orphans = 0u64;
     let mut since_checkpoint = 0u64;
+    let mut sealed = SealedLengths::new();
     let mut last = None;
     for (i, &n) in segs.iter().enumerate() {
         let file = Arc::new(open_segment(&dir, n, false)?);
@@ -62,16 +69,26 @@ pub fn open_shard(
             let from = if n == start.segment { start.offset } else { 0 };
             let is_last = i + 1 == segs.len();
             let end = scan_segment(&file, n, from, is_last, |rec: Record, body| {
-                index.apply(&rec, body).map_err(|e| {
-                    StoreError::Corrupt(format!("{}: segment {n}: {e}", dir.display()))
-                })
+                match index.apply_replayed(&rec, body) {
+                    Ok(Replayed::Applied) => Ok(()),
+                    Ok(Replayed::Orphan) => {
+                        orphans += 1;
+                        Ok(())
+                    }
+                    Err(e) => Err(StoreError::Corrupt(format!(
+                        "{}: segment {n}: {e}",
+                        dir.display()
+                    ))),
+                }
             })?;
             replayed += end.records;
             since_checkpoint += end.good_len - from;
             end.good_len
         };
         segments.insert(n, file.clone())?;
-        last = Some((n, file, len));
+        if let Some((prev, _, prev_len)) = last.replace((n, file, len)) {
+            sealed.insert(prev, prev_len);
+        }
     }
     let (cur_seg, cur_file, cur_len) = match last {
         Some(x) => x,
@@ -86,7 +103,7 @@ pub fn open_shard(
     stats
         .replayed_records
         .fetch_add(replayed + queue_replayed, Ordering::Relaxed);
-    tracing::debug!(dir = %dir.display(), replayed, queue_replayed, queued = queue.entries.len(), from = ?start, "shard recovered");
+    tracing::debug!(dir = %dir.display(), replayed, orphans, queue_replayed, queued = queue.entries.len(), from = ?start, "shard recovered");
 
     let shared = Arc::new(Shared {
         index: RwLock::new(index.clone()),
@@ -112,8 +129,31 @@ pub fn open_shard(
         config.queue_segment_bytes,
         queue_tail,
     );
-    let writer = Writer::new(shared.clone(), rx, config, index, queue, log, qlog);
+    let mut writer = Writer::new(shared.clone(), rx, config, index, queue, log, qlog);
+    writer.log.sealed = sealed;
+    writer.checkpoint_segment = checkpoint_segment;
     Ok((shared, writer))
+}
+
+/// Whether checkpoint `c` describes the segments `segs` present in `dir`: its position lies in
+/// an existing segment, and the sealed segments before it are exactly the ones it lists, with
+/// the same lengths.
+pub fn checkpoint_matches(dir: &Path, segs: &[u32], c: &checkpoint::Checkpoint) -> bool {
+    let len = |n: u32| std::fs::metadata(super::segment::segment_path(dir, n)).map(|m| m.len());
+    if !segs.contains(&c.pos.segment) || len(c.pos.segment).map_or(true, |l| l < c.pos.offset) {
+        return false;
+    }
+    let before: Vec<u32> = segs
+        .iter()
+        .copied()
+        .filter(|&n| n < c.pos.segment)
+        .collect();
+    before.len() == c.sealed.len()
+        && before.iter().all(|&n| {
+            c.sealed
+                .get(&n)
+                .is_some_and(|&l| len(n).is_ok_and(|a| a == l))
+        })
 }
 
 /// Rebuilds the queue index from every queue segment (there is no queue checkpoint: spent

@@ -125,19 +125,24 @@ pub struct ScanEnd {
     pub records: u64,
 }
 
-/// Replays the records of segment `n` starting at `start`, calling `f` for each one.
-///
-/// A bad record is a torn write only if nothing after it was ever acknowledged, which holds
-/// only for the tail of the *last* segment (older segments are fdatasynced before a roll).
-/// So: if `is_last`, the file is truncated to the last good record; otherwise the store is
-/// corrupt and we refuse to open rather than drop acknowledged mail.
-pub fn scan_segment<R: LogRecord>(
+/// Result of walking one segment without changing it.
+pub struct Walk {
+    /// Offset just past the last good record.
+    pub good_len: u64,
+    pub records: u64,
+    pub file_len: u64,
+    /// Why the walk stopped before the end of the file, at `good_len`.
+    pub failure: Option<DecodeError>,
+}
+
+/// Reads the records of segment `n` from `start` until the end or the first bad record,
+/// calling `f` with each record's offset. Changes nothing.
+pub fn walk_segment<R: LogRecord>(
     file: &File,
     n: u32,
     start: u64,
-    is_last: bool,
-    mut f: impl FnMut(R, Option<BodyInfo>) -> StoreResult<()>,
-) -> StoreResult<ScanEnd> {
+    mut f: impl FnMut(u64, R, Option<BodyInfo>) -> StoreResult<()>,
+) -> StoreResult<Walk> {
     let file_len = file.metadata()?.len();
     let mut r = BufReader::with_capacity(1 << 20, file);
     r.seek(SeekFrom::Start(start))?;
@@ -148,9 +153,11 @@ pub fn scan_segment<R: LogRecord>(
         let mut h = [0u8; HEADER_LEN];
         let got = read_full(&mut r, &mut h)?;
         if got == 0 {
-            return Ok(ScanEnd {
+            return Ok(Walk {
                 good_len: pos,
                 records,
+                file_len,
+                failure: None,
             });
         }
         if got < HEADER_LEN {
@@ -182,10 +189,39 @@ pub fn scan_segment<R: LogRecord>(
                 m,
             )
         });
-        f(rec, body)?;
+        f(pos, rec, body)?;
         records += 1;
         pos = end;
     };
+    Ok(Walk {
+        good_len: pos,
+        records,
+        file_len,
+        failure: Some(failure),
+    })
+}
+
+/// Replays the records of segment `n` starting at `start`, calling `f` for each one.
+///
+/// A bad record is a torn write only if nothing after it was ever acknowledged, which holds
+/// only for the tail of the *last* segment (older segments are fdatasynced before a roll).
+/// So: if `is_last`, the file is truncated to the last good record; otherwise the store is
+/// corrupt and we refuse to open rather than drop acknowledged mail.
+pub fn scan_segment<R: LogRecord>(
+    file: &File,
+    n: u32,
+    start: u64,
+    is_last: bool,
+    mut f: impl FnMut(R, Option<BodyInfo>) -> StoreResult<()>,
+) -> StoreResult<ScanEnd> {
+    let walk = walk_segment(file, n, start, |_, rec, body| f(rec, body))?;
+    let Some(failure) = walk.failure else {
+        return Ok(ScanEnd {
+            good_len: walk.good_len,
+            records: walk.records,
+        });
+    };
+    let pos = walk.good_len;
     if !is_last {
         return Err(StoreError::Corrupt(format!(
             "segment {n}: {failure} at offset {pos} (not the log tail; refusing to drop data)"
@@ -194,15 +230,48 @@ pub fn scan_segment<R: LogRecord>(
     tracing::warn!(
         segment = n,
         offset = pos,
-        dropped_bytes = file_len - pos,
+        dropped_bytes = walk.file_len - pos,
         "torn record at log tail ({failure}); truncating to last good record"
     );
     file.set_len(pos)?;
     file.sync_all()?;
     Ok(ScanEnd {
         good_len: pos,
-        records,
+        records: walk.records,
     })
+}
+
+/// The offset of the first intact record of log `R` after `from` (exclusive), if any: a record
+/// there means the damage at `from` is not a torn tail.
+pub fn find_intact_record<R: LogRecord>(file: &File, from: u64) -> StoreResult<Option<u64>> {
+    let file_len = file.metadata()?.len();
+    if from + 1 >= file_len {
+        return Ok(None);
+    }
+    let rest = read_exact_at(
+        file,
+        from + 1,
+        (file_len - from - 1).min(u64::from(u32::MAX)) as u32,
+    )?;
+    for at in 0..rest.len().saturating_sub(HEADER_LEN - 1) {
+        let Ok(h) = <&[u8; HEADER_LEN]>::try_from(&rest[at..at + HEADER_LEN]) else {
+            break;
+        };
+        let Ok((len, kind, crc)) = record::decode_header(h) else {
+            continue;
+        };
+        if !R::KINDS.contains(&kind) {
+            continue;
+        }
+        let end = at + HEADER_LEN + len as usize;
+        if end > rest.len() {
+            continue;
+        }
+        if R::decode_payload(kind, crc, &rest[at + HEADER_LEN..end]).is_ok() {
+            return Ok(Some(from + 1 + at as u64));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads until `buf` is full or EOF; returns the number of bytes read.

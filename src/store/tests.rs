@@ -4,14 +4,14 @@ use super::*;
 use std::future::Future;
 use std::path::Path;
 
-fn block_on<F: Future>(f: F) -> F::Output {
+pub(super) fn block_on<F: Future>(f: F) -> F::Output {
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .build()
         .expect("monoio runtime")
         .block_on(f)
 }
 
-fn config(dir: &Path, shards: usize) -> StoreConfig {
+pub(super) fn config(dir: &Path, shards: usize) -> StoreConfig {
     StoreConfig {
         dir: dir.to_path_buf(),
         shards,
@@ -20,10 +20,11 @@ fn config(dir: &Path, shards: usize) -> StoreConfig {
         checkpoint_bytes: 64 << 20,
         queue_segment_bytes: 16 << 20,
         mailbox_limits: Default::default(),
+        compact_dead_pct: 0,
     }
 }
 
-fn msg(account: &str, mailbox: &str, body: &str) -> NewMessage {
+pub(super) fn msg(account: &str, mailbox: &str, body: &str) -> NewMessage {
     NewMessage {
         account: account.into(),
         mailbox: mailbox.into(),
@@ -33,27 +34,27 @@ fn msg(account: &str, mailbox: &str, body: &str) -> NewMessage {
     }
 }
 
-fn body(i: usize) -> String {
+pub(super) fn body(i: usize) -> String {
     format!("From: a@b\r\nSubject: {i}\r\n\r\nmessage number {i}\r\n")
 }
 
-fn seen() -> Flags {
+pub(super) fn seen() -> Flags {
     Flags {
         system: SystemFlags(SystemFlags::SEEN),
         keywords: vec![],
     }
 }
 
-async fn append_one(s: &LogStore, account: &str, mailbox: &str, b: &str) -> Appended {
+pub(super) async fn append_one(s: &LogStore, account: &str, mailbox: &str, b: &str) -> Appended {
     s.append(vec![msg(account, mailbox, b)])
         .await
         .expect("append")[0]
 }
 
-type Dump = Vec<(String, u32, u32, u64, Vec<(u32, Flags, u64, Vec<u8>)>)>;
+pub(super) type Dump = Vec<(String, u32, u32, u64, Vec<(u32, Flags, u64, Vec<u8>)>)>;
 
 /// Everything observable about an account, for before/after-restart comparisons.
-fn dump(s: &LogStore, account: &str) -> Dump {
+pub(super) fn dump(s: &LogStore, account: &str) -> Dump {
     s.list_mailboxes(account)
         .into_iter()
         .map(|mb| {
@@ -90,7 +91,7 @@ fn next_change(rx: &mut ChangeReceiver) -> MailboxChange {
     panic!("no change within 5s");
 }
 
-fn last_segment(dir: &Path, shard: usize) -> std::path::PathBuf {
+pub(super) fn last_segment(dir: &Path, shard: usize) -> std::path::PathBuf {
     let d = recovery::shard_dir(dir, shard);
     let n = *segment::list_segments(&d).unwrap().last().unwrap();
     segment::segment_path(&d, n)

@@ -9,7 +9,8 @@
 //! An acknowledgement or a visible change therefore never precedes durability.
 //!
 //! When the queue has nothing to do the writer reclaims spent queue segments (deletes sealed
-//! segments without live messages, copying a few long-deferred messages forward first).
+//! segments without live messages, copying a few long-deferred messages forward first), and
+//! compacts the mailbox log (see [`super::compact`]) one bounded step at a time.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,7 +23,8 @@ use crossbeam_channel::Receiver;
 use futures_channel::mpsc::UnboundedSender;
 use futures_channel::oneshot;
 
-use super::checkpoint::{self, Position};
+use super::checkpoint::SealedLengths;
+use super::compact::{Compaction, CompactionReport};
 use super::index::{
     BodyInfo, BodyLoc, ShardIndex, account_key, canonical_name, combine_flags, same_flags,
 };
@@ -39,9 +41,11 @@ use super::{
 /// Group-commit caps: bound the latency one batch adds and the memory it buffers.
 const MAX_BATCH_REQUESTS: usize = 256;
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Under sustained load (the request channel never empty), reclaim spent queue segments
-/// after this many batches anyway.
+/// Under sustained load (the request channel never empty), reclaim spent queue segments and do
+/// a step of mailbox log compaction after this many batches anyway.
 const RECLAIM_EVERY_BATCHES: u32 = 64;
+/// The same while an on-demand compaction is waited for.
+const COMPACT_ON_DEMAND_EVERY_BATCHES: u32 = 4;
 
 /// Mailboxes every account gets on first use.
 pub const DEFAULT_MAILBOXES: [(&str, Option<SpecialUse>); 6] = [
@@ -98,6 +102,11 @@ pub enum Op {
         name: String,
         subscribed: bool,
     },
+    /// Compact every segment of which at least this percentage is dead (default: the
+    /// configured one); answered with [`Reply::Compacted`] when done.
+    Compact {
+        dead_pct: Option<u8>,
+    },
 }
 
 impl Op {
@@ -120,6 +129,7 @@ pub enum Reply {
     Flags(Vec<(u32, Flags, u64)>),
     Uids(Vec<u32>),
     Pairs(Vec<(u32, u32)>),
+    Compacted(CompactionReport),
     Done,
 }
 
@@ -140,8 +150,17 @@ pub struct Stats {
     pub queue_segments_reclaimed: AtomicU64,
     /// Queued messages copied forward out of a segment being reclaimed.
     pub queue_copied_forward: AtomicU64,
+    /// Mailbox log segments rewritten or deleted by compaction.
+    pub segments_compacted: AtomicU64,
+    /// Bytes of mailbox log given back by compaction.
+    pub compaction_bytes_reclaimed: AtomicU64,
+    /// The longest a single compaction step kept the writer from committing, in microseconds.
+    pub compaction_longest_step_us: AtomicU64,
     /// Test hook: writers exit without the final checkpoint, as after a crash.
     pub skip_final_checkpoint: std::sync::atomic::AtomicBool,
+    /// Test hook: a compaction stops dead after this step (1–5, see `compact`); 0 = never.
+    #[cfg(test)]
+    pub compaction_stop_after: std::sync::atomic::AtomicU32,
 }
 
 pub type Subscribers = HashMap<(String, u64), Vec<UnboundedSender<MailboxChange>>>;
@@ -170,6 +189,9 @@ pub struct LogTail {
     pub cur_len: u64,
     /// Bytes written since the last checkpoint (meaningful for the mailbox log).
     pub since_checkpoint: u64,
+    /// Lengths of the sealed segments (all but the current one), for checkpoints and compaction
+    /// (meaningful for the mailbox log).
+    pub sealed: SealedLengths,
     buf: Vec<u8>,
     /// Where the current batch began: segment, its file, and the offset in it.
     batch_start_seg: u32,
@@ -197,6 +219,7 @@ impl LogTail {
             cur_file: cur.1,
             cur_len: cur.2,
             since_checkpoint: 0,
+            sealed: SealedLengths::new(),
             buf: Vec::new(),
             batch_start: cur.2,
             rolled: false,
@@ -263,6 +286,7 @@ impl LogTail {
             fsync_dir(&self.dir)?;
         }
         segments.insert(n, f.clone())?;
+        self.sealed.insert(self.cur_seg, self.cur_len);
         self.cur_seg = n;
         self.cur_file = f;
         self.cur_len = 0;
@@ -325,6 +349,9 @@ pub struct Writer {
     pub log: LogTail,
     /// The outbound queue log.
     pub qlog: LogTail,
+    pub compaction: Compaction,
+    /// Segment of the position of the checkpoint on disk, if there is a usable one.
+    pub checkpoint_segment: Option<u32>,
     // Per-batch state below.
     pending: Vec<(Record, Option<BodyInfo>)>,
     queue_pending: Vec<(QueueRecord, Option<BodyInfo>)>,
@@ -333,7 +360,7 @@ pub struct Writer {
     emitted: usize,
     /// Set when a failed batch may have left records on disk that the index does not know;
     /// from then on the shard refuses writes until a restart replays the log.
-    poisoned: Option<String>,
+    pub(super) poisoned: Option<String>,
 }
 
 /// Errors a request reports without affecting other requests of the batch.
@@ -378,6 +405,8 @@ impl Writer {
             queue_private,
             log,
             qlog,
+            compaction: Compaction::new(config.compact_dead_pct),
+            checkpoint_segment: None,
             pending: Vec::new(),
             queue_pending: Vec::new(),
             changes: Vec::new(),
@@ -391,7 +420,25 @@ impl Writer {
         // Ends when every sender is gone (store closed); queued requests are still delivered
         // before that, so everything accepted is committed.
         let mut since_reclaim = 0;
-        while let Ok(first) = self.rx.recv() {
+        // Look for compaction work once at start-up, then after batches.
+        let mut compact_pending = true;
+        loop {
+            let first = if compact_pending {
+                // Compaction work waits: do a step whenever no request does.
+                match self.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::TryRecvError::Empty) => {
+                        compact_pending = self.compact_step();
+                        continue;
+                    }
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match self.rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
             let mut bytes = first.op.approx_bytes();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
@@ -405,13 +452,21 @@ impl Writer {
             }
             self.run_batch(batch);
             // Reclaim between batches when idle, and now and then under sustained load too,
-            // so a busy queue's disk use stays bounded.
+            // so a busy queue's and a busy mailbox log's disk use stay bounded.
             since_reclaim += 1;
-            if self.rx.is_empty() || since_reclaim >= RECLAIM_EVERY_BATCHES {
+            let every = if self.compaction.busy() {
+                COMPACT_ON_DEMAND_EVERY_BATCHES
+            } else {
+                RECLAIM_EVERY_BATCHES
+            };
+            if self.rx.is_empty() || since_reclaim >= every {
                 since_reclaim = 0;
                 self.reclaim_queue();
+                compact_pending = self.compact_step();
             }
         }
+        self.compaction.abandon();
+        self.compaction.fail_waiters("store is shut down");
         if self.poisoned.is_none()
             && !self
                 .shared
@@ -419,7 +474,13 @@ impl Writer {
                 .skip_final_checkpoint
                 .load(Ordering::Relaxed)
         {
-            self.maybe_checkpoint(true);
+            // A compaction's checkpoint may still be due with no log written since the last
+            // one; without it the next start would replay the whole log.
+            if self.compaction.take_checkpoint_due() {
+                self.write_checkpoint();
+            } else {
+                self.maybe_checkpoint(true);
+            }
         }
     }
 
@@ -435,6 +496,16 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         let mut fatal: Option<StoreError> = None;
         for req in batch {
+            let req = match req {
+                Request {
+                    op: Op::Compact { dead_pct },
+                    reply,
+                } => {
+                    self.compaction.request(dead_pct, reply);
+                    continue;
+                }
+                r => r,
+            };
             if fatal.is_some() {
                 replies.push((req.reply, None));
                 continue;
@@ -570,27 +641,19 @@ impl Writer {
         }
     }
 
+    /// Ends the mailbox log's current segment now (between batches), so compaction may take it.
+    pub(super) fn seal_tail(&mut self) -> StoreResult<()> {
+        self.log.begin_batch();
+        self.log.roll(&self.shared.segments, &self.shared.stats)
+    }
+
     fn maybe_checkpoint(&mut self, force: bool) {
         if self.log.since_checkpoint == 0
             || (!force && self.log.since_checkpoint < self.checkpoint_bytes)
         {
             return;
         }
-        let pos = Position {
-            segment: self.log.cur_seg,
-            offset: self.log.cur_len,
-        };
-        match checkpoint::write(&self.dir, &self.private, pos) {
-            Ok(()) => {
-                self.log.since_checkpoint = 0;
-                self.shared
-                    .stats
-                    .checkpoints
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            // Not fatal: the log is the truth; start-up just replays more.
-            Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "checkpoint failed"),
-        }
+        self.write_checkpoint();
     }
 
     /// Encodes `rec` into the mailbox log's batch and applies it to the private index.
@@ -637,16 +700,9 @@ impl Writer {
             },
             r => r,
         };
-        if let Some(c) = change {
-            let mb = match &rec {
-                Record::MailboxCreate { mailbox, .. }
-                | Record::MailboxDelete { mailbox, .. }
-                | Record::MailboxRename { mailbox, .. }
-                | Record::Subscribe { mailbox, .. }
-                | Record::MessageAppend { mailbox, .. }
-                | Record::FlagsSet { mailbox, .. }
-                | Record::Expunge { mailbox, .. } => *mailbox,
-            };
+        if let Some(c) = change
+            && let Some(mb) = rec.mailbox()
+        {
             self.changes.push((rec.account().to_string(), mb, c));
         }
         self.pending.push((rec, body));
@@ -924,6 +980,8 @@ impl Writer {
             } => self
                 .subscribe(&account, &name, subscribed)
                 .map(|_| Reply::Done),
+            // Taken out of the batch by `run_batch`.
+            Op::Compact { .. } => Err(StoreError::NotAllowed("compaction is not a log write")),
         }
     }
 

@@ -270,6 +270,7 @@ impl TestServer {
             segment_bytes: 64 << 20,
             checkpoint_bytes: 64 << 20,
             queue_segment_bytes: 16 << 20,
+            compact_dead_pct: 0,
             ..Default::default()
         })
         .expect("open store")
