@@ -195,6 +195,9 @@ pub struct Limits {
     pub imap_prelogin_timeout_secs: u64,
     /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
     pub imap_max_search_depth: usize,
+    /// Longest IMAP command line (literals excluded) after login; before login
+    /// `max_command_line` applies (at least 8192, RFC 7162 §4).
+    pub imap_max_command_line_authenticated: usize,
     /// Mailboxes per account.
     pub max_mailboxes: usize,
     /// Octets (UTF-8) of a whole mailbox name, of one hierarchy level, and levels per name.
@@ -311,6 +314,13 @@ impl Config {
         if l.imap_prelogin_timeout_secs == 0 {
             return Err(ConfigError(
                 "limits: imap_prelogin_timeout_secs must be at least 1".into(),
+            ));
+        }
+        // RFC 7162 §4: clients may send command lines of 8192 octets.
+        if !(8192..=16 << 20).contains(&l.imap_max_command_line_authenticated) {
+            return Err(ConfigError(
+                "limits: imap_max_command_line_authenticated must be between 8192 and 16777216"
+                    .into(),
             ));
         }
         Ok(())
