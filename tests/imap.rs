@@ -543,3 +543,183 @@ fn mailbox_names_count_and_deep_searches_over_the_wire() {
     );
     ok(&mut c, "z", "LOGOUT");
 }
+
+/// NOOP until the session reports something (a delivery reaches a session's next command
+/// boundary once the store's notification arrived); returns that NOOP's untagged lines.
+fn noop_until_untagged(c: &mut Client, tag: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let untagged = ok(c, &format!("{tag}{round}"), "NOOP");
+        if !untagged.is_empty() {
+            return untagged;
+        }
+        assert!(Instant::now() < deadline, "no update reached the session");
+        std::thread::yield_now();
+    }
+}
+
+/// `* STATUS INBOX (UIDVALIDITY v HIGHESTMODSEQ m)` → (v, m).
+fn validity_and_modseq(c: &mut Client, tag: &str) -> (u64, u64) {
+    let status = ok(c, tag, "STATUS INBOX (UIDVALIDITY HIGHESTMODSEQ)");
+    let nums: Vec<u64> = status[0]
+        .trim_end_matches(')')
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[test]
+fn recent_is_claimed_by_one_session_over_real_connections() {
+    let server = TestServer::start(&[ALICE], "");
+    deliver(&server, &["Subject: one\r\n\r\nhello\r\n"]);
+    let mut a = login_tls(&server);
+    let mut b = login_tls(&server);
+    let (v, m) = validity_and_modseq(&mut b, "s");
+    // STATUS RECENT only looks.
+    assert_eq!(
+        ok(&mut b, "s2", "STATUS INBOX (RECENT)"),
+        vec!["* STATUS INBOX (RECENT 1)"]
+    );
+    let selected = |recent: u32| {
+        vec![
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)".to_string(),
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted".to_string(),
+            "* 1 EXISTS".to_string(),
+            format!("* {recent} RECENT"),
+            "* OK [UNSEEN 1] First unseen".to_string(),
+            format!("* OK [UIDVALIDITY {v}] UIDs valid"),
+            "* OK [UIDNEXT 2] Predicted next UID".to_string(),
+            format!("* OK [HIGHESTMODSEQ {m}] Highest"),
+        ]
+    };
+    assert_eq!(ok(&mut a, "a1", "SELECT INBOX"), selected(1));
+    assert_eq!(ok(&mut b, "b1", "SELECT INBOX"), selected(0));
+    assert_eq!(
+        ok(&mut a, "a2", "FETCH 1 FLAGS"),
+        vec!["* 1 FETCH (FLAGS (\\Recent))"]
+    );
+    assert_eq!(
+        ok(&mut b, "b2", "FETCH 1 FLAGS"),
+        vec!["* 1 FETCH (FLAGS ())"]
+    );
+    // New mail while both have INBOX selected: whoever hears of it first keeps \Recent.
+    deliver(&server, &["Subject: two\r\n\r\nhello\r\n"]);
+    assert_eq!(
+        noop_until_untagged(&mut a, "an"),
+        vec!["* 2 EXISTS", "* 2 RECENT"]
+    );
+    assert_eq!(
+        noop_until_untagged(&mut b, "bn"),
+        vec!["* 2 EXISTS", "* 0 RECENT"]
+    );
+    assert_eq!(ok(&mut a, "a3", "SEARCH RECENT"), vec!["* SEARCH 1 2"]);
+    assert_eq!(ok(&mut b, "b3", "SEARCH OLD"), vec!["* SEARCH 1 2"]);
+}
+
+#[test]
+fn long_command_lines_after_login_and_strict_sasl_everywhere() {
+    let server = TestServer::start(&[ALICE], "");
+    let id = format!("ID (\"x-long\" \"{}\")", "y".repeat(31 * 1024));
+    // Before login the limit stays small.
+    let mut c = Client::connect_tls(server.addr("imaps"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    let (untagged, status) = imap(&mut c, "a", &id);
+    assert_eq!((untagged, status.as_str()), (vec![], "a BAD Line too long"));
+    // An empty password never reaches the verifier (and costs no login attempt).
+    let (untagged, status) = imap(
+        &mut c,
+        "b",
+        &format!(
+            "AUTHENTICATE PLAIN {}",
+            b64(format!("\0{ALICE}\0").as_bytes())
+        ),
+    );
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "b BAD Empty user name or password")
+    );
+    c.send("c AUTHENTICATE PLAIN\r\n");
+    assert_eq!(c.line().unwrap(), "+ ");
+    c.send("AGFsaWNl AHB3\r\n");
+    let (untagged, status) = collect(&mut c, "c");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "c BAD Invalid base64 data")
+    );
+    ok(
+        &mut c,
+        "d",
+        &format!("AUTHENTICATE PLAIN {}", plain(ALICE, PASSWORD)),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        ok(&mut c, "e", &id),
+        vec![format!(
+            "* ID (\"name\" \"surel\" \"version\" \"{version}\")"
+        )]
+    );
+
+    // SMTP AUTH and POP3 AUTH use the same exchange.
+    let mut s = Client::connect_tls(server.addr("submissions"));
+    assert_eq!(s.reply().0, 220);
+    s.expect("EHLO client.test", 250);
+    let (code, text) = s.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(format!("\0{ALICE}\0").as_bytes())
+    ));
+    assert_eq!(
+        (code, text.trim_end()),
+        (501, "501 5.5.2 Invalid base64 data")
+    );
+    let (code, _) = s.cmd("AUTH PLAIN AGFsaWNl=AHB3");
+    assert_eq!(code, 501);
+    let mut p = Client::connect_tls(server.addr("pop3s"));
+    assert!(p.line().unwrap().starts_with("+OK"));
+    p.send(&format!(
+        "AUTH PLAIN {}\r\n",
+        b64(format!("\0{ALICE}\0").as_bytes())
+    ));
+    assert_eq!(p.line().unwrap(), "-ERR Empty user name or password");
+}
+
+#[test]
+fn list_inbox_reference_and_nul_in_binary_parts() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls(&server);
+    ok(&mut c, "a", "SELECT INBOX");
+    // curl imaps://host/INBOX sends exactly this.
+    assert_eq!(
+        ok(&mut c, "l", "LIST \"INBOX\" *"),
+        vec!["* LIST (\\HasNoChildren) \"/\" INBOX"]
+    );
+    let message: &[u8] = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n\
+a\0b\r\n--b--\r\n";
+    c.send(&format!("p APPEND INBOX ~{{{}+}}\r\n", message.len()));
+    c.send_bytes(message);
+    c.send("\r\n");
+    let (untagged, status) = collect(&mut c, "p");
+    assert!(status.starts_with("p OK [APPENDUID "), "{status}");
+    if untagged.is_empty() {
+        assert_eq!(
+            noop_until_untagged(&mut c, "n"),
+            vec!["* 1 EXISTS", "* 1 RECENT"]
+        );
+    } else {
+        assert_eq!(untagged, vec!["* 1 EXISTS", "* 1 RECENT"]);
+    }
+    c.send("f FETCH 1 (BINARY.PEEK[1] BODY.PEEK[1])\r\n");
+    let line = response_line(&mut c).unwrap();
+    assert_eq!(
+        line,
+        b"* 1 FETCH (BINARY[1] ~{3}\r\na\0b BODY[1] {3}\r\na\x80b)\r\n".to_vec()
+    );
+    let (untagged, status) = collect(&mut c, "f");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "f OK FETCH completed")
+    );
+}
