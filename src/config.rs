@@ -514,6 +514,8 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         let l = crate::imap::ImapLimits::from_config(&c.limits);
         assert_eq!(l, crate::imap::ImapLimits::default());
+        // RFC 7162 §4 asks for 8192; Dovecot's 64 KiB after login is the default.
+        assert_eq!(c.limits.imap_max_command_line_authenticated, 65536);
         let c = Config::from_toml(
             "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\n",
         )
@@ -529,6 +531,8 @@ mod tests {
             "[limits]\nmax_mailbox_depth = 0\n",
             "[limits]\nimap_max_search_depth = 100000\n",
             "[limits]\nimap_prelogin_timeout_secs = 0\n",
+            "[limits]\nimap_max_command_line_authenticated = 4096\n",
+            "[limits]\nimap_max_command_line_authenticated = 100000000\n",
         ] {
             let err = Config::from_toml(bad).unwrap_err();
             assert!(err.0.starts_with("limits: "), "{bad}: {err}");

@@ -515,9 +515,8 @@ impl SmtpSession {
     }
 
     fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        match std::mem::replace(&mut self.state, State::Command) {
-            State::Auth(exchange) => return self.auth_step(exchange.respond(line), out),
-            _ => {}
+        if let State::Auth(exchange) = std::mem::replace(&mut self.state, State::Command) {
+            return self.auth_step(exchange.respond(line), out);
         }
         let command = match parse_command(line) {
             Ok(c) => c,
