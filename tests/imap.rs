@@ -723,3 +723,140 @@ a\0b\r\n--b--\r\n";
         (vec![], "f OK FETCH completed")
     );
 }
+
+/// APPEND with a non-synchronizing literal; returns the untagged responses before the OK.
+fn append_raw(c: &mut Client, tag: &str, message: &str) -> Vec<String> {
+    c.send(&format!("{tag} APPEND INBOX {{{}+}}\r\n", message.len()));
+    c.send(message);
+    c.send("\r\n");
+    let (untagged, status) = collect(c, tag);
+    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
+    untagged
+}
+
+/// The number in `... MODSEQ (n))` or `... MODSEQ n`.
+fn modseq_in(line: &str) -> u64 {
+    let at = line.rfind("MODSEQ ").expect("MODSEQ") + "MODSEQ ".len();
+    line[at..]
+        .trim_start_matches('(')
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn envelope_qp_flags_condstore_and_list_details_over_real_connections() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut a = login_tls(&server);
+    let mut b = login_tls(&server);
+    let mut c = login_tls(&server);
+    ok(&mut a, "a0", "SELECT INBOX");
+    assert_eq!(
+        append_raw(
+            &mut a,
+            "a1",
+            "From: <@route.example:joe@example.org>\r\nTo: group2: (foo) ;\r\nSubject: env\r\n\r\nx\r\n"
+        ),
+        vec!["* 1 EXISTS", "* 1 RECENT"]
+    );
+    assert_eq!(
+        append_raw(
+            &mut a,
+            "a2",
+            "Subject: qp\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nline  \r\nsoft= \r\nbreak=3D\r\n"
+        ),
+        vec!["* 2 EXISTS", "* 2 RECENT"]
+    );
+    let route = "((NIL \"@route.example\" \"joe\" \"example.org\"))";
+    assert_eq!(
+        ok(&mut a, "a3", "FETCH 1 ENVELOPE"),
+        vec![format!(
+            "* 1 FETCH (ENVELOPE (NIL \"env\" {route} {route} {route} \
+((NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL))"
+        )]
+    );
+    assert_eq!(
+        ok(&mut a, "a4", "FETCH 2 BINARY.PEEK[1]"),
+        vec!["* 2 FETCH (BINARY[1] {18}\r\nline\r\nsoftbreak=\r\n)"]
+    );
+
+    // The FLAGS list keeps a keyword until the FETCH that takes it off has been sent.
+    ok(&mut b, "b0", "SELECT INBOX");
+    ok(&mut a, "a5", "STORE 1 +FLAGS.SILENT ($Old)");
+    noop_until_untagged(&mut b, "bn");
+    ok(&mut b, "b1", "STORE 1 -FLAGS.SILENT ($Old)");
+    ok(&mut b, "b2", "STORE 2 +FLAGS.SILENT ($New)");
+    assert_eq!(
+        noop_until_untagged(&mut a, "an"),
+        vec![
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $New $Old)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $New $Old \\*)] Flags permitted",
+            "* 1 FETCH (FLAGS (\\Recent))",
+            "* 2 FETCH (FLAGS (\\Recent $New))",
+        ]
+    );
+
+    // The first CONDSTORE-enabling command reports HIGHESTMODSEQ, once.
+    let (_, highest) = validity_and_modseq(&mut c, "c1");
+    let first = ok(&mut a, "a6", "FETCH 1 (MODSEQ)");
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0], format!("* OK [HIGHESTMODSEQ {highest}] Highest"));
+    let m1 = modseq_in(&first[1]);
+    assert_eq!(first[1], format!("* 1 FETCH (MODSEQ ({m1}))"));
+    let m2 = modseq_in(&ok(&mut a, "a7", "FETCH 2 (MODSEQ)")[0]);
+    assert!(m1 < m2);
+    assert_eq!(
+        ok(&mut a, "a8", "UID SEARCH RETURN (MIN) MODSEQ 1"),
+        vec![format!("* ESEARCH (TAG \"a8\") UID MIN 1 MODSEQ {m1}")]
+    );
+    assert_eq!(
+        ok(&mut a, "a9", "UID SEARCH RETURN (MAX) MODSEQ 1"),
+        vec![format!("* ESEARCH (TAG \"a9\") UID MAX 2 MODSEQ {m2}")]
+    );
+    // Now other sessions' flag changes come with UID and MODSEQ.
+    ok(&mut b, "b3", "STORE 2 +FLAGS.SILENT (\\Seen)");
+    let (_, m2) = validity_and_modseq(&mut c, "c2");
+    assert_eq!(
+        noop_until_untagged(&mut a, "ao"),
+        vec![format!(
+            "* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent $New) MODSEQ ({m2}))"
+        )]
+    );
+
+    // LIST-EXTENDED pattern lists, RECURSIVEMATCH alone, LSUB levels.
+    for (i, cmd) in [
+        "CREATE a",
+        "CREATE a/b",
+        "CREATE c",
+        "SUBSCRIBE a/b",
+        "UNSUBSCRIBE a",
+        "SUBSCRIBE c",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ok(&mut c, &format!("m{i}"), cmd);
+    }
+    assert_eq!(
+        ok(&mut c, "l1", "LIST \"\" (c \"a\" a*)"),
+        vec![
+            "* LIST (\\HasChildren) \"/\" a",
+            "* LIST (\\HasNoChildren) \"/\" a/b",
+            "* LIST (\\HasNoChildren) \"/\" c",
+        ]
+    );
+    let (untagged, status) = imap(&mut c, "l2", "LIST (RECURSIVEMATCH) \"\" *");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (
+            vec![],
+            "l2 BAD RECURSIVEMATCH needs another selection option"
+        )
+    );
+    assert_eq!(
+        ok(&mut c, "l3", "LSUB \"\" a%"),
+        vec!["* LSUB (\\Noselect) \"/\" a"]
+    );
+}
