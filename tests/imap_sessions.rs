@@ -63,12 +63,14 @@ fn every_acknowledged_change_is_seen_by_the_other_session_at_its_next_command() 
             vec!["* 1 FETCH (FLAGS ())".into()],
         );
 
+        // \Recent (RFC 3501 §2.3.2): A learns of its own APPEND and COPY before their OK and
+        // claims them; B keeps the SMTP deliveries it heard of first (one per earlier round).
         append(&mut a, &t("a3"), "Subject: appended\r\n\r\nbody\r\n");
         exists += 1;
         at(
             "APPEND",
             noop(&mut b, &t("b3")),
-            vec![format!("* {exists} EXISTS")],
+            vec![format!("* {exists} EXISTS"), format!("* {round} RECENT")],
         );
 
         ok(&mut a, &t("a4"), "COPY 1 INBOX");
@@ -76,7 +78,7 @@ fn every_acknowledged_change_is_seen_by_the_other_session_at_its_next_command() 
         at(
             "COPY",
             noop(&mut b, &t("b4")),
-            vec![format!("* {exists} EXISTS")],
+            vec![format!("* {exists} EXISTS"), format!("* {round} RECENT")],
         );
 
         ok(&mut a, &t("a5"), &format!("MOVE {exists} Moved"));
@@ -116,7 +118,10 @@ fn every_acknowledged_change_is_seen_by_the_other_session_at_its_next_command() 
         at(
             "SMTP delivery",
             noop(&mut b, &t("b8")),
-            vec![format!("* {exists} EXISTS")],
+            vec![
+                format!("* {exists} EXISTS"),
+                format!("* {} RECENT", round + 1),
+            ],
         );
         // A saw the same changes; keep its view in step without checking it.
         noop(&mut a, &t("a8"));

@@ -30,6 +30,7 @@ pub mod driver;
 pub mod fetch;
 pub mod mailbox;
 pub mod mime;
+pub mod recent;
 pub mod search;
 pub mod search_criteria;
 pub mod section;
@@ -52,8 +53,10 @@ pub struct ImapConfig {
     pub hostname: String,
     /// Largest literal accepted (also advertised as APPENDLIMIT).
     pub max_literal: u32,
-    /// Longest command line (without literals) accepted.
+    /// Longest command line (without literals) accepted before login.
     pub max_line: usize,
+    /// Longest command line (without literals) accepted after login.
+    pub max_line_authenticated: usize,
     /// After this many protocol errors (BAD) in one session the server says BYE.
     pub max_errors: u32,
     /// Allow LOGIN / AUTHENTICATE without TLS (otherwise LOGINDISABLED before STARTTLS).
@@ -63,6 +66,8 @@ pub struct ImapConfig {
     /// Bytes of FETCH output after which [`ImapSession::execute`] yields [`Step::Flush`].
     pub flush_threshold: usize,
     pub limits: ImapLimits,
+    /// `\Recent` bookkeeping shared by every session of the process (all cores).
+    pub recent: std::sync::Arc<recent::RecentClaims>,
 }
 
 /// The largest SEARCH nesting the configuration accepts: the criteria tree is walked
@@ -106,12 +111,14 @@ impl Default for ImapConfig {
         ImapConfig {
             hostname: "localhost".into(),
             max_literal: 64 << 20,
-            max_line: 64 * 1024,
+            max_line: 8192,
+            max_line_authenticated: 64 * 1024,
             max_errors: 10,
             allow_plaintext_auth: false,
             starttls: true,
             flush_threshold: 256 * 1024,
             limits: ImapLimits::default(),
+            recent: std::sync::Arc::default(),
         }
     }
 }

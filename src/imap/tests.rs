@@ -157,7 +157,7 @@ fn select_fetch_store_search() {
         let out = c.send("b FETCH 1:* (UID FLAGS ENVELOPE)\r\n").await;
         assert!(
             out.starts_with(
-                "* 1 FETCH (UID 1 FLAGS () ENVELOPE (\"Tue, 14 Nov 2023 10:00:00 +0000\" \"one\""
+                "* 1 FETCH (UID 1 FLAGS (\\Recent) ENVELOPE (\"Tue, 14 Nov 2023 10:00:00 +0000\" \"one\""
             ),
             "{out}"
         );
@@ -168,14 +168,14 @@ fn select_fetch_store_search() {
         let out = c.send("c FETCH 2 BODY[TEXT]\r\n").await;
         assert_eq!(
             out,
-            "* 2 FETCH (BODY[TEXT] {13}\r\nhello world\r\n FLAGS (\\Seen))\r\nc OK FETCH completed\r\n"
+            "* 2 FETCH (BODY[TEXT] {13}\r\nhello world\r\n FLAGS (\\Seen \\Recent))\r\nc OK FETCH completed\r\n"
         );
         let out = c
             .send("d FETCH 2 (FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
             .await;
         assert!(
             out.contains(
-                "FLAGS (\\Seen) BODY[HEADER.FIELDS (Subject)] {16}\r\nSubject: two\r\n\r\n)"
+                "FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (Subject)] {16}\r\nSubject: two\r\n\r\n)"
             ),
             "{out}"
         );
@@ -190,11 +190,11 @@ fn select_fetch_store_search() {
             "{out}"
         );
         assert!(
-            out.contains("* 1 FETCH (FLAGS (\\Flagged $Work))\r\n"),
+            out.contains("* 1 FETCH (FLAGS (\\Flagged \\Recent $Work))\r\n"),
             "{out}"
         );
         assert!(
-            out.contains("* 3 FETCH (FLAGS (\\Flagged $Work))\r\n"),
+            out.contains("* 3 FETCH (FLAGS (\\Flagged \\Recent $Work))\r\n"),
             "{out}"
         );
         let out = c.send("f UID STORE 3 -FLAGS.SILENT (\\Flagged)\r\n").await;
@@ -284,7 +284,7 @@ fn append_copy_move_expunge() {
         );
         assert!(out.contains(&expect), "{out}");
         assert!(
-            out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\" FLAGS (\\Seen)"),
+            out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\" FLAGS (\\Seen \\Recent)"),
             "{out}"
         );
 
@@ -307,7 +307,7 @@ fn append_copy_move_expunge() {
         assert_eq!(uid, 2);
         c.settle().await;
         let out = c.send("k NOOP\r\n").await;
-        assert_eq!(out, "* 1 EXISTS\r\nk OK NOOP completed\r\n");
+        assert_eq!(out, "* 1 EXISTS\r\n* 1 RECENT\r\nk OK NOOP completed\r\n");
 
         let out = c.send("l UID MOVE 2 Archive/2023\r\n").await;
         assert!(out.starts_with("* OK [COPYUID "), "{out}");
@@ -451,7 +451,10 @@ fn two_sessions_see_each_other() {
         // FETCH: flags and EXISTS, but no EXPUNGE (numbers must not shift).
         let out = a.send("2 FETCH 2 UID\r\n").await;
         assert!(out.starts_with("* 2 FETCH (UID 2)\r\n"), "{out}");
-        assert!(out.contains("* 1 FETCH (FLAGS (\\Answered))\r\n"), "{out}");
+        assert!(
+            out.contains("* 1 FETCH (FLAGS (\\Answered \\Recent))\r\n"),
+            "{out}"
+        );
         assert!(out.contains("* 4 EXISTS\r\n"), "{out}");
         assert!(!out.contains("EXPUNGE"), "{out}");
         // NOOP: now the expunge is reported.
@@ -468,7 +471,10 @@ fn two_sessions_see_each_other() {
         a.settle().await;
         let mut out = Vec::new();
         a.s.idle_update(&a.store, &mut out);
-        assert_eq!(String::from_utf8_lossy(&out), "* 4 EXISTS\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "* 4 EXISTS\r\n* 4 RECENT\r\n"
+        );
         let out = a.send("DONE\r\n").await;
         assert_eq!(out, "5 OK IDLE terminated\r\n");
 
@@ -486,7 +492,7 @@ fn two_sessions_see_each_other() {
         a.s.idle_update(&a.store, &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "* 1 FETCH (FLAGS (\\Answered \\Flagged))\r\n"
+            "* 1 FETCH (FLAGS (\\Answered \\Flagged \\Recent))\r\n"
         );
         let out = a.send("DONE\r\n").await;
         assert_eq!(out, "6 OK IDLE terminated\r\n");
@@ -508,7 +514,7 @@ fn condstore_and_qresync() {
         let before = store.snapshot("alice", "INBOX").unwrap().highest_modseq;
         let out = c.send("3 STORE 1 +FLAGS (\\Seen)\r\n").await;
         assert!(
-            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ ("),
             "{out}"
         );
         let out = c
@@ -517,7 +523,7 @@ fn condstore_and_qresync() {
             ))
             .await;
         assert!(
-            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(
@@ -535,11 +541,11 @@ fn condstore_and_qresync() {
             .await;
         assert!(out.starts_with("* VANISHED (EARLIER) 3\r\n"), "{out}");
         assert!(
-            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(
-            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(!out.contains("UID 4"), "{out}");
@@ -561,11 +567,11 @@ fn condstore_and_qresync() {
             .await;
         assert!(out.contains("* VANISHED (EARLIER) 3\r\n"), "{out}");
         assert!(
-            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(
-            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(!out.contains("UID 4"), "{out}");
@@ -674,7 +680,7 @@ fn misc_commands() {
         assert!(out.contains("BINARY.SIZE[1] 13 RFC822 {"), "{out}");
         // RFC822 (not .PEEK) sets \Seen.
         assert!(
-            out.contains("FLAGS (\\Seen))\r\n9 OK FETCH completed"),
+            out.contains("FLAGS (\\Seen \\Recent))\r\n9 OK FETCH completed"),
             "{out}"
         );
         let out = c.send("10 UID SEARCH SEEN\r\n").await;
@@ -874,7 +880,7 @@ fn fetch_of_message_expunged_elsewhere() {
         // Flags-only items are answered from the view.
         let out = a.send("3 FETCH 1 FLAGS\r\n").await;
         assert!(
-            out.starts_with("* 1 FETCH (FLAGS ())\r\n3 OK FETCH"),
+            out.starts_with("* 1 FETCH (FLAGS (\\Recent))\r\n3 OK FETCH"),
             "{out}"
         );
         let out = a.send("4 NOOP\r\n").await;
@@ -1167,3 +1173,6 @@ fn search_nests_as_deep_as_configured() {
         );
     });
 }
+
+/// RFC 3501 / 9051 details checked against Dovecot's behaviour.
+mod rfc;

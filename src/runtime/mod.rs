@@ -259,6 +259,7 @@ impl Services {
             hostname: hostname.clone(),
             max_literal: u32::try_from(l.max_message_size).unwrap_or(u32::MAX),
             max_line: l.max_command_line.max(8192),
+            max_line_authenticated: l.imap_max_command_line_authenticated,
             max_errors: u32::try_from(l.max_errors).unwrap_or(u32::MAX),
             allow_plaintext_auth: config.auth.allow_plaintext,
             limits: crate::imap::ImapLimits::from_config(l),

@@ -20,11 +20,6 @@ pub const VRFY: &[u8] =
 pub const HELP: &[u8] =
     b"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH\r\n";
 pub const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
-pub const AUTH_PLAIN_CHALLENGE: &[u8] = b"334 \r\n";
-/// `334 base64("Username:")`
-pub const AUTH_LOGIN_USERNAME: &[u8] = b"334 VXNlcm5hbWU6\r\n";
-/// `334 base64("Password:")`
-pub const AUTH_LOGIN_PASSWORD: &[u8] = b"334 UGFzc3dvcmQ6\r\n";
 
 pub const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down\r\n";
 pub const TIMEOUT: &[u8] = b"421 4.4.2 Timeout\r\n";
@@ -159,7 +154,7 @@ mod tests {
             START_DATA,
             LINE_TOO_LONG,
             TOO_MANY_ERRORS,
-            AUTH_LOGIN_USERNAME,
+            AUTH_OK,
             UNKNOWN_PARAMETER,
         ] {
             assert!(r.ends_with(b"\r\n"));

@@ -12,7 +12,7 @@ use super::reply;
 use crate::auth::AuthOutcome;
 use crate::delivery::trace::{TraceInfo, queue_id, unix_now, write_received};
 use crate::delivery::{DeliveryError, Envelope, EnvelopeRecipient, Notify, Rejection, Ret, Route};
-use crate::net::sasl;
+use crate::net::sasl::{SaslCredentials, SaslError, SaslExchange, SaslMechanism, SaslStep};
 
 /// Which listener accepted the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,14 +144,8 @@ enum State {
         last: bool,
         mode: BdatMode,
     },
-    /// `334` sent for AUTH PLAIN, waiting for the response line.
-    AuthPlain,
-    /// `334 Username:` sent.
-    AuthLoginUser,
-    /// `334 Password:` sent.
-    AuthLoginPass {
-        username: String,
-    },
+    /// A `334` challenge of an AUTH exchange was sent; the next line is the response.
+    Auth(SaslExchange),
     WaitAuth,
     /// MAIL FROM of an authenticated client waits for the sender check.
     WaitSender(Box<Tx>),
@@ -459,10 +453,7 @@ impl SmtpSession {
                         }
                     }
                 }
-                State::Command
-                | State::AuthPlain
-                | State::AuthLoginUser
-                | State::AuthLoginPass { .. } => {
+                State::Command | State::Auth(_) => {
                     let rest = &input[pos..];
                     let max = self.config.max_command_line;
                     match memchr(b'\n', rest) {
@@ -524,13 +515,8 @@ impl SmtpSession {
     }
 
     fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        match std::mem::replace(&mut self.state, State::Command) {
-            State::AuthPlain => return self.auth_plain_response(line, out),
-            State::AuthLoginUser => return self.auth_login_username(line, out),
-            State::AuthLoginPass { username } => {
-                return self.auth_login_password(username, line, out);
-            }
-            _ => {}
+        if let State::Auth(exchange) = std::mem::replace(&mut self.state, State::Command) {
+            return self.auth_step(exchange.respond(line), out);
         }
         let command = match parse_command(line) {
             Ok(c) => c,
@@ -817,88 +803,41 @@ impl SmtpSession {
             self.reject(out, reply::AUTH_IN_TRANSACTION);
         } else if !self.auth_allowed() {
             self.reject(out, reply::ENCRYPTION_REQUIRED);
-        } else if mechanism.eq_ignore_ascii_case("PLAIN") {
-            match initial {
-                Some(response) => return self.auth_plain_response(response.as_bytes(), out),
-                None => {
-                    out.extend_from_slice(reply::AUTH_PLAIN_CHALLENGE);
-                    self.state = State::AuthPlain;
-                }
-            }
-        } else if mechanism.eq_ignore_ascii_case("LOGIN") {
-            match initial {
-                Some(response) => return self.auth_login_username(response.as_bytes(), out),
-                None => {
-                    out.extend_from_slice(reply::AUTH_LOGIN_USERNAME);
-                    self.state = State::AuthLoginUser;
-                }
-            }
+        } else if let Some(mechanism) = SaslMechanism::from_name(mechanism.as_bytes()) {
+            let step = SaslExchange::start(mechanism, initial.map(str::as_bytes));
+            return self.auth_step(step, out);
         } else {
             self.reject(out, reply::UNKNOWN_MECHANISM);
         }
         None
     }
 
-    /// Decode a SASL response line; `Err(())` after replying (cancel or bad base64).
-    fn sasl_decode(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<Vec<u8>, ()> {
-        if line == b"*" {
-            out.extend_from_slice(reply::AUTH_CANCELLED);
-            return Err(());
-        }
-        // RFC 4954 §4: "=" is an empty initial response.
-        if line == b"=" {
-            return Ok(Vec::new());
-        }
-        sasl::decode_base64(line).map_err(|_| self.reject(out, reply::BAD_BASE64))
-    }
-
-    fn auth_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        let decoded = self.sasl_decode(line, out).ok()?;
-        match sasl::parse_plain(&decoded) {
-            // A different authorization identity (acting for someone else) is not supported.
-            Ok(creds) if creds.authzid.as_ref().is_none_or(|z| *z == creds.authcid) => {
-                self.state = State::WaitAuth;
-                Some(SmtpEvent::Authenticate {
-                    username: creds.authcid,
-                    password: creds.password,
-                })
-            }
-            Ok(_) => {
-                self.reject(out, reply::AUTH_FAILED);
+    /// Carry an AUTH exchange one step on (RFC 4954 §4: `*` cancels with 501, a malformed
+    /// response is 501 5.5.2, acting for another identity is refused like bad credentials).
+    fn auth_step(&mut self, step: SaslStep, out: &mut Vec<u8>) -> Option<SmtpEvent> {
+        match step {
+            SaslStep::Challenge(exchange, challenge) => {
+                out.extend_from_slice(b"334 ");
+                out.extend_from_slice(challenge.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                self.state = State::Auth(exchange);
                 None
             }
-            Err(_) => {
-                self.reject(out, reply::BAD_BASE64);
-                None
-            }
-        }
-    }
-
-    fn auth_login_username(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        let decoded = self.sasl_decode(line, out).ok()?;
-        match String::from_utf8(decoded) {
-            Ok(username) if !username.is_empty() && !username.contains('\0') => {
-                out.extend_from_slice(reply::AUTH_LOGIN_PASSWORD);
-                self.state = State::AuthLoginPass { username };
-            }
-            _ => self.reject(out, reply::BAD_BASE64),
-        }
-        None
-    }
-
-    fn auth_login_password(
-        &mut self,
-        username: String,
-        line: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Option<SmtpEvent> {
-        let decoded = self.sasl_decode(line, out).ok()?;
-        match String::from_utf8(decoded) {
-            Ok(password) if !password.is_empty() && !password.contains('\0') => {
+            SaslStep::Done(SaslCredentials { username, password }) => {
                 self.state = State::WaitAuth;
                 Some(SmtpEvent::Authenticate { username, password })
             }
-            _ => {
+            SaslStep::Failed(SaslError::Cancelled) => {
+                out.extend_from_slice(reply::AUTH_CANCELLED);
+                None
+            }
+            SaslStep::Failed(SaslError::AuthzidMismatch) => {
+                self.reject(out, reply::AUTH_FAILED);
+                None
+            }
+            SaslStep::Failed(
+                SaslError::BadBase64 | SaslError::Malformed | SaslError::EmptyField,
+            ) => {
                 self.reject(out, reply::BAD_BASE64);
                 None
             }

@@ -72,10 +72,9 @@ impl ImapSession {
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
         let account = self.account_name();
-        let mb = self
-            .selected
-            .as_ref()
-            .ok_or_else(|| ImapError::bad("No mailbox selected"))?;
+        if self.selected.is_none() {
+            return Err(ImapError::bad("No mailbox selected"));
+        }
         let key = if keys.len() == 1 {
             keys.into_iter().next().unwrap_or(SearchKey::All)
         } else {
@@ -86,22 +85,43 @@ impl ImapSession {
         };
         let mentions_modseq = search::mentions_modseq(&key);
         if mentions_modseq {
-            self.reporting.condstore = true;
+            self.enable_condstore(out);
         }
+        let mb = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| ImapError::bad("No mailbox selected"))?;
         let exists = mb.exists();
         let max_uid = mb.max_uid();
         let mut loader = |u: u32| store.read(&account, &mb.name, u).ok();
         let mut hits: Vec<u32> = Vec::new();
-        let mut max_modseq = 0;
+        let mut hit_modseqs: Vec<u64> = Vec::new();
         for (i, meta) in mb.messages.iter().enumerate() {
             let mut m = SearchMessage::new(i as u32 + 1, meta, exists, max_uid, &mut loader);
+            m.recent = mb.is_recent(meta.uid, self.reporting);
             if search::matches(&key, &mut m) {
                 hits.push(if uid { meta.uid } else { i as u32 + 1 });
-                max_modseq = max_modseq.max(meta.modseq);
+                hit_modseqs.push(meta.modseq);
             }
         }
+        let all_modseq = hit_modseqs.iter().copied().max().unwrap_or(0);
         match ret {
             Some(r) => {
+                // RFC 7162 §3.1.5 (with RFC 4731): MODSEQ is that of the messages returned.
+                // With only MIN and/or MAX, those are the messages; ALL or COUNT stand for
+                // every match.
+                let modseq = if r.all || r.count {
+                    all_modseq
+                } else {
+                    let mut returned = 0;
+                    if r.min {
+                        returned = returned.max(hit_modseqs.first().copied().unwrap_or(0));
+                    }
+                    if r.max {
+                        returned = returned.max(hit_modseqs.last().copied().unwrap_or(0));
+                    }
+                    returned
+                };
                 imap_w!(out, "* ESEARCH (TAG \"{tag}\")");
                 if uid {
                     out.extend_from_slice(b" UID");
@@ -121,7 +141,7 @@ impl ImapSession {
                     imap_w!(out, " COUNT {}", hits.len());
                 }
                 if mentions_modseq && !hits.is_empty() {
-                    imap_w!(out, " MODSEQ {max_modseq}");
+                    imap_w!(out, " MODSEQ {modseq}");
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -131,7 +151,7 @@ impl ImapSession {
                     imap_w!(out, " {h}");
                 }
                 if mentions_modseq && !hits.is_empty() {
-                    imap_w!(out, " (MODSEQ {max_modseq})");
+                    imap_w!(out, " (MODSEQ {all_modseq})");
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -160,7 +180,7 @@ impl ImapSession {
             .map(|StoreModifier::UnchangedSince(v)| *v)
             .next();
         if unchanged_since.is_some() {
-            self.reporting.condstore = true;
+            self.enable_condstore(out);
         }
         let rep = self.reporting;
         let mb = self
@@ -223,12 +243,13 @@ impl ImapSession {
                 let m = &mb.messages[i];
                 if silent {
                     imap_w!(out, "* {} FETCH (", i + 1);
-                    if uid || rep.qresync {
+                    if uid || rep.condstore {
                         imap_w!(out, "UID {} ", m.uid);
                     }
                     imap_w!(out, "MODSEQ ({}))\r\n", m.modseq);
                 } else {
-                    write_flags_fetch(out, i + 1, m, uid || rep.qresync, rep.condstore);
+                    let recent = mb.is_recent(m.uid, rep);
+                    write_flags_fetch(out, i + 1, m, uid || rep.condstore, rep.condstore, recent);
                 }
             }
         }
