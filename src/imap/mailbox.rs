@@ -35,6 +35,8 @@ pub struct SelectedMailbox {
     dirty: bool,
     /// Keywords announced in the last FLAGS response.
     announced_keywords: Vec<String>,
+    /// SEARCHRES (RFC 5182): the UIDs `$` stands for; a new selection starts empty.
+    pub saved_result: Vec<u32>,
 }
 
 /// What the client has enabled that changes how updates are reported.
@@ -70,6 +72,7 @@ impl SelectedMailbox {
             changes,
             dirty: false,
             announced_keywords: Vec::new(),
+            saved_result: Vec::new(),
         };
         mb.announced_keywords = mb.keywords();
         mb
