@@ -292,12 +292,16 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// SEARCHRES (RFC 5182): keep the result for `$`.
+    pub save: bool,
+    /// RFC 5267 §4.4 / RFC 9394.
+    pub partial: Option<super::esearch::PartialRange>,
 }
 
 impl SearchReturn {
-    /// `RETURN ()` means `RETURN (ALL)`.
+    /// No result item requested (`RETURN ()` means `RETURN (ALL)`; SAVE is not an item).
     pub fn is_empty(&self) -> bool {
-        !(self.min || self.max || self.all || self.count)
+        !(self.min || self.max || self.all || self.count || self.partial.is_some())
     }
 }
 
@@ -421,20 +425,7 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
     if upper_starts(verb, b"SEARCH RETURN ") {
         let opts_at = verb_at + b"SEARCH RETURN ".len();
         let (words, end) = paren_words(cmd, opts_at)?;
-        let mut r = SearchReturn::default();
-        for w in words {
-            match w.to_ascii_uppercase().as_str() {
-                "MIN" => r.min = true,
-                "MAX" => r.max = true,
-                "ALL" => r.all = true,
-                "COUNT" => r.count = true,
-                other => return Err(format!("Unknown RETURN option {other}")),
-            }
-        }
-        if r.is_empty() {
-            r.all = true;
-        }
-        extras.search_return = Some(r);
+        extras.search_return = Some(super::esearch::parse_return_options(&words)?);
         let mut out = cmd[..verb_at + b"SEARCH".len()].to_vec();
         out.extend_from_slice(&cmd[end..]);
         return Ok((out.into(), extras));
@@ -636,7 +627,7 @@ fn parse_list_return(cmd: &[u8], at: usize, opts: &mut ListOptions) -> Result<()
 
 /// Parse `(word word ...)` starting at `at` (which must be `(`); returns the words and the
 /// index just after `)`.
-fn paren_words(cmd: &[u8], at: usize) -> Result<(Vec<String>, usize), String> {
+pub(crate) fn paren_words(cmd: &[u8], at: usize) -> Result<(Vec<String>, usize), String> {
     if cmd.get(at) != Some(&b'(') {
         return Err("Expected (".into());
     }

@@ -41,6 +41,8 @@ pub struct SelectedMailbox {
     recent: HashSet<u32>,
     /// Where new messages are claimed as recent; None until [`Self::track_recent`].
     recent_claims: Option<(Arc<RecentClaims>, String)>,
+    /// SEARCHRES (RFC 5182): the UIDs `$` stands for; a new selection starts empty.
+    pub saved_result: Vec<u32>,
 }
 
 /// What the client has enabled that changes how updates are reported.
@@ -80,6 +82,7 @@ impl SelectedMailbox {
             announced_keywords: Vec::new(),
             recent: HashSet::new(),
             recent_claims: None,
+            saved_result: Vec::new(),
         };
         mb.announced_keywords = mb.keywords();
         mb

@@ -16,7 +16,10 @@
 //! NAMESPACE, IDLE, UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, ESEARCH (MIN/MAX/COUNT/ALL; ESEARCH
 //! replaces SEARCH once IMAP4rev2 is enabled), MULTIAPPEND, CONDSTORE, QRESYNC (VANISHED,
 //! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
-//! BINARY fetch. Not supported: SEARCHRES (`$`), SORT/THREAD, COMPRESS, NOTIFY, METADATA, QUOTA.
+//! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
+//! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
+//! SEARCHRES (`searchres`), WITHIN. Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
+//! METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
@@ -27,17 +30,22 @@ pub mod bodystructure;
 pub mod codec;
 mod commands;
 pub mod driver;
+pub mod esearch;
 pub mod fetch;
 pub mod mailbox;
+pub mod message_fields;
 pub mod mime;
 pub mod recent;
 pub mod search;
 pub mod search_criteria;
+pub mod searchres;
 pub mod section;
 pub mod sequence;
 pub mod session;
+pub mod sort;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
 

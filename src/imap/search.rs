@@ -244,9 +244,18 @@ pub fn matches(key: &SearchKey<'_>, m: &mut SearchMessage<'_>) -> bool {
             m.header_text().contains(&needle) || m.body_text().contains(&needle)
         }
         SearchKey::ModSequence { modseq, .. } => meta.modseq >= *modseq,
+        // WITHIN (RFC 5032): internal date at most / more than N seconds before now.
+        SearchKey::Younger(secs) => meta.internal_date >= unix_now() - i64::from(secs.get()),
+        SearchKey::Older(secs) => meta.internal_date < unix_now() - i64::from(secs.get()),
         #[allow(unreachable_patterns)]
         _ => false,
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn header_contains(m: &mut SearchMessage<'_>, name: &str, needle: &str) -> bool {

@@ -57,6 +57,7 @@ use super::codec::{
 };
 use super::mailbox::{Reporting, SelectedMailbox};
 use super::search_criteria::{CriteriaError, parse_search_command};
+use super::sort::parse_sort_or_thread;
 use super::{ImapConfig, ImapError};
 use crate::auth::AuthOutcome;
 use crate::imap_w;
@@ -203,6 +204,10 @@ impl ImapSession {
         out.extend_from_slice(
             b" LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT SPECIAL-USE ESEARCH MULTIAPPEND \
 CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
+        );
+        out.extend_from_slice(
+            b" SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES THREAD=REFS \
+SEARCHRES WITHIN",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
     }
@@ -437,12 +442,24 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
 
     fn handle_command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Option<ImapEvent> {
         let tag = tag_of(bytes);
+        // SEARCHRES: `$` is written out before anything parses the command.
+        let substituted = super::searchres::substitute_dollar(bytes, self.selected.as_ref());
+        let bytes: &[u8] = &substituted;
         let (cmd_bytes, mut extras) = match extract_extras(bytes) {
             Ok(x) => x,
             Err(msg) => return self.bad(&tag, &msg, out),
         };
         // SEARCH criteria nest deeper than imap-codec's parser allows: see `search_criteria`.
-        let command = match parse_search_command(&cmd_bytes, self.config.limits.max_search_depth) {
+        let max_depth = self.config.limits.max_search_depth;
+        let parsed = parse_search_command(&cmd_bytes, max_depth).or_else(|| {
+            parse_sort_or_thread(&cmd_bytes, max_depth).map(|r| {
+                r.map(|(cmd, ret)| {
+                    extras.search_return = ret;
+                    cmd
+                })
+            })
+        });
+        let command = match parsed {
             Some(Ok(cmd)) => cmd,
             Some(Err(CriteriaError::TooDeep)) => {
                 let msg = format!(
@@ -628,6 +645,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
             | CommandBody::Expunge
             | CommandBody::ExpungeUid { .. }
             | CommandBody::Search { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread { .. }
             | CommandBody::Fetch { .. }
             | CommandBody::Store { .. }
             | CommandBody::Copy { .. }

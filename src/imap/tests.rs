@@ -4,6 +4,9 @@ use super::*;
 use crate::auth::AuthOutcome;
 use crate::store::{Flags, LogStore, MailStore, NewMessage, StoreConfig};
 
+#[path = "sort_tests.rs"]
+mod sort_tests;
+
 fn open_store(dir: &std::path::Path) -> LogStore {
     open_store_with(dir, crate::store::names::MailboxLimits::DEFAULT)
 }

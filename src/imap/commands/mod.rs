@@ -211,6 +211,9 @@ impl ImapSession {
             } => {
                 let charset = charset.map(|c| c.as_ref().to_ascii_uppercase());
                 if let Some(cs) = charset.filter(|c| c != "UTF-8" && c != "US-ASCII") {
+                    if extras.search_return.as_ref().is_some_and(|r| r.save) {
+                        self.forget_result();
+                    }
                     Err(ImapError::no_code(
                         "BADCHARSET (UTF-8 US-ASCII)",
                         format!("Unsupported charset {cs}"),
@@ -227,6 +230,35 @@ impl ImapSession {
                     self.search(store, &tag, keys, uid, ret, out)
                 }
             }
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => self.sort(
+                store,
+                &tag,
+                sort_criteria.as_ref(),
+                &charset,
+                search_criteria.into_inner(),
+                uid,
+                extras.search_return.clone(),
+                out,
+            ),
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => self.thread(
+                store,
+                &tag,
+                &algorithm,
+                &charset,
+                search_criteria.into_inner(),
+                uid,
+                out,
+            ),
             CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
