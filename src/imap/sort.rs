@@ -143,7 +143,7 @@ fn atom_end(s: &[u8], at: usize) -> usize {
         .get(at..)
         .unwrap_or(b"")
         .iter()
-        .position(|b| !(b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'"' | b'\\')))
+        .position(|b| !b.is_ascii_graphic() || matches!(b, b'(' | b')' | b'{' | b'"' | b'\\'))
         .unwrap_or(s.len().saturating_sub(at))
 }
 
