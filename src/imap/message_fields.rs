@@ -24,8 +24,8 @@ use crate::store::{MailStore, MessageMeta};
 const HEADER_PREFIX: usize = 16 * 1024;
 
 /// Entries kept per thread before the caches of other mailboxes are dropped (a few hundred
-/// bytes each: about 100 MB at the limit).
-const CACHE_MAX: usize = 400_000;
+/// bytes each: under 100 MB at the limit).
+const CACHE_MAX: usize = 250_000;
 
 /// What SORT and THREAD need of one message. Strings are case-mapped already (see
 /// [`casemap`]), so comparisons are plain byte comparisons.

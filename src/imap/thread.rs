@@ -593,7 +593,7 @@ mod tests {
         let n = 100_000;
         let msgs: Vec<_> = (0..n)
             .map(|i| {
-                let prev = format!("{}", i.max(1) - 1);
+                let prev = (i.max(1) - 1).to_string();
                 let refs: Vec<&str> = if i == 0 { vec![] } else { vec![&prev] };
                 m(&format!("{i}"), &refs, "Re: deep", i as i64)
             })
