@@ -96,7 +96,7 @@ fn encoding(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for (i, ((m, _), st)) in msgs.iter().zip(&structures).enumerate() {
-                write_fetch_response(&mut out, i + 1, m, &items, None, Some(st), false);
+                write_fetch_response(&mut out, i + 1, m, &items, None, Some(st), false, false);
             }
             black_box(out.len())
         })
@@ -126,7 +126,7 @@ fn encoding(c: &mut Criterion) {
     g.bench_function("body_4k", |b| {
         b.iter(|| {
             out.clear();
-            write_fetch_response(&mut out, 1, &m, &body_items, Some(&raw), None, false);
+            write_fetch_response(&mut out, 1, &m, &body_items, Some(&raw), None, false, false);
             black_box(out.len())
         })
     });

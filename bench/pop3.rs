@@ -101,7 +101,7 @@ fn bench_session(c: &mut Criterion) {
                         }
                     }
                     Pop3Event::Commit { .. } => {
-                        s.commit_result(true, &mut out);
+                        s.commit_result(Ok(()), &mut out);
                         break;
                     }
                     Pop3Event::NeedInput | Pop3Event::Close => break,

@@ -24,6 +24,7 @@ fn open(dir: &std::path::Path, fsync: bool) -> LogStore {
         checkpoint_bytes: 256 << 20,
         queue_segment_bytes: 16 << 20,
         compact_dead_pct: 50,
+        ..Default::default()
     })
     .expect("open store")
 }

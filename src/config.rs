@@ -40,6 +40,8 @@ pub struct Config {
     pub ports: Ports,
     /// Listeners not to start, by name (`smtp`, `submission`, `submissions`, `pop3`, `pop3s`, ...).
     pub disable: Vec<String>,
+    /// After binding the listeners, become this user (started as root). Empty: stay as is.
+    pub run_as: String,
     pub limits: Limits,
     pub tls: Tls,
     pub auth: Auth,
@@ -173,6 +175,15 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     pub idle_timeout_secs: u64,
     pub command_timeout_secs: u64,
+    /// A command line, or a transfer, must arrive whole within this of its first byte (plus
+    /// what `min_transfer_rate` allows for its size).
+    pub command_line_timeout_secs: u64,
+    /// Octets per second an unfinished transfer must average after that.
+    pub min_transfer_rate: u64,
+    /// A reply write that makes no progress for this long closes the connection.
+    pub write_timeout_secs: u64,
+    /// Memory all unfinished incoming messages may hold together (MiB).
+    pub transfer_memory_mb: usize,
     pub shutdown_grace_secs: u64,
     pub max_message_size: usize,
     pub max_recipients: usize,
@@ -180,6 +191,19 @@ pub struct Limits {
     pub max_data_line: usize,
     pub max_errors: usize,
     pub read_buffer: usize,
+    /// IMAP autologout before LOGIN/AUTHENTICATE, counted from connect.
+    pub imap_prelogin_timeout_secs: u64,
+    /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
+    pub imap_max_search_depth: usize,
+    /// Longest IMAP command line (literals excluded) after login; before login
+    /// `max_command_line` applies (at least 8192, RFC 7162 §4).
+    pub imap_max_command_line_authenticated: usize,
+    /// Mailboxes per account.
+    pub max_mailboxes: usize,
+    /// Octets (UTF-8) of a whole mailbox name, of one hierarchy level, and levels per name.
+    pub max_mailbox_name: usize,
+    pub max_mailbox_level: usize,
+    pub max_mailbox_depth: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -197,8 +221,26 @@ pub struct Auth {
     pub allow_plaintext: bool,
     pub verifier_threads: usize,
     pub throttle_after_failures: u32,
+    pub throttle_account_after_failures: u32,
+    pub throttle_base_delay_ms: u64,
     pub throttle_max_delay_secs: u64,
     pub max_pending_per_ip: u32,
+    /// How long a login waits for a password check slot before "try again later".
+    pub busy_wait_secs: u64,
+    /// MAIL FROM (and a local From: address) must belong to the authenticated account.
+    pub enforce_sender: bool,
+}
+
+impl Limits {
+    /// The mailbox model's limits (enforced by the store, consulted by IMAP).
+    pub fn mailboxes(&self) -> crate::store::names::MailboxLimits {
+        crate::store::names::MailboxLimits {
+            max_name_bytes: self.max_mailbox_name,
+            max_level_bytes: self.max_mailbox_level,
+            max_depth: self.max_mailbox_depth,
+            max_mailboxes: self.max_mailboxes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -218,6 +260,7 @@ pub struct Store {
 impl Config {
     /// Checks what serde cannot: network syntax, TLS policy names, next hops.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_limits()?;
         for n in &self.relay.allowed_networks {
             n.parse::<crate::delivery::router::Network>()
                 .map_err(|e| ConfigError(format!("relay.allowed_networks: {e}")))?;
@@ -258,6 +301,34 @@ impl Config {
 }
 
 impl Config {
+    /// Limits with a hard ceiling: mailbox names are copied and matched in full, and SEARCH
+    /// trees are walked recursively.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        l.mailboxes()
+            .within_ceiling()
+            .map_err(|e| ConfigError(format!("limits: {e}")))?;
+        let max = crate::imap::MAX_SEARCH_DEPTH_CEILING;
+        if l.imap_max_search_depth == 0 || l.imap_max_search_depth > max {
+            return Err(ConfigError(format!(
+                "limits: imap_max_search_depth must be between 1 and {max}"
+            )));
+        }
+        if l.imap_prelogin_timeout_secs == 0 {
+            return Err(ConfigError(
+                "limits: imap_prelogin_timeout_secs must be at least 1".into(),
+            ));
+        }
+        // RFC 7162 §4: clients may send command lines of 8192 octets.
+        if !(8192..=16 << 20).contains(&l.imap_max_command_line_authenticated) {
+            return Err(ConfigError(
+                "limits: imap_max_command_line_authenticated must be between 8192 and 16777216"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses a TOML document layered over the embedded default: keys the file leaves out keep
     /// their default values.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -438,6 +509,36 @@ mod tests {
             "[relay.routes]\n\"x.test\" = { host = \"h\", username = \"u\" }\n",
         ] {
             assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn imap_and_mailbox_limits() {
+        let c = Config::from_toml("").unwrap();
+        let l = crate::imap::ImapLimits::from_config(&c.limits);
+        assert_eq!(l, crate::imap::ImapLimits::default());
+        // RFC 7162 §4 asks for 8192; Dovecot's 64 KiB after login is the default.
+        assert_eq!(c.limits.imap_max_command_line_authenticated, 65536);
+        let c = Config::from_toml(
+            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\n",
+        )
+        .unwrap();
+        let l = crate::imap::ImapLimits::from_config(&c.limits);
+        assert_eq!(l.mailboxes.max_mailboxes, 5);
+        assert_eq!(l.max_search_depth, 7);
+        assert_eq!(l.prelogin_timeout, std::time::Duration::from_secs(2));
+        for bad in [
+            "[limits]\nmax_mailboxes = 0\n",
+            "[limits]\nmax_mailboxes = 1000000\n",
+            "[limits]\nmax_mailbox_name = 5000\n",
+            "[limits]\nmax_mailbox_depth = 0\n",
+            "[limits]\nimap_max_search_depth = 100000\n",
+            "[limits]\nimap_prelogin_timeout_secs = 0\n",
+            "[limits]\nimap_max_command_line_authenticated = 4096\n",
+            "[limits]\nimap_max_command_line_authenticated = 100000000\n",
+        ] {
+            let err = Config::from_toml(bad).unwrap_err();
+            assert!(err.0.starts_with("limits: "), "{bad}: {err}");
         }
     }
 

@@ -9,58 +9,8 @@ use common::*;
 
 const ALICE: &str = "alice@example.test";
 
-/// Reads one response line, with any literals it announces inlined.
-fn response_line(c: &mut Client) -> Option<Vec<u8>> {
-    let mut line = c.raw_until(b"\r\n");
-    if line.is_empty() {
-        return None;
-    }
-    loop {
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        let Some(open) = text.strip_suffix('}').and_then(|t| t.rfind('{')) else {
-            return Some(line);
-        };
-        let n: usize = text[open + 1..text.len() - 1]
-            .trim_end_matches('+')
-            .parse()
-            .ok()?;
-        line.extend(c.read_exact_bytes(n));
-        line.extend(c.raw_until(b"\r\n"));
-    }
-}
-
-/// Sends a tagged command; returns (untagged lines, tagged status line).
-fn imap(c: &mut Client, tag: &str, command: &str) -> (Vec<String>, String) {
-    c.send(&format!("{tag} {command}\r\n"));
-    collect(c, tag)
-}
-
-fn collect(c: &mut Client, tag: &str) -> (Vec<String>, String) {
-    let mut untagged = Vec::new();
-    loop {
-        let line = response_line(c).expect("response");
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        if text.starts_with(&format!("{tag} ")) {
-            return (untagged, text);
-        }
-        untagged.push(text);
-    }
-}
-
-fn ok(c: &mut Client, tag: &str, command: &str) -> Vec<String> {
-    let (untagged, status) = imap(c, tag, command);
-    assert!(
-        status.starts_with(&format!("{tag} OK")),
-        "{command} -> {status} {untagged:?}"
-    );
-    untagged
-}
-
 fn login_tls(server: &TestServer) -> Client {
-    let mut c = Client::connect_tls(server.addr("imaps"));
-    assert!(c.line().unwrap().starts_with("* OK"));
-    ok(&mut c, "l", &format!("LOGIN {ALICE} \"{PASSWORD}\""));
-    c
+    login_tls_as(server, ALICE)
 }
 
 fn deliver(server: &TestServer, bodies: &[&str]) {
@@ -466,4 +416,447 @@ fn every_command_and_extension_over_tls() {
     assert!(status.starts_with("i OK"), "{status}");
     let (untagged, status) = imap(&mut c, "z", "LOGOUT");
     assert!(untagged.iter().any(|l| l.starts_with("* BYE")) && status.starts_with("z OK"));
+}
+
+#[test]
+fn autologout_before_login() {
+    let server = TestServer::start(&[ALICE], "[limits]\nimap_prelogin_timeout_secs = 1\n");
+    // Silent after the greeting.
+    let start = Instant::now();
+    let mut c = Client::connect(server.addr("imap"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    assert_eq!(
+        c.line().as_deref(),
+        Some("* BYE Autologout; no login in time")
+    );
+    assert!(c.is_closed());
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // Busy, but never logging in: a NOOP every 200 ms does not keep the connection.
+    let start = Instant::now();
+    let mut c = Client::connect(server.addr("imap"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    let mut noops = 0;
+    let bye = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never logged out"
+        );
+        c.send(&format!("n{noops} NOOP\r\n"));
+        let line = c.line().expect("a reply");
+        if line.starts_with("* BYE") {
+            break line;
+        }
+        assert_eq!(line, format!("n{noops} OK NOOP completed"));
+        noops += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(bye, "* BYE Autologout; no login in time");
+    assert!(noops >= 3, "{noops}");
+    // After login the pre-login deadline no longer applies.
+    let mut c = login_tls(&server);
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(&mut c, "n", "NOOP");
+    ok(&mut c, "z", "LOGOUT");
+}
+
+#[test]
+fn mailbox_names_count_and_deep_searches_over_the_wire() {
+    let server = TestServer::start(
+        &[ALICE],
+        "[limits]\nmax_mailboxes = 10\nimap_max_search_depth = 20\n",
+    );
+    deliver(
+        &server,
+        &[
+            "Subject: alpha\r\n\r\none\r\n",
+            "Subject: beta\r\n\r\ntwo\r\n",
+        ],
+    );
+    let mut c = login_tls(&server);
+    let listed = |c: &mut Client| ok(c, "L", "LIST \"\" *");
+    let defaults = listed(&mut c);
+    // Refused names leave no trace.
+    let huge = "x".repeat(10_000);
+    c.send(&format!("h CREATE {{{}+}}\r\n{huge}\r\n", huge.len()));
+    let (untagged, status) = collect(&mut c, "h");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "h NO [CANNOT] Not allowed: mailbox name too long")
+    );
+    let (untagged, status) = imap(&mut c, "u", "CREATE &Jjo");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (
+            vec![],
+            "u NO [CANNOT] Mailbox name is not valid modified UTF-7"
+        )
+    );
+    assert_eq!(listed(&mut c), defaults);
+    // Mailboxes up to the configured count, then NO [LIMIT].
+    let mut created = 0;
+    let refusal = loop {
+        assert!(created <= 10, "no limit");
+        let (_, status) = imap(&mut c, "c", &format!("CREATE Folder{created}"));
+        if !status.starts_with("c OK") {
+            break status;
+        }
+        created += 1;
+    };
+    assert_eq!(
+        refusal,
+        "c NO [LIMIT] Limit reached: too many mailboxes in the account"
+    );
+    assert_eq!(defaults.len() + created, 10);
+    assert_eq!(listed(&mut c).len(), 10);
+    // SEARCH: ten nested ORs work; past the configured depth, BAD names the limit.
+    ok(&mut c, "s", "SELECT INBOX");
+    let ors = |terms: usize| {
+        let mut q = "OR ".repeat(terms - 1);
+        for i in 1..terms {
+            q.push_str(&format!("SUBJECT miss{i} "));
+        }
+        q.push_str("SUBJECT beta");
+        q
+    };
+    let (untagged, status) = imap(&mut c, "a", &format!("SEARCH {}", ors(11)));
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec!["* SEARCH 2".to_string()], "a OK SEARCH completed")
+    );
+    let (untagged, status) = imap(&mut c, "b", &format!("UID SEARCH {}", ors(21)));
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec!["* SEARCH 2".to_string()], "b OK SEARCH completed")
+    );
+    let (untagged, status) = imap(&mut c, "d", &format!("SEARCH {}", ors(22)));
+    assert_eq!(
+        (untagged, status.as_str()),
+        (
+            vec![],
+            "d BAD Search criteria nested deeper than this server's limit of 20 levels \
+             (OR, NOT and parentheses)"
+        )
+    );
+    ok(&mut c, "z", "LOGOUT");
+}
+
+/// NOOP until the session reports something (a delivery reaches a session's next command
+/// boundary once the store's notification arrived); returns that NOOP's untagged lines.
+fn noop_until_untagged(c: &mut Client, tag: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let untagged = ok(c, &format!("{tag}{round}"), "NOOP");
+        if !untagged.is_empty() {
+            return untagged;
+        }
+        assert!(Instant::now() < deadline, "no update reached the session");
+        std::thread::yield_now();
+    }
+}
+
+/// `* STATUS INBOX (UIDVALIDITY v HIGHESTMODSEQ m)` → (v, m).
+fn validity_and_modseq(c: &mut Client, tag: &str) -> (u64, u64) {
+    let status = ok(c, tag, "STATUS INBOX (UIDVALIDITY HIGHESTMODSEQ)");
+    let nums: Vec<u64> = status[0]
+        .trim_end_matches(')')
+        .split(' ')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[test]
+fn recent_is_claimed_by_one_session_over_real_connections() {
+    let server = TestServer::start(&[ALICE], "");
+    deliver(&server, &["Subject: one\r\n\r\nhello\r\n"]);
+    let mut a = login_tls(&server);
+    let mut b = login_tls(&server);
+    let (v, m) = validity_and_modseq(&mut b, "s");
+    // STATUS RECENT only looks.
+    assert_eq!(
+        ok(&mut b, "s2", "STATUS INBOX (RECENT)"),
+        vec!["* STATUS INBOX (RECENT 1)"]
+    );
+    let selected = |recent: u32| {
+        vec![
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)".to_string(),
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted".to_string(),
+            "* 1 EXISTS".to_string(),
+            format!("* {recent} RECENT"),
+            "* OK [UNSEEN 1] First unseen".to_string(),
+            format!("* OK [UIDVALIDITY {v}] UIDs valid"),
+            "* OK [UIDNEXT 2] Predicted next UID".to_string(),
+            format!("* OK [HIGHESTMODSEQ {m}] Highest"),
+        ]
+    };
+    assert_eq!(ok(&mut a, "a1", "SELECT INBOX"), selected(1));
+    assert_eq!(ok(&mut b, "b1", "SELECT INBOX"), selected(0));
+    assert_eq!(
+        ok(&mut a, "a2", "FETCH 1 FLAGS"),
+        vec!["* 1 FETCH (FLAGS (\\Recent))"]
+    );
+    assert_eq!(
+        ok(&mut b, "b2", "FETCH 1 FLAGS"),
+        vec!["* 1 FETCH (FLAGS ())"]
+    );
+    // New mail while both have INBOX selected: whoever hears of it first keeps \Recent.
+    deliver(&server, &["Subject: two\r\n\r\nhello\r\n"]);
+    assert_eq!(
+        noop_until_untagged(&mut a, "an"),
+        vec!["* 2 EXISTS", "* 2 RECENT"]
+    );
+    assert_eq!(
+        noop_until_untagged(&mut b, "bn"),
+        vec!["* 2 EXISTS", "* 0 RECENT"]
+    );
+    assert_eq!(ok(&mut a, "a3", "SEARCH RECENT"), vec!["* SEARCH 1 2"]);
+    assert_eq!(ok(&mut b, "b3", "SEARCH OLD"), vec!["* SEARCH 1 2"]);
+}
+
+#[test]
+fn long_command_lines_after_login_and_strict_sasl_everywhere() {
+    let server = TestServer::start(&[ALICE], "");
+    let id = format!("ID (\"x-long\" \"{}\")", "y".repeat(31 * 1024));
+    // Before login the limit stays small.
+    let mut c = Client::connect_tls(server.addr("imaps"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    let (untagged, status) = imap(&mut c, "a", &id);
+    assert_eq!((untagged, status.as_str()), (vec![], "a BAD Line too long"));
+    // An empty password never reaches the verifier (and costs no login attempt).
+    let (untagged, status) = imap(
+        &mut c,
+        "b",
+        &format!(
+            "AUTHENTICATE PLAIN {}",
+            b64(format!("\0{ALICE}\0").as_bytes())
+        ),
+    );
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "b BAD Empty user name or password")
+    );
+    c.send("c AUTHENTICATE PLAIN\r\n");
+    assert_eq!(c.line().unwrap(), "+ ");
+    c.send("AGFsaWNl AHB3\r\n");
+    let (untagged, status) = collect(&mut c, "c");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "c BAD Invalid base64 data")
+    );
+    ok(
+        &mut c,
+        "d",
+        &format!("AUTHENTICATE PLAIN {}", plain(ALICE, PASSWORD)),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        ok(&mut c, "e", &id),
+        vec![format!(
+            "* ID (\"name\" \"surel\" \"version\" \"{version}\")"
+        )]
+    );
+
+    // SMTP AUTH and POP3 AUTH use the same exchange.
+    let mut s = Client::connect_tls(server.addr("submissions"));
+    assert_eq!(s.reply().0, 220);
+    s.expect("EHLO client.test", 250);
+    let (code, text) = s.cmd(&format!(
+        "AUTH PLAIN {}",
+        b64(format!("\0{ALICE}\0").as_bytes())
+    ));
+    assert_eq!(
+        (code, text.trim_end()),
+        (501, "501 5.5.2 Invalid base64 data")
+    );
+    let (code, _) = s.cmd("AUTH PLAIN AGFsaWNl=AHB3");
+    assert_eq!(code, 501);
+    let mut p = Client::connect_tls(server.addr("pop3s"));
+    assert!(p.line().unwrap().starts_with("+OK"));
+    p.send(&format!(
+        "AUTH PLAIN {}\r\n",
+        b64(format!("\0{ALICE}\0").as_bytes())
+    ));
+    assert_eq!(p.line().unwrap(), "-ERR Empty user name or password");
+}
+
+#[test]
+fn list_inbox_reference_and_nul_in_binary_parts() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls(&server);
+    ok(&mut c, "a", "SELECT INBOX");
+    // curl imaps://host/INBOX sends exactly this.
+    assert_eq!(
+        ok(&mut c, "l", "LIST \"INBOX\" *"),
+        vec!["* LIST (\\HasNoChildren) \"/\" INBOX"]
+    );
+    let message: &[u8] = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n\
+a\0b\r\n--b--\r\n";
+    c.send(&format!("p APPEND INBOX ~{{{}+}}\r\n", message.len()));
+    c.send_bytes(message);
+    c.send("\r\n");
+    let (untagged, status) = collect(&mut c, "p");
+    assert!(status.starts_with("p OK [APPENDUID "), "{status}");
+    if untagged.is_empty() {
+        assert_eq!(
+            noop_until_untagged(&mut c, "n"),
+            vec!["* 1 EXISTS", "* 1 RECENT"]
+        );
+    } else {
+        assert_eq!(untagged, vec!["* 1 EXISTS", "* 1 RECENT"]);
+    }
+    c.send("f FETCH 1 (BINARY.PEEK[1] BODY.PEEK[1])\r\n");
+    let line = response_line(&mut c).unwrap();
+    assert_eq!(
+        line,
+        b"* 1 FETCH (BINARY[1] ~{3}\r\na\0b BODY[1] {3}\r\na\x80b)\r\n".to_vec()
+    );
+    let (untagged, status) = collect(&mut c, "f");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (vec![], "f OK FETCH completed")
+    );
+}
+
+/// APPEND with a non-synchronizing literal; returns the untagged responses before the OK.
+fn append_raw(c: &mut Client, tag: &str, message: &str) -> Vec<String> {
+    c.send(&format!("{tag} APPEND INBOX {{{}+}}\r\n", message.len()));
+    c.send(message);
+    c.send("\r\n");
+    let (untagged, status) = collect(c, tag);
+    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
+    untagged
+}
+
+/// The number in `... MODSEQ (n))` or `... MODSEQ n`.
+fn modseq_in(line: &str) -> u64 {
+    let at = line.rfind("MODSEQ ").expect("MODSEQ") + "MODSEQ ".len();
+    line[at..]
+        .trim_start_matches('(')
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn envelope_qp_flags_condstore_and_list_details_over_real_connections() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut a = login_tls(&server);
+    let mut b = login_tls(&server);
+    let mut c = login_tls(&server);
+    ok(&mut a, "a0", "SELECT INBOX");
+    assert_eq!(
+        append_raw(
+            &mut a,
+            "a1",
+            "From: <@route.example:joe@example.org>\r\nTo: group2: (foo) ;\r\nSubject: env\r\n\r\nx\r\n"
+        ),
+        vec!["* 1 EXISTS", "* 1 RECENT"]
+    );
+    assert_eq!(
+        append_raw(
+            &mut a,
+            "a2",
+            "Subject: qp\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nline  \r\nsoft= \r\nbreak=3D\r\n"
+        ),
+        vec!["* 2 EXISTS", "* 2 RECENT"]
+    );
+    let route = "((NIL \"@route.example\" \"joe\" \"example.org\"))";
+    assert_eq!(
+        ok(&mut a, "a3", "FETCH 1 ENVELOPE"),
+        vec![format!(
+            "* 1 FETCH (ENVELOPE (NIL \"env\" {route} {route} {route} \
+((NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL))"
+        )]
+    );
+    assert_eq!(
+        ok(&mut a, "a4", "FETCH 2 BINARY.PEEK[1]"),
+        vec!["* 2 FETCH (BINARY[1] {18}\r\nline\r\nsoftbreak=\r\n)"]
+    );
+
+    // The FLAGS list keeps a keyword until the FETCH that takes it off has been sent.
+    ok(&mut b, "b0", "SELECT INBOX");
+    ok(&mut a, "a5", "STORE 1 +FLAGS.SILENT ($Old)");
+    noop_until_untagged(&mut b, "bn");
+    ok(&mut b, "b1", "STORE 1 -FLAGS.SILENT ($Old)");
+    ok(&mut b, "b2", "STORE 2 +FLAGS.SILENT ($New)");
+    assert_eq!(
+        noop_until_untagged(&mut a, "an"),
+        vec![
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $New $Old)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $New $Old \\*)] Flags permitted",
+            "* 1 FETCH (FLAGS (\\Recent))",
+            "* 2 FETCH (FLAGS (\\Recent $New))",
+        ]
+    );
+
+    // The first CONDSTORE-enabling command reports HIGHESTMODSEQ, once.
+    let (_, highest) = validity_and_modseq(&mut c, "c1");
+    let first = ok(&mut a, "a6", "FETCH 1 (MODSEQ)");
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0], format!("* OK [HIGHESTMODSEQ {highest}] Highest"));
+    let m1 = modseq_in(&first[1]);
+    assert_eq!(first[1], format!("* 1 FETCH (MODSEQ ({m1}))"));
+    let m2 = modseq_in(&ok(&mut a, "a7", "FETCH 2 (MODSEQ)")[0]);
+    assert!(m1 < m2);
+    assert_eq!(
+        ok(&mut a, "a8", "UID SEARCH RETURN (MIN) MODSEQ 1"),
+        vec![format!("* ESEARCH (TAG \"a8\") UID MIN 1 MODSEQ {m1}")]
+    );
+    assert_eq!(
+        ok(&mut a, "a9", "UID SEARCH RETURN (MAX) MODSEQ 1"),
+        vec![format!("* ESEARCH (TAG \"a9\") UID MAX 2 MODSEQ {m2}")]
+    );
+    // Now other sessions' flag changes come with UID and MODSEQ.
+    ok(&mut b, "b3", "STORE 2 +FLAGS.SILENT (\\Seen)");
+    let (_, m2) = validity_and_modseq(&mut c, "c2");
+    assert_eq!(
+        noop_until_untagged(&mut a, "ao"),
+        vec![format!(
+            "* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent $New) MODSEQ ({m2}))"
+        )]
+    );
+
+    // LIST-EXTENDED pattern lists, RECURSIVEMATCH alone, LSUB levels.
+    for (i, cmd) in [
+        "CREATE a",
+        "CREATE a/b",
+        "CREATE c",
+        "SUBSCRIBE a/b",
+        "UNSUBSCRIBE a",
+        "SUBSCRIBE c",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ok(&mut c, &format!("m{i}"), cmd);
+    }
+    assert_eq!(
+        ok(&mut c, "l1", "LIST \"\" (c \"a\" a*)"),
+        vec![
+            "* LIST (\\HasChildren) \"/\" a",
+            "* LIST (\\HasNoChildren) \"/\" a/b",
+            "* LIST (\\HasNoChildren) \"/\" c",
+        ]
+    );
+    let (untagged, status) = imap(&mut c, "l2", "LIST (RECURSIVEMATCH) \"\" *");
+    assert_eq!(
+        (untagged, status.as_str()),
+        (
+            vec![],
+            "l2 BAD RECURSIVEMATCH needs another selection option"
+        )
+    );
+    assert_eq!(
+        ok(&mut c, "l3", "LSUB \"\" a%"),
+        vec!["* LSUB (\\Noselect) \"/\" a"]
+    );
 }

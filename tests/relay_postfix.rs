@@ -141,6 +141,19 @@ impl Postfix {
         std::fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) for `needle` in Postfix's log (written by its postlogd).
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn maildir(&self) -> Vec<PathBuf> {
         let new = self.dir.path().join("mail/bob/new");
         std::fs::read_dir(new)
@@ -190,16 +203,7 @@ fn postfix_accepts_and_delivers_what_surel_relays() {
     let sent = body.replace("\r\n", "\n").replace("\n..", "\n.");
     assert!(stored.ends_with(&sent), "{stored}");
     assert!(stored.contains("Received: from mx.test"), "{stored}");
-    assert!(
-        postfix.log().contains("status=sent (delivered to maildir)"),
-        "{}",
-        postfix.log()
-    );
-    assert!(
-        a.log()
-            .contains("to=<bob@example.net>, relay=127.0.0.1[127.0.0.1]"),
-        "{}",
-        a.log()
-    );
-    assert!(a.log().contains("status=sent (250 2.0.0 Ok"), "{}", a.log());
+    postfix.wait_log("status=sent (delivered to maildir)");
+    a.wait_log("to=<bob@example.net>, relay=127.0.0.1[127.0.0.1]");
+    a.wait_log("status=sent (250 2.0.0 Ok");
 }

@@ -155,6 +155,11 @@ impl Generator {
 
     /// Build message `n` addressed to `to` (the To: header shows the first recipient).
     pub fn build(&self, n: u64, to: &[String]) -> Vec<u8> {
+        self.build_from(n, to, &self.from)
+    }
+
+    /// Like [`Generator::build`], with `from` in the From: header.
+    pub fn build_from(&self, n: u64, to: &[String], from: &str) -> Vec<u8> {
         let mut rng =
             Rng::new(self.seed.wrapping_mul(0x1000_0000_01B3) ^ n.wrapping_mul(0x9E37_79B9));
         let mut m = Vec::with_capacity(match self.size {
@@ -171,7 +176,6 @@ impl Generator {
                 "X-Loadgen-Id: {id}\r\nMessage-ID: <{id}@loadgen.invalid>\r\nDate: {date}\r\nFrom: Load Generator <{from}>\r\nTo: <{to_hdr}>\r\nSubject: loadgen message {n}\r\nMIME-Version: 1.0\r\n",
                 id = self.id(n),
                 date = self.date,
-                from = self.from,
             )
             .as_bytes(),
         );

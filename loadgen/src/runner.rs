@@ -227,8 +227,21 @@ async fn smtp_connect(w: &SmtpWork, plan: &Plan, first_user: u64) -> CResult<Smt
     .await
 }
 
+/// The sender of a connection's messages: the account it authenticated as (servers refuse
+/// other senders from an authenticated client), else `--from`.
+fn sender_for(w: &SmtpWork, first_user: u64) -> String {
+    if w.auth_each {
+        user_name(&w.user_pattern, first_user)
+    } else if let Some((user, _)) = &w.auth {
+        user.clone()
+    } else {
+        w.from.clone()
+    }
+}
+
 async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
     let mut client: Option<SmtpClient> = None;
+    let mut sender = w.from.clone();
     let mut used = 0u64;
     while let Some((n, at)) = plan.next_job() {
         let users: Vec<u64> = rcpt_users(n, w.rcpts, w.users).collect();
@@ -236,7 +249,10 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
             .iter()
             .map(|&u| user_name(&w.user_pattern, u))
             .collect();
-        let msg = w.generator.build(n, &rcpts);
+        if client.is_none() {
+            sender = sender_for(&w, users[0]);
+        }
+        let msg = w.generator.build_from(n, &rcpts, &sender);
         let t0 = plan.pace(at).await;
         if client.is_none() {
             match smtp_connect(&w, &plan, users[0]).await {
@@ -254,7 +270,7 @@ async fn smtp_conn_task(plan: Arc<Plan>, w: Arc<SmtpWork>, local: Local) {
         used += 1;
         let last = used >= w.msgs_per_conn || plan.count.is_some_and(|cnt| n + 1 >= cnt);
         match c
-            .send_message(&w.from, &rcpts, &msg, w.pipelining, last)
+            .send_message(&sender, &rcpts, &msg, w.pipelining, last)
             .await
         {
             Ok(sent) => {

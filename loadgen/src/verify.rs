@@ -70,6 +70,14 @@ pub fn loadgen_id(ours: &[u8]) -> Option<(&str, u64)> {
     Some((run, n.parse().ok()?))
 }
 
+/// The address of our `From: Load Generator <...>` line.
+fn sent_from(ours: &[u8]) -> Option<&str> {
+    const H: &[u8] = b"\r\nFrom: Load Generator <";
+    let start = memchr::memmem::find(ours, H)? + H.len();
+    let end = start + memchr::memchr(b'>', &ours[start..])?;
+    std::str::from_utf8(&ours[start..end]).ok()
+}
+
 /// Verification state for one account.
 #[derive(Default)]
 struct Seen {
@@ -102,7 +110,12 @@ fn examine(
     let to: Vec<String> = rcpt_users(n, rcpts, users)
         .map(|u| user_name(pattern, u))
         .collect();
-    let expected = g.build(n, &to);
+    // The sender depends on which connection sent it (an authenticated run sends as the
+    // account it logged in as): take it from the fetched From: line, compare all the rest.
+    let expected = match sent_from(ours) {
+        Some(from) => g.build_from(n, &to, from),
+        None => g.build(n, &to),
+    };
     let e = seen.by_n.entry(n).or_default();
     e.0 += 1;
     if ours != expected.as_slice() {

@@ -7,8 +7,8 @@
 //! * [`Authenticator`]: verifies passwords. Argon2 (~34 ms) never runs on a core's event loop: it
 //!   runs on a small pool of verifier threads, and a cache of verified credentials (keyed by an
 //!   HMAC of the password under a per-process random key, invalidated when the stored hash
-//!   changes) makes repeated logins cost microseconds. Failed attempts are throttled per client
-//!   IP with a growing delay.
+//!   changes) makes repeated logins cost microseconds. Failed attempts close a gate per client
+//!   address and per account for a growing delay ([`throttle`]).
 //! * [`Directory`]: answers "is this a local domain / account / alias?" for RCPT TO, synchronously
 //!   from memory. [`LocalDirectory`] implements it over the accounts snapshot plus configured
 //!   domains and aliases.
@@ -19,18 +19,20 @@
 //!
 //! Wiring: open one [`UserDb`] per process and clone it (clones share the live snapshot); build
 //! one [`Authenticator`] and one [`LocalDirectory`] from it and hand clones/`Arc`s to every
-//! core. Drivers call `Authenticator::verify(ip, user, pass).await`; on `Rejected` they must
-//! sleep `failure_delay(ip)` before sending the failure reply.
+//! core. Drivers call `Authenticator::verify(ip, user, pass).await` and answer `Throttled` and
+//! `Busy` with their protocol's temporary failure.
 
 mod directory;
+pub mod throttle;
 mod users;
 mod verifier;
 
 pub use directory::{DirectoryConfig, LocalDirectory, MAX_ALIAS_DEPTH};
+pub use throttle::ThrottleConfig;
 pub use users::{
     AccountTable, REFRESH_INTERVAL_MS, USERS_FILE, USERS_LOCK_FILE, UserDb, canonical_address,
 };
-pub use verifier::{AuthConfig, Authenticator, ThrottleConfig};
+pub use verifier::{AuthConfig, Authenticator};
 
 use std::net::IpAddr;
 
@@ -80,12 +82,26 @@ pub enum Recipient {
     Remote,
 }
 
-/// Outcome of a password check.
+/// Outcome of a login attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthOutcome {
     /// Authenticated as this canonical account address.
     Accepted(String),
+    /// Wrong password or unknown user.
     Rejected,
+    /// Too many recent failures from this address or against this account: nothing was
+    /// checked. Answer with a temporary failure.
+    Throttled,
+    /// The password checkers are saturated for this client: nothing was checked, and it is
+    /// not a failure. Answer with a temporary failure.
+    Busy,
+}
+
+impl AuthOutcome {
+    /// Not a verdict on the password: the client should try again later.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, AuthOutcome::Throttled | AuthOutcome::Busy)
+    }
 }
 
 /// Used by protocol drivers; implemented by the concrete auth service.

@@ -13,56 +13,26 @@
 //!   same parameters as real ones, so timing does not reveal which accounts exist. Unknown
 //!   users are never cached; a cache hit is only possible for a correct password, which an
 //!   attacker learning "fast answer" already knows.
-//! * Throttling: `verify` records failures/successes itself but never sleeps (it must stay
-//!   runtime-agnostic). **The protocol driver must sleep [`Authenticator::failure_delay`]
-//!   before sending the failure reply** (`-ERR` / `535`). IPv6 clients are throttled per /64
-//!   (one host usually owns the whole /64); IPv4-mapped IPv6 addresses count as IPv4.
+//! * Throttling ([`super::throttle`]): `verify` consults a gate per address and per account
+//!   before looking at the password, and records the outcome. A closed gate answers
+//!   `Throttled` without checking anything; a saturated verifier or an address with its share
+//!   of checks in flight answers `Busy`. Neither is a verdict on the password, and neither
+//!   counts as a failure. `verify` never sleeps (it stays runtime-agnostic).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use argon2::Argon2;
 use argon2::password_hash::PasswordVerifier;
 use futures_channel::oneshot;
 use sha2::{Digest, Sha256};
 
+use super::throttle::{self, Refusal, Throttle, ThrottleConfig};
 use super::users::{UserDb, canonical_address, hash_password};
 use super::{AuthError, AuthOutcome, ClientIp};
-
-/// Failure throttling policy.
-#[derive(Clone, Debug)]
-pub struct ThrottleConfig {
-    /// Failures answered without delay.
-    pub free_failures: u32,
-    /// Delay after the first non-free failure; doubles with each further failure.
-    pub base_delay: Duration,
-    /// Upper bound of the delay.
-    pub max_delay: Duration,
-    /// An IP's record is forgotten after this long without a failure.
-    pub expiry: Duration,
-    /// Maximum number of IPs tracked (oldest evicted first).
-    pub max_entries: usize,
-    /// Password hashes one client IP may have queued or running at once. Beyond it, a
-    /// login that misses the credential cache is refused without hashing: many parallel
-    /// connections from one address must not keep every verifier thread busy.
-    pub max_pending_per_ip: u32,
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        ThrottleConfig {
-            free_failures: 2,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(15),
-            expiry: Duration::from_secs(15 * 60),
-            max_entries: 100_000,
-            max_pending_per_ip: 4,
-        }
-    }
-}
 
 /// Configuration of the [`Authenticator`].
 #[derive(Clone, Debug)]
@@ -126,114 +96,6 @@ impl Cache {
     }
 }
 
-struct ThrottleEntry {
-    failures: u32,
-    last_failure: Instant,
-}
-
-struct Throttle {
-    config: ThrottleConfig,
-    map: HashMap<IpAddr, ThrottleEntry>,
-    /// Hashes queued or running, per throttling key.
-    pending: HashMap<IpAddr, u32>,
-}
-
-impl Throttle {
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let mut seg = v6.segments();
-                    seg[4..].fill(0);
-                    IpAddr::V6(seg.into())
-                }
-            },
-        }
-    }
-
-    fn failures(&mut self, ip: IpAddr, now: Instant) -> u32 {
-        let key = Self::key(ip);
-        match self.map.get(&key) {
-            Some(e) if now.duration_since(e.last_failure) < self.config.expiry => e.failures,
-            Some(_) => {
-                self.map.remove(&key);
-                0
-            }
-            None => 0,
-        }
-    }
-
-    fn delay_for(&self, failures: u32) -> Duration {
-        let c = &self.config;
-        if failures <= c.free_failures {
-            return Duration::ZERO;
-        }
-        let doublings = (failures - c.free_failures - 1).min(32);
-        c.base_delay
-            .checked_mul(1u32 << doublings.min(31))
-            .unwrap_or(c.max_delay)
-            .min(c.max_delay)
-    }
-
-    fn record_failure(&mut self, ip: IpAddr, now: Instant) {
-        let failures = self.failures(ip, now);
-        let key = Self::key(ip);
-        if !self.map.contains_key(&key) && self.map.len() >= self.config.max_entries {
-            self.evict(now);
-        }
-        if self.config.max_entries == 0 {
-            return;
-        }
-        self.map.insert(
-            key,
-            ThrottleEntry {
-                failures: failures.saturating_add(1),
-                last_failure: now,
-            },
-        );
-    }
-
-    /// Takes one of `ip`'s pending-hash slots, if it has one left.
-    fn begin_hash(&mut self, ip: IpAddr) -> bool {
-        let key = Self::key(ip);
-        if self.pending.get(&key).copied().unwrap_or(0) >= self.config.max_pending_per_ip {
-            return false;
-        }
-        *self.pending.entry(key).or_insert(0) += 1;
-        true
-    }
-
-    fn end_hash(&mut self, ip: IpAddr) {
-        let key = Self::key(ip);
-        if let Some(n) = self.pending.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.pending.remove(&key);
-            }
-        }
-    }
-
-    /// Drops expired entries, then if still full the oldest tenth (amortizes the O(n) pass).
-    fn evict(&mut self, now: Instant) {
-        let expiry = self.config.expiry;
-        self.map
-            .retain(|_, e| now.duration_since(e.last_failure) < expiry);
-        if self.map.len() < self.config.max_entries {
-            return;
-        }
-        let drop_n = (self.config.max_entries / 10).max(1);
-        let mut times: Vec<Instant> = self.map.values().map(|e| e.last_failure).collect();
-        if drop_n >= times.len() {
-            self.map.clear();
-            return;
-        }
-        let cut = *times.select_nth_unstable(drop_n - 1).1;
-        self.map.retain(|_, e| e.last_failure > cut);
-    }
-}
-
 /// One of a client IP's pending-hash slots; given back on drop, even if the waiting future
 /// is cancelled.
 struct PendingHash<'a> {
@@ -244,7 +106,7 @@ struct PendingHash<'a> {
 impl<'a> PendingHash<'a> {
     fn take(inner: &'a Inner, ip: IpAddr) -> Option<Self> {
         let mut t = inner.throttle.lock().unwrap_or_else(|e| e.into_inner());
-        t.begin_hash(ip).then(|| PendingHash { inner, ip })
+        t.begin_check(ip).then(|| PendingHash { inner, ip })
     }
 }
 
@@ -255,7 +117,45 @@ impl Drop for PendingHash<'_> {
             .throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        t.end_hash(self.ip);
+        t.end_check(self.ip);
+    }
+}
+
+/// A check the throttle admitted: its verdict is recorded and its place given back under one
+/// lock, so no other check is admitted in between; given back on drop if it never finished
+/// (a cancelled login).
+struct AdmittedCheck<'a> {
+    inner: &'a Inner,
+    check: Option<throttle::Check>,
+}
+
+impl AdmittedCheck<'_> {
+    fn finish(mut self, outcome: &AuthOutcome) {
+        let Some(check) = self.check.take() else {
+            return;
+        };
+        let mut t = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            AuthOutcome::Accepted(_) => t.succeeded(check, Instant::now()),
+            AuthOutcome::Rejected => t.failed(check, Instant::now()),
+            AuthOutcome::Throttled | AuthOutcome::Busy => t.abandoned(check),
+        }
+    }
+}
+
+impl Drop for AdmittedCheck<'_> {
+    fn drop(&mut self) {
+        if let Some(check) = self.check.take() {
+            self.inner
+                .throttle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .abandoned(check);
+        }
     }
 }
 
@@ -338,11 +238,7 @@ impl Authenticator {
                     next_seq: 0,
                     capacity: config.cache_capacity,
                 }),
-                throttle: Mutex::new(Throttle {
-                    config: config.throttle,
-                    map: HashMap::new(),
-                    pending: HashMap::new(),
-                }),
+                throttle: Mutex::new(Throttle::new(config.throttle)),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
             }),
@@ -354,15 +250,28 @@ impl Authenticator {
         &self.inner.users
     }
 
-    /// Checks `username` (any case) / `password`. Never sleeps; records the outcome for
-    /// throttling, so on `Rejected` the caller must sleep [`Self::failure_delay`] before
-    /// replying.
+    /// Checks `username` (any case) / `password`, unless a throttling gate for this address
+    /// or this account is closed (`Throttled`: nothing was checked) or this address already
+    /// has its share of checks in flight or the verifiers are saturated (`Busy`). Records the
+    /// outcome for throttling. Never sleeps: a caller that wants to wait out `Busy` retries.
     pub async fn verify(&self, ip: ClientIp, username: &str, password: &str) -> AuthOutcome {
+        let account = throttle::account_key(username);
+        let admitted = self
+            .inner
+            .throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(ip, &account, Instant::now());
+        let check = match admitted {
+            Ok(check) => AdmittedCheck {
+                inner: &self.inner,
+                check: Some(check),
+            },
+            Err(Refusal::Closed(_)) => return AuthOutcome::Throttled,
+            Err(Refusal::Wait) => return AuthOutcome::Busy,
+        };
         let outcome = self.check(ip, username, password).await;
-        match outcome {
-            AuthOutcome::Accepted(_) => self.record_success(ip),
-            AuthOutcome::Rejected => self.record_failure(ip),
-        }
+        check.finish(&outcome);
         outcome
     }
 
@@ -390,11 +299,8 @@ impl Authenticator {
             }
             _ => None,
         };
-        inner.misses.fetch_add(1, Ordering::Relaxed);
-
         let Some(_slot) = PendingHash::take(inner, ip) else {
-            tracing::warn!(%ip, "too many password checks in flight from one address; refused");
-            return AuthOutcome::Rejected;
+            return AuthOutcome::Busy;
         };
         let (reply, result) = oneshot::channel();
         let job = Job {
@@ -403,14 +309,16 @@ impl Authenticator {
             reply,
         };
         match inner.jobs.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => {
+                inner.misses.fetch_add(1, Ordering::Relaxed);
+            }
             Err(crossbeam_channel::TrySendError::Full(_)) => {
-                tracing::warn!("password verifier queue full; attempt rejected");
-                return AuthOutcome::Rejected;
+                tracing::warn!("password verifier queue full");
+                return AuthOutcome::Busy;
             }
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
                 tracing::error!("password verifier threads are gone");
-                return AuthOutcome::Rejected;
+                return AuthOutcome::Busy;
             }
         }
         let ok = result.await.unwrap_or(false);
@@ -427,38 +335,13 @@ impl Authenticator {
         }
     }
 
-    /// How long the driver must wait before answering a failed attempt from `ip`
-    /// (0 for the first `free_failures`, then `base_delay` doubling up to `max_delay`).
-    pub fn failure_delay(&self, ip: ClientIp) -> Duration {
-        let mut t = self
-            .inner
-            .throttle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let n = t.failures(ip, Instant::now());
-        t.delay_for(n)
-    }
-
-    /// Counts a failed attempt from `ip` (done by [`Self::verify`]; for other failures, e.g.
-    /// a malformed AUTH exchange, drivers may call it directly).
-    pub fn record_failure(&self, ip: ClientIp) {
+    /// Recent failed logins from `ip` (its address gate), for logs and tests.
+    pub fn failures(&self, ip: ClientIp) -> u32 {
         self.inner
             .throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record_failure(ip, Instant::now());
-    }
-
-    /// Forgets the failures of `ip` (done by [`Self::verify`] on success).
-    pub fn record_success(&self, ip: ClientIp) {
-        let mut t = self
-            .inner
-            .throttle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !t.map.is_empty() {
-            t.map.remove(&Throttle::key(ip));
-        }
+            .client_failures(ip, Instant::now())
     }
 
     /// (cache hits, cache misses) since start. Every verification that ran argon2 is a miss.
@@ -498,7 +381,8 @@ fn ct_eq(a: &Mac, b: &Mac) -> bool {
 mod tests {
     use super::*;
     use crate::auth::users::test_params;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -517,32 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_hashes_per_ip_are_capped() {
-        let mut t = Throttle {
-            config: ThrottleConfig {
-                max_pending_per_ip: 2,
-                ..Default::default()
-            },
-            map: HashMap::new(),
-            pending: HashMap::new(),
-        };
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(t.begin_hash(a) && t.begin_hash(a));
-        assert!(
-            !t.begin_hash(a),
-            "a third concurrent hash from one IP is refused"
-        );
-        assert!(t.begin_hash(b), "other addresses are not affected");
-        t.end_hash(a);
-        assert!(t.begin_hash(a));
-        t.end_hash(a);
-        t.end_hash(a);
-        t.end_hash(b);
-        assert!(t.pending.is_empty(), "slots are given back");
-
-        // Through the authenticator: with no slot, a cache miss is refused without hashing;
-        // a cached credential still works.
+    fn busy_is_not_a_failure_and_cached_credentials_need_no_slot() {
         let (_dir, _users, auth) = setup(AuthConfig::default());
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let ok = block_on(auth.verify(ip, "alice@example.com", "correct horse"));
@@ -551,23 +410,63 @@ mod tests {
             .throttle
             .lock()
             .unwrap()
-            .config
+            .config_mut()
             .max_pending_per_ip = 0;
         let (_, misses) = auth.cache_stats();
-        assert_eq!(
-            block_on(auth.verify(ip, "alice@example.com", "wrong")),
-            AuthOutcome::Rejected
-        );
+        // No slot: a miss is not checked, not counted as a failure.
+        for _ in 0..5 {
+            assert_eq!(
+                block_on(auth.verify(ip, "alice@example.com", "wrong")),
+                AuthOutcome::Busy
+            );
+        }
+        assert_eq!(auth.failures(ip), 0);
+        // The cache answers without a slot.
         assert_eq!(
             block_on(auth.verify(ip, "alice@example.com", "correct horse")),
             ok
         );
-        assert_eq!(
-            auth.cache_stats().1,
-            misses + 1,
-            "only the refused miss was counted"
-        );
-        assert!(auth.inner.throttle.lock().unwrap().pending.is_empty());
+        assert_eq!(auth.cache_stats().1, misses, "no hash ran: no miss counted");
+        assert!(auth.inner.throttle.lock().unwrap().pending_is_empty());
+    }
+
+    #[test]
+    fn a_closed_gate_checks_nothing_not_even_the_cache() {
+        let (_d, _users, auth) = setup(AuthConfig {
+            throttle: ThrottleConfig {
+                max_delay: Duration::from_secs(60),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        block_on(async {
+            // Cached, so a right guess would otherwise be answered at once.
+            assert!(matches!(
+                auth.verify(IP, "alice@example.com", "correct horse").await,
+                AuthOutcome::Accepted(_)
+            ));
+            for _ in 0..3 {
+                assert_eq!(
+                    auth.verify(IP, "nobody@example.com", "x").await,
+                    AuthOutcome::Rejected
+                );
+            }
+            let (hits, misses) = auth.cache_stats();
+            // The address's gate is closed: even the right password is not looked at.
+            assert_eq!(
+                auth.verify(IP, "alice@example.com", "correct horse").await,
+                AuthOutcome::Throttled
+            );
+            assert_eq!(auth.cache_stats(), (hits, misses), "nothing was checked");
+            // Another address is not affected.
+            let other: IpAddr = "198.51.100.7".parse().unwrap();
+            assert!(matches!(
+                auth.verify(other, "alice@example.com", "correct horse")
+                    .await,
+                AuthOutcome::Accepted(_)
+            ));
+        });
+        assert_eq!(auth.failures(IP), 3);
     }
 
     #[test]
@@ -594,7 +493,15 @@ mod tests {
 
     #[test]
     fn accept_reject_cache_and_invalidation() {
-        let (_d, users, auth) = setup(AuthConfig::default());
+        // Throttling is tested on its own; here every attempt is checked.
+        let (_d, users, auth) = setup(AuthConfig {
+            throttle: ThrottleConfig {
+                free_failures: 100,
+                account_free_failures: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
         block_on(async {
             assert_eq!(
                 auth.verify(IP, "alice@example.com", "correct horse").await,
@@ -659,87 +566,26 @@ mod tests {
                 let auth = auth.clone();
                 std::thread::spawn(move || {
                     let pw = if i % 2 == 0 { "correct horse" } else { "nope" };
-                    block_on(auth.verify(IP, "alice@example.com", pw))
+                    // One address gets two checks at once (its free failures); the others
+                    // are told to wait, as `Core::authenticate` does.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    loop {
+                        match block_on(auth.verify(IP, "alice@example.com", pw)) {
+                            AuthOutcome::Busy if std::time::Instant::now() < deadline => {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            outcome => break outcome,
+                        }
+                    }
                 })
             })
             .collect();
         let accepted = handles
             .into_iter()
             .map(|h| h.join().unwrap())
-            .filter(|o| *o != AuthOutcome::Rejected)
+            .filter(|o| matches!(o, AuthOutcome::Accepted(_)))
             .count();
         assert_eq!(accepted, 2);
-    }
-
-    #[test]
-    fn throttle_grows_caps_and_resets() {
-        let (_d, _users, auth) = setup(AuthConfig {
-            throttle: ThrottleConfig {
-                max_delay: Duration::from_secs(5),
-                ..Default::default()
-            },
-            ..Default::default()
-        });
-        let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
-        let expect = [0, 0, 1, 2, 4, 5, 5];
-        let mut seen = Vec::new();
-        for _ in expect {
-            auth.record_failure(IP);
-            seen.push(auth.failure_delay(IP).as_secs());
-        }
-        assert_eq!(seen, expect);
-        assert_eq!(auth.failure_delay(other), Duration::ZERO);
-        // A successful login resets.
-        block_on(async {
-            assert_eq!(
-                auth.verify(IP, "alice@example.com", "correct horse").await,
-                AuthOutcome::Accepted("alice@example.com".into())
-            );
-            assert_eq!(auth.failure_delay(IP), Duration::ZERO);
-            // verify records failures itself.
-            for _ in 0..3 {
-                assert_eq!(
-                    auth.verify(IP, "alice@example.com", "bad").await,
-                    AuthOutcome::Rejected
-                );
-            }
-        });
-        assert_eq!(auth.failure_delay(IP), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn throttle_keys_expiry_and_bound() {
-        let mut t = Throttle {
-            config: ThrottleConfig {
-                expiry: Duration::from_secs(60),
-                max_entries: 10,
-                ..Default::default()
-            },
-            map: HashMap::new(),
-            pending: HashMap::new(),
-        };
-        let now = Instant::now();
-        // IPv6 per /64, mapped IPv4 as IPv4.
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        t.record_failure(a, now);
-        t.record_failure(b, now);
-        assert_eq!(t.failures(a, now), 2);
-        let v4: IpAddr = "203.0.113.5".parse().unwrap();
-        let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 5).to_ipv6_mapped());
-        t.record_failure(mapped, now);
-        assert_eq!(t.failures(v4, now), 1);
-        // Expiry.
-        assert_eq!(t.failures(a, now + Duration::from_secs(61)), 0);
-        // Bound.
-        for i in 0..100u32 {
-            let ip = IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64));
-            t.record_failure(ip, now + Duration::from_millis(u64::from(i)));
-            assert!(t.map.len() <= 10);
-        }
-        // The newest survives.
-        let newest = IpAddr::V6(Ipv6Addr::from(99u128 << 64));
-        assert_eq!(t.failures(newest, now + Duration::from_secs(1)), 1);
     }
 
     #[test]

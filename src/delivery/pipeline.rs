@@ -35,17 +35,26 @@ pub enum DeliveryError {
     ShuttingDown,
     /// Larger than the store takes.
     TooLarge,
+    /// The From: header names a local address the authenticated account does not own.
+    SenderNotOwned,
 }
+
+/// What a client is told about a store failure; the failure itself (paths, errno) is logged.
+const STORE_FAILURE: &str = "Temporary local problem, try again later";
 
 impl From<StoreError> for DeliveryError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            e if e.is_out_of_space() => {
+                tracing::warn!(error = %e, "delivery: store out of space");
                 DeliveryError::InsufficientStorage
             }
             StoreError::Closed => DeliveryError::ShuttingDown,
             StoreError::NotAllowed("message too large") => DeliveryError::TooLarge,
-            other => DeliveryError::Temporary(other.to_string()),
+            other => {
+                tracing::warn!(error = %other, "delivery: store failure");
+                DeliveryError::Temporary(STORE_FAILURE.into())
+            }
         }
     }
 }
@@ -84,6 +93,8 @@ pub struct Pipeline<S, G = NoSigner> {
     signer: G,
     /// This host's name, for reports.
     hostname: String,
+    /// Set when authenticated clients may only use their own local addresses in From:.
+    sender_check: Option<std::sync::Arc<dyn crate::auth::Directory>>,
 }
 
 impl<S: MailStore + QueueStore, G: Signer> Pipeline<S, G> {
@@ -92,7 +103,36 @@ impl<S: MailStore + QueueStore, G: Signer> Pipeline<S, G> {
             store,
             signer,
             hostname,
+            sender_check: None,
         }
+    }
+
+    /// Enforces that an authenticated client's From: address, when it is in a local domain,
+    /// belongs to its account.
+    pub fn with_sender_check(
+        mut self,
+        directory: std::sync::Arc<dyn crate::auth::Directory>,
+    ) -> Self {
+        self.sender_check = Some(directory);
+        self
+    }
+
+    /// Stage 0: an authenticated client may not put someone else's local address in From:.
+    fn check_from_header(&self, envelope: &Envelope, message: &[u8]) -> Result<(), DeliveryError> {
+        let (Some(directory), Some(account)) = (&self.sender_check, &envelope.authenticated_as)
+        else {
+            return Ok(());
+        };
+        let Some(from) = crate::dkim::from_address(message) else {
+            return Ok(());
+        };
+        let domain = super::router::domain_of(&from);
+        if directory.is_local_domain(&domain)
+            && !super::router::sender_allowed(directory.as_ref(), &from, account)
+        {
+            return Err(DeliveryError::SenderNotOwned);
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &S {
@@ -107,6 +147,7 @@ impl<S: MailStore + QueueStore, G: Signer> Pipeline<S, G> {
         message: Bytes,
         queue_shard: usize,
     ) -> Result<(), DeliveryError> {
+        self.check_from_header(envelope, &message)?;
         let now = unix_now() as i64;
         let appends: Vec<NewMessage> = envelope
             .local_accounts()
@@ -240,5 +281,32 @@ pub fn report_message(report: &dsn::Report<'_>, now: i64) -> NewQueuedMessage {
         },
         recipients: vec![QueuedRecipient::new(report.to)],
         bytes: Bytes::from(bytes).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_keep_their_details_out_of_the_reply() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = StoreError::Io(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(DeliveryError::from(e), DeliveryError::InsufficientStorage);
+        }
+        let e = StoreError::Io(std::io::Error::other("/srv/mail/shard-0/seg-7.log: EIO"));
+        assert_eq!(
+            DeliveryError::from(e),
+            DeliveryError::Temporary(STORE_FAILURE.into())
+        );
+        let e = StoreError::Corrupt("segment 3: bad crc".into());
+        assert_eq!(
+            DeliveryError::from(e),
+            DeliveryError::Temporary(STORE_FAILURE.into())
+        );
+        assert_eq!(
+            DeliveryError::from(StoreError::Closed),
+            DeliveryError::ShuttingDown
+        );
     }
 }

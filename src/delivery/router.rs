@@ -31,6 +31,19 @@ pub fn route(
     }
 }
 
+/// May `account` send as `address` (MAIL FROM, or the From: header)? The null sender is
+/// anyone's (reports, auto-replies); otherwise the address must lead to the account: itself, a
+/// `+tag` form of it, or an alias that expands to it.
+pub fn sender_allowed(directory: &dyn Directory, address: &str, account: &str) -> bool {
+    if address.is_empty() {
+        return true;
+    }
+    match directory.resolve(address) {
+        Recipient::Local(accounts) => accounts.iter().any(|a| a.eq_ignore_ascii_case(account)),
+        _ => false,
+    }
+}
+
 /// The domain part of an address, lowercased, without a trailing dot.
 pub fn domain_of(address: &str) -> String {
     address
@@ -142,6 +155,31 @@ mod tests {
                 domain: "[192.0.2.1]".into()
             })
         );
+    }
+
+    #[test]
+    fn senders_belong_to_their_account() {
+        assert!(sender_allowed(
+            &Dir,
+            "alice@example.org",
+            "alice@example.org"
+        ));
+        assert!(sender_allowed(&Dir, "", "alice@example.org"));
+        assert!(!sender_allowed(
+            &Dir,
+            "alice@example.org",
+            "bob@example.org"
+        ));
+        assert!(!sender_allowed(
+            &Dir,
+            "nobody@example.org",
+            "alice@example.org"
+        ));
+        assert!(!sender_allowed(
+            &Dir,
+            "alice@elsewhere.test",
+            "alice@example.org"
+        ));
     }
 
     #[test]

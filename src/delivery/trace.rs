@@ -110,6 +110,8 @@ pub struct TraceInfo<'a> {
     pub id: &'a str,
     /// The recipient, only when the transaction has exactly one.
     pub single_recipient: Option<&'a str>,
+    /// The account the client authenticated as.
+    pub authenticated: Option<&'a str>,
     pub unix_seconds: u64,
 }
 
@@ -133,6 +135,9 @@ pub fn write_received(out: &mut Vec<u8>, t: &TraceInfo<'_>) {
         t.protocol,
         t.id
     );
+    if let Some(account) = t.authenticated {
+        let _ = write!(s, "\r\n\t(Authenticated sender: {account})");
+    }
     match t.single_recipient {
         Some(rcpt) => {
             let _ = write!(s, "\r\n\tfor <{rcpt}>; ");
@@ -192,6 +197,7 @@ mod tests {
             protocol: "ESMTPS",
             id: "ABC",
             single_recipient: Some("bob@example.org"),
+            authenticated: None,
             unix_seconds: 1_700_000_000,
         };
         write_received(&mut out, &t);

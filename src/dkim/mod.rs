@@ -27,7 +27,7 @@ mod signer;
 mod tests;
 
 pub use key::{DkimKey, DkimKeys, generate, key_dir, txt_record, txt_record_value};
-pub use sign::{SIGNED_HEADERS, from_domain, sign};
+pub use sign::{SIGNED_HEADERS, from_address, from_domain, sign};
 pub use signer::DkimSigner;
 
 /// The signature algorithm of a key.

@@ -88,6 +88,13 @@ pub fn sign(key: &DkimKey, message: &[u8]) -> Result<Vec<u8>, DkimError> {
 /// the domain a DKIM signature must carry to align for DMARC. None without a From field, an
 /// address, or a valid domain name in it.
 pub fn from_domain(message: &[u8]) -> Option<String> {
+    let address = from_address(message)?;
+    let (_, domain) = address.rsplit_once('@')?;
+    normalize_domain(domain)
+}
+
+/// The address of the first From: header field (as written; see [`from_domain`]).
+pub fn from_address(message: &[u8]) -> Option<String> {
     // Found by the same splitter `sign` uses, so both agree on which field is "the From".
     let (_, value) = header_fields(message).find(|(name, _)| name.eq_ignore_ascii_case(b"From"))?;
     // That one field alone goes through mail-parser's RFC 5322 address parser (display names,
@@ -100,9 +107,7 @@ pub fn from_domain(message: &[u8]) -> Option<String> {
     }
     field.extend_from_slice(b"\r\n");
     let parsed = MessageParser::new().parse_headers(&field)?;
-    let address = parsed.from()?.first()?.address()?;
-    let (_, domain) = address.rsplit_once('@')?;
-    normalize_domain(domain)
+    Some(parsed.from()?.first()?.address()?.to_string())
 }
 
 /// The header fields of `message` as (name, value) — value unparsed, folding and line end

@@ -7,9 +7,10 @@
 
 use mail_parser::{Address, MessageParser};
 
-use super::codec::{base64_encode, write_nstring, write_string};
+use super::codec::{write_nstring, write_string};
 use super::mime::{self, HeaderInfo, MimePart, PartKind};
 use crate::imap_w;
+use crate::net::sasl::encode_base64;
 
 /// Write the ENVELOPE of a message (or encapsulated message) given its header block.
 pub fn write_envelope(out: &mut Vec<u8>, header: &[u8]) {
@@ -58,7 +59,9 @@ fn write_addresses(out: &mut Vec<u8>, a: Option<&Address>) {
                     out.extend_from_slice(b"(NIL NIL ");
                     write_string(out, name.as_bytes());
                     out.extend_from_slice(b" NIL)");
-                    for addr in &g.addresses {
+                    // mail-parser keeps a lone comment in a group (`g: (note) ;`) as an entry
+                    // without an address: it is not a member (RFC 5322 §3.4, CFWS).
+                    for addr in g.addresses.iter().filter(|a| a.address.is_some()) {
                         write_address(out, addr.name.as_deref(), addr.address.as_deref());
                     }
                     out.extend_from_slice(b"(NIL NIL NIL NIL)");
@@ -84,11 +87,22 @@ fn write_address(out: &mut Vec<u8>, name: Option<&str>, address: Option<&str>) {
         Some(n) if n.is_ascii() => write_string(out, n.as_bytes()),
         Some(n) => write_string(
             out,
-            format!("=?utf-8?b?{}?=", base64_encode(n.as_bytes())).as_bytes(),
+            format!("=?utf-8?b?{}?=", encode_base64(n.as_bytes())).as_bytes(),
         ),
         None => out.extend_from_slice(b"NIL"),
     }
-    out.extend_from_slice(b" NIL ");
+    // An obsolete source route (`<@relay1,@relay2:user@domain>`, RFC 5322 §4.4) goes in the
+    // adl field; the mailbox and host come from what follows the colon.
+    let (adl, address) = match address {
+        Some(a) if a.starts_with('@') => match a.split_once(':') {
+            Some((route, rest)) => (Some(route), Some(rest)),
+            None => (None, Some(a)),
+        },
+        other => (None, other),
+    };
+    out.push(b' ');
+    write_nstring(out, adl.map(str::as_bytes));
+    out.push(b' ');
     match address {
         Some(a) => match a.rfind('@') {
             Some(at) => {
@@ -348,6 +362,26 @@ x\r\n";
         let bs = s(&r.bodystructure);
         assert!(bs.contains("(\"ATTACHMENT\" (\"FILENAME\" {"), "{bs}");
         assert!(bs.contains("(\"en\" \"fr\")"), "{bs}");
+    }
+
+    #[test]
+    fn group_comments_and_source_routes() {
+        let raw = "From: <@relay.example,@hop.example:joe@example.org>\r\n\
+To: group1: a@x.org;, group2: (foo) ;, Name (comment) <b@y.org>\r\n\
+Cc: <@route.example:c@z.org>, \"Quoted\" <d@w.org>\r\n\
+\r\n\
+x\r\n";
+        let r = RenderedStructure::render(raw.as_bytes());
+        let env = s(&r.envelope);
+        let from = "((NIL \"@relay.example,@hop.example\" \"joe\" \"example.org\"))";
+        let to = "((NIL NIL \"group1\" NIL)(NIL NIL \"a\" \"x.org\")(NIL NIL NIL NIL)\
+(NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)\
+(\"Name (comment)\" NIL \"b\" \"y.org\"))";
+        let cc = "((NIL \"@route.example\" \"c\" \"z.org\")(\"Quoted\" NIL \"d\" \"w.org\"))";
+        assert_eq!(
+            env,
+            format!("(NIL NIL {from} {from} {from} {to} {cc} NIL NIL NIL)")
+        );
     }
 
     #[test]

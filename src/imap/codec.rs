@@ -118,6 +118,11 @@ impl CommandReader {
         self.state = ReadState::Line;
     }
 
+    /// Change the line limit (smaller before authentication).
+    pub fn set_max_line(&mut self, max_line: usize) {
+        self.max_line = max_line;
+    }
+
     /// Change the literal limit (smaller before authentication).
     pub fn set_max_literal(&mut self, max_literal: u32) {
         self.max_literal = max_literal;
@@ -287,12 +292,16 @@ pub struct SearchReturn {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// SEARCHRES (RFC 5182): keep the result for `$`.
+    pub save: bool,
+    /// RFC 5267 §4.4 / RFC 9394.
+    pub partial: Option<super::esearch::PartialRange>,
 }
 
 impl SearchReturn {
-    /// `RETURN ()` means `RETURN (ALL)`.
+    /// No result item requested (`RETURN ()` means `RETURN (ALL)`; SAVE is not an item).
     pub fn is_empty(&self) -> bool {
-        !(self.min || self.max || self.all || self.count)
+        !(self.min || self.max || self.all || self.count || self.partial.is_some())
     }
 }
 
@@ -308,6 +317,9 @@ pub struct ListOptions {
     pub return_special_use: bool,
     /// STATUS item names (upper case) requested with `RETURN (STATUS (...))`.
     pub return_status: Option<Vec<String>>,
+    /// Several patterns, `LIST "" (a b)` (RFC 5258 §3): they replace the one imap-codec
+    /// parsed (a placeholder). Raw as the client wrote them (quotes removed).
+    pub patterns: Option<Vec<String>>,
 }
 
 /// One further message of a MULTIAPPEND (RFC 3502).
@@ -413,20 +425,7 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
     if upper_starts(verb, b"SEARCH RETURN ") {
         let opts_at = verb_at + b"SEARCH RETURN ".len();
         let (words, end) = paren_words(cmd, opts_at)?;
-        let mut r = SearchReturn::default();
-        for w in words {
-            match w.to_ascii_uppercase().as_str() {
-                "MIN" => r.min = true,
-                "MAX" => r.max = true,
-                "ALL" => r.all = true,
-                "COUNT" => r.count = true,
-                other => return Err(format!("Unknown RETURN option {other}")),
-            }
-        }
-        if r.is_empty() {
-            r.all = true;
-        }
-        extras.search_return = Some(r);
+        extras.search_return = Some(super::esearch::parse_return_options(&words)?);
         let mut out = cmd[..verb_at + b"SEARCH".len()].to_vec();
         out.extend_from_slice(&cmd[end..]);
         return Ok((out.into(), extras));
@@ -451,6 +450,29 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
             if cmd.get(at) == Some(&b' ') {
                 at += 1;
             }
+            // RFC 5258 §3.1: RECURSIVEMATCH alone (or with REMOTE) is a syntax error.
+            if opts.recursive_match && !opts.select_subscribed && !opts.select_special_use {
+                return Err("RECURSIVEMATCH needs another selection option".into());
+            }
+        }
+        // Several patterns after the reference: `"ref" (pat1 "pat 2")`.
+        let reference_end = token_end(cmd, at);
+        if cmd.get(reference_end) == Some(&b' ') && cmd.get(reference_end + 1) == Some(&b'(') {
+            let (patterns, end) = pattern_list(cmd, reference_end + 1)?;
+            opts.extended = true;
+            opts.patterns = Some(patterns);
+            let mut rewritten = cmd[..reference_end].to_vec();
+            rewritten.extend_from_slice(b" \"\"");
+            rewritten.extend_from_slice(&cmd[end..]);
+            let (rest, mut extras) = extract_extras(&rewritten)?;
+            let rest = rest.into_owned();
+            let list = extras.list.get_or_insert_with(ListOptions::default);
+            list.extended = true;
+            list.patterns = opts.patterns.take();
+            list.select_subscribed |= opts.select_subscribed;
+            list.select_special_use |= opts.select_special_use;
+            list.recursive_match |= opts.recursive_match;
+            return Ok((rest.into(), extras));
         }
         // RETURN clause at the end: find the last " RETURN (" outside quotes.
         let body = &cmd[at..];
@@ -475,6 +497,67 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
         }
     }
     Ok((cmd.into(), extras))
+}
+
+/// The index just after a quoted string or atom starting at `at`.
+fn token_end(cmd: &[u8], at: usize) -> usize {
+    if cmd.get(at) != Some(&b'"') {
+        return cmd[at..]
+            .iter()
+            .position(|&b| matches!(b, b' ' | b'\r' | b'\n' | b'('))
+            .map_or(cmd.len(), |p| at + p);
+    }
+    let mut i = at + 1;
+    while let Some(&b) = cmd.get(i) {
+        match b {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    cmd.len()
+}
+
+/// `(pattern SP pattern ...)` of quoted strings or atoms (no literals); returns the patterns
+/// and the index after `)`.
+fn pattern_list(cmd: &[u8], at: usize) -> Result<(Vec<String>, usize), String> {
+    let mut patterns = Vec::new();
+    let mut i = at + 1;
+    loop {
+        match cmd.get(i) {
+            Some(b' ') => i += 1,
+            Some(b')') if !patterns.is_empty() => return Ok((patterns, i + 1)),
+            Some(b')') => return Err("Empty pattern list".into()),
+            Some(b'{') | Some(b'(') | Some(b'\r') | Some(b'\n') | None => {
+                return Err("Bad pattern list".into());
+            }
+            Some(b'"') => {
+                let end = token_end(cmd, i);
+                if cmd.get(end - 1) != Some(&b'"') || end - i < 2 {
+                    return Err("Unterminated quoted pattern".into());
+                }
+                let mut text = Vec::new();
+                let mut j = i + 1;
+                while j < end - 1 {
+                    if cmd[j] == b'\\' {
+                        j += 1;
+                    }
+                    text.push(cmd[j]);
+                    j += 1;
+                }
+                patterns.push(String::from_utf8_lossy(&text).into_owned());
+                i = end;
+            }
+            Some(_) => {
+                let end = cmd[i..]
+                    .iter()
+                    .position(|&b| matches!(b, b' ' | b')' | b'\r' | b'\n'))
+                    .map_or(cmd.len(), |p| i + p);
+                patterns.push(String::from_utf8_lossy(&cmd[i..end]).into_owned());
+                i = end;
+            }
+        }
+    }
 }
 
 fn find_return(s: &[u8]) -> Option<usize> {
@@ -544,7 +627,7 @@ fn parse_list_return(cmd: &[u8], at: usize, opts: &mut ListOptions) -> Result<()
 
 /// Parse `(word word ...)` starting at `at` (which must be `(`); returns the words and the
 /// index just after `)`.
-fn paren_words(cmd: &[u8], at: usize) -> Result<(Vec<String>, usize), String> {
+pub(crate) fn paren_words(cmd: &[u8], at: usize) -> Result<(Vec<String>, usize), String> {
     if cmd.get(at) != Some(&b'(') {
         return Err("Expected (".into());
     }
@@ -694,7 +777,17 @@ pub fn days_from_iso(s: &str) -> Option<i64> {
 const B64_IMAP: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
 /// Decode modified UTF-7; None if the input is not valid modified UTF-7.
+///
+/// Valid means canonical: exactly what [`mutf7_encode`] makes of the decoded name. That
+/// refuses 8-bit and control characters, unterminated shifts, printable ASCII inside a shift,
+/// two shifts in a row, odd or non-zero padding bits and unpaired surrogates — each of which
+/// would otherwise store a name that LIST shows differently from how the client wrote it.
 pub fn mutf7_decode(s: &str) -> Option<String> {
+    let decoded = mutf7_decode_lenient(s)?;
+    (mutf7_encode(&decoded) == s).then_some(decoded)
+}
+
+fn mutf7_decode_lenient(s: &str) -> Option<String> {
     if !s.contains('&') {
         return Some(s.to_string());
     }
@@ -775,33 +868,11 @@ pub fn mutf7_encode(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Base64 (SASL).
+// Content-Transfer-Encoding decoders (BINARY fetch). SASL base64 is strict and lives in
+// `crate::net::sasl`; message bodies are decoded leniently, as RFC 2045 §6.8 asks ("all line
+// breaks or other characters not found in Table 1 must be ignored by decoding software").
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn base64_encode(input: &[u8]) -> String {
-    let mut s = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        s.push(B64[(n >> 18) as usize & 63] as char);
-        s.push(B64[(n >> 12) as usize & 63] as char);
-        s.push(if chunk.len() > 1 {
-            B64[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        s.push(if chunk.len() > 2 {
-            B64[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    s
-}
-
-/// Lenient base64 decoding: whitespace skipped, stops at `=`; None on an invalid character.
+/// Base64 body decoding: whitespace skipped, stops at `=`; None on any other invalid character.
 pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len() / 4 * 3);
     let mut acc = 0u32;
@@ -827,35 +898,58 @@ pub fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Quoted-printable decoding (RFC 2045), lenient.
+/// Quoted-printable decoding (RFC 2045 §6.7). Line by line: trailing spaces and tabs are
+/// dropped (rule 3: transports may add them, so they are never data), a line then ending in
+/// `=` is a soft break (joined to the next, `=` and line break removed), `=XY` is the octet
+/// XY. A `=` not followed by two hex digits is kept as it is (§6.7 note 2 suggests it).
+/// Hard line breaks keep their form (CRLF or a bare LF).
 pub fn qp_decode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
+    let mut rest = input;
+    while !rest.is_empty() {
+        let (line, ending, next) = match memchr::memchr(b'\n', rest) {
+            Some(lf) if lf > 0 && rest[lf - 1] == b'\r' => {
+                (&rest[..lf - 1], &b"\r\n"[..], &rest[lf + 1..])
+            }
+            Some(lf) => (&rest[..lf], &b"\n"[..], &rest[lf + 1..]),
+            None => (rest, &b""[..], &b""[..]),
+        };
+        rest = next;
+        let mut end = line.len();
+        while end > 0 && matches!(line[end - 1], b' ' | b'\t') {
+            end -= 1;
+        }
+        let line = &line[..end];
+        let (content, soft_break) = match line.strip_suffix(b"=") {
+            Some(content) => (content, true),
+            None => (line, false),
+        };
+        qp_decode_line(content, &mut out);
+        if !soft_break {
+            out.extend_from_slice(ending);
+        }
+    }
+    out
+}
+
+fn qp_decode_line(line: &[u8], out: &mut Vec<u8>) {
+    let hex = |c: u8| (c as char).to_digit(16);
     let mut i = 0;
-    while i < input.len() {
-        let b = input[i];
-        if b == b'=' {
-            if input.get(i + 1) == Some(&b'\r') && input.get(i + 2) == Some(&b'\n') {
-                i += 3;
-                continue;
-            }
-            if input.get(i + 1) == Some(&b'\n') {
-                i += 2;
-                continue;
-            }
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (
-                input.get(i + 1).and_then(|&c| hex(c)),
-                input.get(i + 2).and_then(|&c| hex(c)),
-            ) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+    while i < line.len() {
+        let b = line[i];
+        if b == b'='
+            && let (Some(h), Some(l)) = (
+                line.get(i + 1).and_then(|&c| hex(c)),
+                line.get(i + 2).and_then(|&c| hex(c)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b);
         i += 1;
     }
-    out
 }
 
 #[cfg(test)]
@@ -1000,6 +1094,38 @@ mod tests {
         assert_eq!(&cmd[..], b"t LIST \"\" \"RETURN (x\"\r\n");
         assert!(ex.list.is_none());
         assert!(extract_extras(b"t LIST (BOGUS) \"\" *\r\n").is_err());
+        // RFC 5258: RECURSIVEMATCH needs a base selection option.
+        assert!(extract_extras(b"t LIST (RECURSIVEMATCH) \"\" *\r\n").is_err());
+        assert!(extract_extras(b"t LIST (REMOTE RECURSIVEMATCH) \"\" *\r\n").is_err());
+        assert!(extract_extras(b"t LIST (SUBSCRIBED RECURSIVEMATCH) \"\" *\r\n").is_ok());
+    }
+
+    #[test]
+    fn extras_list_of_patterns() {
+        let (cmd, ex) = extract_extras(
+            b"t LIST (SUBSCRIBED) \"\" (a \"b c\" \"q\\\"x\") RETURN (CHILDREN)\r\n",
+        )
+        .unwrap();
+        assert_eq!(&cmd[..], b"t LIST \"\" \"\"\r\n");
+        let o = ex.list.unwrap();
+        assert_eq!(
+            o.patterns,
+            Some(vec!["a".to_string(), "b c".to_string(), "q\"x".to_string()])
+        );
+        assert!(o.select_subscribed && o.return_children && o.extended);
+        let (cmd, ex) = extract_extras(b"t LIST ref (%)\r\n").unwrap();
+        assert_eq!(&cmd[..], b"t LIST ref \"\"\r\n");
+        assert_eq!(ex.list.unwrap().patterns, Some(vec!["%".to_string()]));
+        // Hostile: empty list, literal inside, unterminated, unbalanced.
+        for bad in [
+            &b"t LIST \"\" ()\r\n"[..],
+            b"t LIST \"\" (a {3}\r\n",
+            b"t LIST \"\" (\"a)\r\n",
+            b"t LIST \"\" (a\r\n",
+            b"t LIST \"\" ((a))\r\n",
+        ] {
+            assert!(extract_extras(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -1040,11 +1166,57 @@ mod tests {
     }
 
     #[test]
-    fn base64_roundtrip() {
-        let s = base64_encode(b"\0alice\0secret");
-        assert_eq!(s, "AGFsaWNlAHNlY3JldA==");
-        assert_eq!(base64_decode(s.as_bytes()).unwrap(), b"\0alice\0secret");
+    fn modified_utf7_must_be_canonical() {
+        for bad in [
+            "caf\u{e9}",  // 8-bit: IMAP4rev1 names are 7-bit
+            "a\tb",       // control character
+            "A&B",        // a bare '&'
+            "&AGE-",      // "a", which must be written as itself
+            "&AOk-&AOk-", // two shifts in a row: "&AOkA6Q-"
+            "&AOl-",      // non-zero padding bits
+            "&AO-",       // a partial UTF-16 unit
+            "&2D0-",      // an unpaired high surrogate
+            "&3gA-",      // an unpaired low surrogate
+            "&AOk",       // unterminated
+        ] {
+            assert_eq!(mutf7_decode(bad), None, "{bad:?}");
+        }
+        for good in [
+            "INBOX",
+            "A&-B",
+            "&AOkA6Q-",
+            "Entw&APw-rfe",
+            "&2D3eAA-",
+            "a b/c",
+        ] {
+            let decoded = mutf7_decode(good).unwrap();
+            assert_eq!(mutf7_encode(&decoded), good);
+        }
+    }
+
+    #[test]
+    fn body_base64_is_lenient_about_line_breaks() {
+        assert_eq!(
+            base64_decode(b"AGFsaWNl\r\nAHNlY3JldA==\r\n").unwrap(),
+            b"\0alice\0secret"
+        );
         assert!(base64_decode(b"a*b").is_none());
+    }
+
+    #[test]
+    fn quoted_printable_follows_rfc2045() {
         assert_eq!(qp_decode(b"Caf=E9=\r\n au"), b"Caf\xe9 au");
+        // Trailing whitespace on a line is transport padding, never data.
+        assert_eq!(qp_decode(b"one  \r\ntwo\t\r\nend \t"), b"one\r\ntwo\r\nend");
+        // `=` followed by whitespace before the line end is still a soft break.
+        assert_eq!(qp_decode(b"soft= \t\r\nbreak=  \nhere"), b"softbreakhere");
+        // Encoded whitespace survives; a bare LF keeps its form.
+        assert_eq!(qp_decode(b"keep=20\nx=09"), b"keep \nx\t");
+        // Hostile: `=` at the very end, `=` with non-hex digits, lone CR, lowercase hex.
+        assert_eq!(qp_decode(b"end="), b"end");
+        assert_eq!(qp_decode(b"a=G1=\rb=e9"), b"a=G1=\rb\xe9");
+        assert_eq!(qp_decode(b"="), b"");
+        assert_eq!(qp_decode(b"\r\n\r\n"), b"\r\n\r\n");
+        assert_eq!(qp_decode(b""), b"");
     }
 }

@@ -7,11 +7,12 @@
 //! index lock, so no connection has to migrate and no global lock is taken.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
+use super::session::State;
 use super::{ImapConfig, ImapEvent, ImapSession, Step};
 use crate::net::conn::Pusher;
 use crate::net::{Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts};
@@ -68,13 +69,30 @@ impl Pusher for MailboxPusher<'_> {
 }
 
 struct ImapDriver<'a> {
+    protocol: Protocol,
     session: ImapSession,
     peer: SocketAddr,
     core: &'a Core,
     timeouts: Timeouts,
+    /// When a connection that has not logged in is logged out.
+    prelogin_deadline: Instant,
 }
 
 impl ImapDriver<'_> {
+    /// Before login, a connection has the pre-login autologout in all, counted from accept
+    /// (RFC 9051 §5.4 only protects authenticated sessions with its 30 minutes). A deadline
+    /// rather than a per-read timeout: a client that drips a byte or a NOOP now and then
+    /// would otherwise hold its connection, and a connection slot, without ever logging in.
+    /// A login is an event, so the next wait after it already uses the normal timeouts.
+    fn current_timeouts(&self) -> Timeouts {
+        let deadline =
+            (self.session.state() == State::NotAuthenticated).then_some(self.prelogin_deadline);
+        Timeouts {
+            deadline,
+            ..self.timeouts
+        }
+    }
+
     /// Carries out one store command, streaming long responses. Returns the event a pipelined
     /// command left pending after IDLE, or `Err` when the connection must close.
     async fn command<S: AsyncReadRent + AsyncWriteRent + Split>(
@@ -154,11 +172,12 @@ impl SessionDriver for ImapDriver<'_> {
     ) -> Flow {
         let mut pending: Option<ImapEvent> = None;
         loop {
+            let timeouts = self.current_timeouts();
             let Some(event) = conn
                 .next_event_after(
                     &mut pending,
                     &mut self.session,
-                    self.timeouts,
+                    timeouts,
                     &self.core.shutdown,
                 )
                 .await
@@ -173,7 +192,7 @@ impl SessionDriver for ImapDriver<'_> {
                 ImapEvent::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
@@ -194,9 +213,11 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
     };
     let timeouts = Timeouts {
         idle: services.timeouts.idle.max(MIN_AUTOLOGOUT),
-        command: services.timeouts.command,
+        ..services.timeouts
     };
     let mut driver = ImapDriver {
+        protocol,
+        prelogin_deadline: Instant::now() + config.limits.prelogin_timeout,
         session: ImapSession::new(config, implicit_tls),
         peer,
         core,

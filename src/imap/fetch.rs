@@ -247,6 +247,23 @@ pub fn cached_structure(
     Some(rendered)
 }
 
+/// A BODY[] / RFC822 literal. A plain literal must not hold NUL (RFC 3501 §4.3 and RFC 9051
+/// §4.3: CHAR8 excludes it), and literal8 is only allowed for BINARY[] (RFC 3516 §4.2), so a
+/// message or part sent in `Content-Transfer-Encoding: binary` with NUL bytes has them
+/// replaced by 0x80, as Dovecot does: the octet count stays the same (RFC822.SIZE and
+/// partial fetches still add up), and a client that wants the exact bytes asks BINARY[].
+fn write_text_literal(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.contains(&0) {
+        write_literal(out, data);
+        return;
+    }
+    let replaced: Vec<u8> = data
+        .iter()
+        .map(|&b| if b == 0 { 0x80 } else { b })
+        .collect();
+    write_literal(out, &replaced);
+}
+
 /// Write one `* n FETCH (...)` response. `raw` must be given when an item needs it.
 #[allow(clippy::too_many_arguments)]
 pub fn write_fetch_response(
@@ -257,6 +274,7 @@ pub fn write_fetch_response(
     raw: Option<&[u8]>,
     structure: Option<&RenderedStructure>,
     with_flags: bool,
+    recent: bool,
 ) {
     imap_w!(out, "* {msn} FETCH (");
     let mut first = true;
@@ -276,7 +294,7 @@ pub fn write_fetch_response(
             FetchItem::Flags => {
                 sep(out);
                 out.extend_from_slice(b"FLAGS ");
-                write_flags(out, &meta.flags);
+                write_flags(out, &meta.flags, recent);
             }
             FetchItem::InternalDate => {
                 sep(out);
@@ -331,7 +349,7 @@ pub fn write_fetch_response(
                     section::extract(raw, root, spec)
                 };
                 let data = data.unwrap_or_default();
-                write_literal(out, section::partial(&data, *partial));
+                write_text_literal(out, section::partial(&data, *partial));
             }
             FetchItem::Binary { path, partial, .. } => {
                 let Some(raw) = raw else { continue };
@@ -368,7 +386,7 @@ pub fn write_fetch_response(
     if with_flags && !items.contains(&FetchItem::Flags) {
         sep(out);
         out.extend_from_slice(b"FLAGS ");
-        write_flags(out, &meta.flags);
+        write_flags(out, &meta.flags, recent);
     }
     out.extend_from_slice(b")\r\n");
 }
@@ -422,8 +440,16 @@ impl ImapSession {
                 "VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE",
             ));
         }
-        if items.contains(&FetchItem::ModSeq) || changed_since.is_some() {
+        if (items.contains(&FetchItem::ModSeq) || changed_since.is_some())
+            && !self.reporting.condstore
+        {
+            // As `enable_condstore`, with the mailbox already borrowed.
             self.reporting.condstore = true;
+            imap_w!(
+                out,
+                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+                mb.highest_modseq.max(1)
+            );
         }
         if let Some(cs) = changed_since {
             if !items.contains(&FetchItem::ModSeq) {
@@ -530,6 +556,7 @@ impl ImapSession {
                 raw.as_deref(),
                 structure.as_deref(),
                 with_flags,
+                mb.is_recent(meta.uid, self.reporting),
             );
             if out.len() >= threshold && job.next < job.indices.len() {
                 self.fetch_job = Some(job);
@@ -549,6 +576,22 @@ impl ImapSession {
             imap_w!(out, "{} OK FETCH completed\r\n", job.tag);
         }
         Step::Done
+    }
+
+    /// A command turned CONDSTORE on (RFC 7162 §3.1): the first time, with a mailbox
+    /// selected, the client learns its HIGHESTMODSEQ before the command's own responses.
+    pub(crate) fn enable_condstore(&mut self, out: &mut Vec<u8>) {
+        if self.reporting.condstore {
+            return;
+        }
+        self.reporting.condstore = true;
+        if let Some(mb) = &self.selected {
+            imap_w!(
+                out,
+                "* OK [HIGHESTMODSEQ {}] Highest\r\n",
+                mb.highest_modseq.max(1)
+            );
+        }
     }
 
     /// Sync the selected mailbox with the store at a command boundary.
@@ -613,6 +656,7 @@ mod tests {
             &items(spec),
             Some(NESTED),
             Some(&st),
+            false,
             false,
         );
         String::from_utf8_lossy(&out).into_owned()

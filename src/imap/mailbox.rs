@@ -11,8 +11,10 @@
 //! correct; the notifications themselves are only a "something changed" signal).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::codec::write_astring;
+use super::recent::RecentClaims;
 use super::sequence::format_sorted;
 use crate::imap_w;
 use crate::store::{
@@ -35,6 +37,12 @@ pub struct SelectedMailbox {
     dirty: bool,
     /// Keywords announced in the last FLAGS response.
     announced_keywords: Vec<String>,
+    /// UIDs that are `\Recent` in this session (see [`super::recent`]).
+    recent: HashSet<u32>,
+    /// Where new messages are claimed as recent; None until [`Self::track_recent`].
+    recent_claims: Option<(Arc<RecentClaims>, String)>,
+    /// SEARCHRES (RFC 5182): the UIDs `$` stands for; a new selection starts empty.
+    pub saved_result: Vec<u32>,
 }
 
 /// What the client has enabled that changes how updates are reported.
@@ -42,6 +50,8 @@ pub struct SelectedMailbox {
 pub struct Reporting {
     pub condstore: bool,
     pub qresync: bool,
+    /// ENABLE IMAP4rev2: no RECENT responses and no `\Recent` flag (RFC 9051 removed them).
+    pub imap4rev2: bool,
 }
 
 /// Result of a sync.
@@ -70,6 +80,9 @@ impl SelectedMailbox {
             changes,
             dirty: false,
             announced_keywords: Vec::new(),
+            recent: HashSet::new(),
+            recent_claims: None,
+            saved_result: Vec::new(),
         };
         mb.announced_keywords = mb.keywords();
         mb
@@ -77,6 +90,42 @@ impl SelectedMailbox {
 
     pub fn exists(&self) -> u32 {
         self.messages.len() as u32
+    }
+
+    /// Start tracking `\Recent` for `account`: a read-write view claims every message not
+    /// yet claimed by another session; a read-only one (EXAMINE) only sees them.
+    pub fn track_recent(&mut self, claims: Arc<RecentClaims>, account: &str) {
+        self.recent_claims = Some((claims, account.to_owned()));
+        self.claim_recent(0);
+    }
+
+    /// Claim `\Recent` among `messages[from..]` (the ones just added to the view).
+    fn claim_recent(&mut self, from: usize) {
+        let Some((claims, account)) = &self.recent_claims else {
+            return;
+        };
+        let up_to = self.max_uid();
+        let before = if self.read_only {
+            claims.claimed_up_to(account, &self.name, self.uidvalidity)
+        } else {
+            claims.claim(account, &self.name, self.uidvalidity, up_to)
+        };
+        self.recent.extend(
+            self.messages[from..]
+                .iter()
+                .map(|m| m.uid)
+                .filter(|&uid| uid > before),
+        );
+    }
+
+    /// Is the message `\Recent` in this session (as this client may be told)?
+    pub fn is_recent(&self, uid: u32, rep: Reporting) -> bool {
+        !rep.imap4rev2 && self.recent.contains(&uid)
+    }
+
+    /// Number of `\Recent` messages in the view (`* n RECENT`).
+    pub fn recent_count(&self) -> usize {
+        self.recent.len()
     }
 
     pub fn uids(&self) -> Vec<u32> {
@@ -190,7 +239,10 @@ impl SelectedMailbox {
                     cur.flags = fresh.flags.clone();
                     cur.modseq = fresh.modseq;
                     if changed_flags || rep.condstore {
-                        write_flags_fetch(out, i + 1, cur, rep.qresync, rep.condstore);
+                        let recent = !rep.imap4rev2 && self.recent.contains(&uid);
+                        // RFC 7162 §3.1 (erratum 1807): once CONDSTORE is on, unsolicited
+                        // FETCH responses carry UID and MODSEQ.
+                        write_flags_fetch(out, i + 1, cur, rep.condstore, rep.condstore, recent);
                     }
                 }
                 j += 1;
@@ -205,12 +257,19 @@ impl SelectedMailbox {
         self.uidnext = snap.uidnext.max(self.uidnext);
         self.highest_modseq = snap.highest_modseq.max(self.highest_modseq);
         if self.messages.len() != before {
+            self.claim_recent(before);
             imap_w!(out, "* {} EXISTS\r\n", self.messages.len());
+            if !rep.imap4rev2 && self.recent_claims.is_some() {
+                imap_w!(out, "* {} RECENT\r\n", self.recent.len());
+            }
         }
     }
 
     /// Send EXPUNGE (or VANISHED with QRESYNC) for the pending expunges and drop them.
     pub fn announce_expunges(&mut self, rep: Reporting, out: &mut Vec<u8>) {
+        for uid in &self.pending_expunge {
+            self.recent.remove(uid);
+        }
         let mut gone: Vec<u32> = Vec::new();
         if rep.qresync {
             self.messages.retain(|m| {
@@ -294,7 +353,17 @@ impl SelectedMailbox {
             None => self.messages.iter().any(is_new),
         };
         if new {
-            self.announced_keywords = self.keywords();
+            // Grow, never shrink: a keyword dropped here could still be on a message whose
+            // FETCH update follows (RFC 9051 §7.3.5 lets a client drop flags not listed), and
+            // the list announced at SELECT stays valid for the whole selection, as in Dovecot.
+            let mut keywords = self.keywords();
+            for k in &self.announced_keywords {
+                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    keywords.push(k.clone());
+                }
+            }
+            keywords.sort();
+            self.announced_keywords = keywords;
             self.write_flag_lists(out);
         }
     }
@@ -314,8 +383,8 @@ impl SelectedMailbox {
     }
 }
 
-/// `(\Seen \Answered $kw)`
-pub fn write_flags(out: &mut Vec<u8>, flags: &Flags) {
+/// `(\Seen \Answered $kw)`, with `\Recent` if the message is recent in this session.
+pub fn write_flags(out: &mut Vec<u8>, flags: &Flags, recent: bool) {
     out.push(b'(');
     let mut first = true;
     let mut sep = |out: &mut Vec<u8>| {
@@ -337,6 +406,10 @@ pub fn write_flags(out: &mut Vec<u8>, flags: &Flags) {
             out.extend_from_slice(name.as_bytes());
         }
     }
+    if recent {
+        sep(out);
+        out.extend_from_slice(b"\\Recent");
+    }
     for k in &flags.keywords {
         sep(out);
         write_astring(out, k.as_bytes());
@@ -344,14 +417,21 @@ pub fn write_flags(out: &mut Vec<u8>, flags: &Flags) {
     out.push(b')');
 }
 
-/// `* n FETCH (FLAGS (...) [UID u] [MODSEQ (m)])`
-pub fn write_flags_fetch(out: &mut Vec<u8>, msn: usize, m: &MessageMeta, uid: bool, modseq: bool) {
+/// `* n FETCH ([UID u] FLAGS (...) [MODSEQ (m)])`
+pub fn write_flags_fetch(
+    out: &mut Vec<u8>,
+    msn: usize,
+    m: &MessageMeta,
+    uid: bool,
+    modseq: bool,
+    recent: bool,
+) {
     imap_w!(out, "* {msn} FETCH (");
     if uid {
         imap_w!(out, "UID {} ", m.uid);
     }
     out.extend_from_slice(b"FLAGS ");
-    write_flags(out, &m.flags);
+    write_flags(out, &m.flags, recent);
     if modseq {
         imap_w!(out, " MODSEQ ({})", m.modseq);
     }
@@ -426,6 +506,7 @@ mod tests {
         let rep = Reporting {
             condstore: true,
             qresync: true,
+            imap4rev2: false,
         };
         mb.expunged_here(&[2, 3, 5], rep, &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "* VANISHED 2:3,5\r\n");

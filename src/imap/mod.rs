@@ -16,7 +16,10 @@
 //! NAMESPACE, IDLE, UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, ESEARCH (MIN/MAX/COUNT/ALL; ESEARCH
 //! replaces SEARCH once IMAP4rev2 is enabled), MULTIAPPEND, CONDSTORE, QRESYNC (VANISHED,
 //! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
-//! BINARY fetch. Not supported: SEARCHRES (`$`), SORT/THREAD, COMPRESS, NOTIFY, METADATA, QUOTA.
+//! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
+//! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
+//! SEARCHRES (`searchres`), WITHIN. Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
+//! METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
@@ -27,19 +30,29 @@ pub mod bodystructure;
 pub mod codec;
 mod commands;
 pub mod driver;
+pub mod esearch;
 pub mod fetch;
 pub mod mailbox;
+pub mod message_fields;
 pub mod mime;
+pub mod recent;
 pub mod search;
+pub mod search_criteria;
+pub mod searchres;
 pub mod section;
 pub mod sequence;
 pub mod session;
+pub mod sort;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 pub use session::{ImapCommand, ImapEvent, ImapSession, Step};
 
+use std::time::Duration;
+
 use crate::store::StoreError;
+use crate::store::names::MailboxLimits;
 
 /// Configuration of the IMAP protocol core (one per listener; cheap to clone).
 #[derive(Clone, Debug)]
@@ -48,8 +61,10 @@ pub struct ImapConfig {
     pub hostname: String,
     /// Largest literal accepted (also advertised as APPENDLIMIT).
     pub max_literal: u32,
-    /// Longest command line (without literals) accepted.
+    /// Longest command line (without literals) accepted before login.
     pub max_line: usize,
+    /// Longest command line (without literals) accepted after login.
+    pub max_line_authenticated: usize,
     /// After this many protocol errors (BAD) in one session the server says BYE.
     pub max_errors: u32,
     /// Allow LOGIN / AUTHENTICATE without TLS (otherwise LOGINDISABLED before STARTTLS).
@@ -58,6 +73,45 @@ pub struct ImapConfig {
     pub starttls: bool,
     /// Bytes of FETCH output after which [`ImapSession::execute`] yields [`Step::Flush`].
     pub flush_threshold: usize,
+    pub limits: ImapLimits,
+    /// `\Recent` bookkeeping shared by every session of the process (all cores).
+    pub recent: std::sync::Arc<recent::RecentClaims>,
+}
+
+/// The largest SEARCH nesting the configuration accepts: the criteria tree is walked
+/// recursively (evaluation, drop), and this depth fits a core thread's stack with room to spare.
+pub const MAX_SEARCH_DEPTH_CEILING: usize = 1000;
+
+/// Resource limits of an IMAP session (`[limits]` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImapLimits {
+    /// Mailbox name sizes and the number of mailboxes per account.
+    pub mailboxes: MailboxLimits,
+    /// Deepest nesting of OR, NOT and parentheses in SEARCH criteria.
+    pub max_search_depth: usize,
+    /// Autologout before authentication: how long after accept a connection may go on
+    /// without logging in (RFC 9051 §5.4 asks for 30 minutes only after login).
+    pub prelogin_timeout: Duration,
+}
+
+impl Default for ImapLimits {
+    fn default() -> Self {
+        ImapLimits {
+            mailboxes: MailboxLimits::DEFAULT,
+            max_search_depth: 100,
+            prelogin_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ImapLimits {
+    pub fn from_config(l: &crate::config::Limits) -> Self {
+        ImapLimits {
+            mailboxes: l.mailboxes(),
+            max_search_depth: l.imap_max_search_depth,
+            prelogin_timeout: Duration::from_secs(l.imap_prelogin_timeout_secs.max(1)),
+        }
+    }
 }
 
 impl Default for ImapConfig {
@@ -65,11 +119,14 @@ impl Default for ImapConfig {
         ImapConfig {
             hostname: "localhost".into(),
             max_literal: 64 << 20,
-            max_line: 64 * 1024,
+            max_line: 8192,
+            max_line_authenticated: 64 * 1024,
             max_errors: 10,
             allow_plaintext_auth: false,
             starttls: true,
             flush_threshold: 256 * 1024,
+            limits: ImapLimits::default(),
+            recent: std::sync::Arc::default(),
         }
     }
 }
@@ -110,9 +167,27 @@ impl ImapError {
                 StoreError::NotAllowed(why) => {
                     ("NO", Some("CANNOT"), format!("Not allowed: {why}"))
                 }
+                StoreError::LimitReached(what) => {
+                    ("NO", Some("LIMIT"), format!("Limit reached: {what}"))
+                }
                 StoreError::Closed => ("NO", Some("UNAVAILABLE"), "Server shutting down".into()),
-                StoreError::Io(_) | StoreError::Corrupt(_) => {
+                // The operating system's words (errno, paths) go to the log only. A full disk
+                // is OVERQUOTA, as Dovecot answers it: RFC 5530 has no closer code, and unlike
+                // UNAVAILABLE it tells the client that retrying at once will not help.
+                StoreError::Io(_) if e.is_out_of_space() => {
+                    tracing::warn!(error = %e, "imap: store out of space");
+                    ("NO", Some("OVERQUOTA"), "Not enough disk space".into())
+                }
+                StoreError::Io(_) => {
                     tracing::warn!(error = %e, "imap: store failure");
+                    (
+                        "NO",
+                        Some("UNAVAILABLE"),
+                        "Temporary storage failure, try again later".into(),
+                    )
+                }
+                StoreError::Corrupt(_) => {
+                    tracing::error!(error = %e, "imap: store failure");
                     ("NO", Some("SERVERBUG"), "Internal error".into())
                 }
             },

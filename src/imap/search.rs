@@ -22,6 +22,8 @@ pub struct SearchMessage<'a> {
     pub exists: u32,
     /// Highest UID in the view (`*` for UIDs).
     pub max_uid: u32,
+    /// `\Recent` in this session (session state, not in `meta`).
+    pub recent: bool,
     loader: &'a mut dyn FnMut(u32) -> Option<Vec<u8>>,
     raw: Option<Option<Vec<u8>>>,
     body_text: Option<String>,
@@ -41,6 +43,7 @@ impl<'a> SearchMessage<'a> {
             meta,
             exists,
             max_uid,
+            recent: false,
             loader,
             raw: None,
             body_text: None,
@@ -202,9 +205,9 @@ pub fn matches(key: &SearchKey<'_>, m: &mut SearchMessage<'_>) -> bool {
         SearchKey::Unflagged => !has(meta, SystemFlags::FLAGGED),
         SearchKey::Seen => has(meta, SystemFlags::SEEN),
         SearchKey::Unseen => !has(meta, SystemFlags::SEEN),
-        // This server keeps no \Recent state (RFC 9051 removed it).
-        SearchKey::Recent | SearchKey::New => false,
-        SearchKey::Old => true,
+        SearchKey::Recent => m.recent,
+        SearchKey::New => m.recent && !has(meta, SystemFlags::SEEN),
+        SearchKey::Old => !m.recent,
         SearchKey::Keyword(k) => meta
             .flags
             .keywords
@@ -241,9 +244,18 @@ pub fn matches(key: &SearchKey<'_>, m: &mut SearchMessage<'_>) -> bool {
             m.header_text().contains(&needle) || m.body_text().contains(&needle)
         }
         SearchKey::ModSequence { modseq, .. } => meta.modseq >= *modseq,
+        // WITHIN (RFC 5032): internal date at most / more than N seconds before now.
+        SearchKey::Younger(secs) => meta.internal_date >= unix_now() - i64::from(secs.get()),
+        SearchKey::Older(secs) => meta.internal_date < unix_now() - i64::from(secs.get()),
         #[allow(unreachable_patterns)]
         _ => false,
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn header_contains(m: &mut SearchMessage<'_>, name: &str, needle: &str) -> bool {

@@ -48,20 +48,22 @@ use imap_codec::{
     CommandCodec,
     decode::Decoder,
     imap_types::{
-        IntoStatic,
-        auth::AuthMechanism,
-        command::{Command, CommandBody},
-        extensions::enable::CapabilityEnable,
+        IntoStatic, auth::AuthMechanism, command::CommandBody, extensions::enable::CapabilityEnable,
     },
 };
 
 use super::codec::{
-    CommandExtras, CommandReader, Frame, base64_decode, extract_extras, split_multiappend, tag_of,
+    CommandExtras, CommandReader, Frame, extract_extras, split_multiappend, tag_of,
 };
 use super::mailbox::{Reporting, SelectedMailbox};
+use super::search_criteria::{CriteriaError, parse_search_command};
+use super::sort::parse_sort_or_thread;
 use super::{ImapConfig, ImapError};
 use crate::auth::AuthOutcome;
 use crate::imap_w;
+use crate::net::sasl::{
+    SaslCredentials, SaslError, SaslExchange, SaslMechanism, SaslStep, encode_base64,
+};
 use crate::store::ChangeReceiver;
 
 /// Largest literal accepted before authentication.
@@ -118,15 +120,10 @@ pub(crate) enum Mode {
     Idle {
         tag: String,
     },
-    SaslPlain {
+    /// An AUTHENTICATE exchange waits for the client's next response line.
+    Sasl {
         tag: String,
-    },
-    SaslLoginUser {
-        tag: String,
-    },
-    SaslLoginPass {
-        tag: String,
-        user: String,
+        exchange: SaslExchange,
     },
     AwaitAuth {
         tag: String,
@@ -208,6 +205,10 @@ impl ImapSession {
             b" LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT SPECIAL-USE ESEARCH MULTIAPPEND \
 CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
         );
+        out.extend_from_slice(
+            b" SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES THREAD=REFS \
+SEARCHRES WITHIN",
+        );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
     }
 
@@ -261,9 +262,13 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
         }
     }
 
-    /// Inactivity timeout: say BYE (the driver closes after flushing).
+    /// Inactivity timeout, or no login in time: say BYE (the driver closes after flushing).
     pub fn on_timeout(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+        if self.state == State::NotAuthenticated {
+            out.extend_from_slice(b"* BYE Autologout; no login in time\r\n");
+        } else {
+            out.extend_from_slice(b"* BYE Autologout; idle for too long\r\n");
+        }
         self.state = State::Logout;
     }
 
@@ -289,6 +294,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
             AuthOutcome::Accepted(account) => {
                 self.account = Some(account);
                 self.reader.set_max_literal(self.config.max_literal);
+                self.reader.set_max_line(self.config.max_line_authenticated);
                 self.state = State::Authenticated;
                 imap_w!(out, "{tag} OK [CAPABILITY ");
                 self.write_capabilities(out);
@@ -299,6 +305,15 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
                 ImapError::no_code("AUTHENTICATIONFAILED", "Authentication failed")
                     .write_tagged(&tag, out);
                 self.count_error(out)
+            }
+            // RFC 5530: not a verdict on the credentials.
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                ImapError::no_code(
+                    "UNAVAILABLE",
+                    "Temporary authentication failure, try again later",
+                )
+                .write_tagged(&tag, out);
+                None
             }
         }
     }
@@ -394,43 +409,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
                     self.bad(&tag, "Expected DONE", out)
                 }
             }
-            Mode::SaslPlain { tag } => {
-                if text == b"*" {
-                    return self.bad(&tag, "Authentication cancelled", out);
-                }
-                match base64_decode(text) {
-                    Some(data) => self.sasl_plain(tag, &data, out),
-                    None => self.bad(&tag, "Invalid base64", out),
-                }
-            }
-            Mode::SaslLoginUser { tag } => {
-                if text == b"*" {
-                    return self.bad(&tag, "Authentication cancelled", out);
-                }
-                match base64_decode(text).and_then(|u| String::from_utf8(u).ok()) {
-                    Some(user) => {
-                        out.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
-                        self.mode = Mode::SaslLoginPass { tag, user };
-                        None
-                    }
-                    None => self.bad(&tag, "Invalid base64", out),
-                }
-            }
-            Mode::SaslLoginPass { tag, user } => {
-                if text == b"*" {
-                    return self.bad(&tag, "Authentication cancelled", out);
-                }
-                match base64_decode(text).and_then(|p| String::from_utf8(p).ok()) {
-                    Some(password) => {
-                        self.mode = Mode::AwaitAuth { tag };
-                        Some(ImapEvent::Authenticate {
-                            username: user,
-                            password,
-                        })
-                    }
-                    None => self.bad(&tag, "Invalid base64", out),
-                }
-            }
+            Mode::Sasl { tag, exchange } => self.sasl_step(tag, exchange.respond(text), out),
             other => {
                 self.mode = other;
                 None
@@ -438,49 +417,76 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
         }
     }
 
-    fn sasl_plain(&mut self, tag: String, data: &[u8], out: &mut Vec<u8>) -> Option<ImapEvent> {
-        let mut parts = data.split(|&b| b == 0);
-        let (Some(authz), Some(user), Some(pass), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return self.bad(&tag, "Malformed PLAIN response", out);
-        };
-        let (Ok(user), Ok(pass)) = (std::str::from_utf8(user), std::str::from_utf8(pass)) else {
-            return self.bad(&tag, "Malformed PLAIN response", out);
-        };
-        if !authz.is_empty() && authz != user.as_bytes() {
-            ImapError::no_code("AUTHORIZATIONFAILED", "Cannot act as another user")
-                .write_tagged(&tag, out);
-            return None;
+    /// Carry an AUTHENTICATE exchange one step on: a challenge, the credential check, or
+    /// the refusal (`*` and malformed responses are BAD, RFC 9051 §6.2.2; an authorization
+    /// identity of someone else is NO [AUTHORIZATIONFAILED]).
+    fn sasl_step(&mut self, tag: String, step: SaslStep, out: &mut Vec<u8>) -> Option<ImapEvent> {
+        match step {
+            SaslStep::Challenge(exchange, challenge) => {
+                imap_w!(out, "+ {challenge}\r\n");
+                self.mode = Mode::Sasl { tag, exchange };
+                None
+            }
+            SaslStep::Done(SaslCredentials { username, password }) => {
+                self.mode = Mode::AwaitAuth { tag };
+                Some(ImapEvent::Authenticate { username, password })
+            }
+            SaslStep::Failed(SaslError::AuthzidMismatch) => {
+                ImapError::no_code("AUTHORIZATIONFAILED", "Cannot act as another user")
+                    .write_tagged(&tag, out);
+                None
+            }
+            SaslStep::Failed(e) => self.bad(&tag, &e.to_string(), out),
         }
-        self.mode = Mode::AwaitAuth { tag };
-        Some(ImapEvent::Authenticate {
-            username: user.to_string(),
-            password: pass.to_string(),
-        })
     }
 
     fn handle_command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Option<ImapEvent> {
         let tag = tag_of(bytes);
-        let (cmd_bytes, extras) = match extract_extras(bytes) {
+        // SEARCHRES: `$` is written out before anything parses the command.
+        let substituted = super::searchres::substitute_dollar(bytes, self.selected.as_ref());
+        let bytes: &[u8] = &substituted;
+        let (cmd_bytes, mut extras) = match extract_extras(bytes) {
             Ok(x) => x,
             Err(msg) => return self.bad(&tag, &msg, out),
         };
-        let mut extras = extras;
-        let command: Command<'static> = match CommandCodec::default().decode(&cmd_bytes) {
-            Ok((b"", cmd)) => cmd.into_static(),
-            _ if let Some((first, more)) = split_multiappend(bytes, self.reader.literal_ends()) => {
-                extras.more_appends = more;
-                first
+        // SEARCH criteria nest deeper than imap-codec's parser allows: see `search_criteria`.
+        let max_depth = self.config.limits.max_search_depth;
+        let parsed = parse_search_command(&cmd_bytes, max_depth).or_else(|| {
+            parse_sort_or_thread(&cmd_bytes, max_depth).map(|r| {
+                r.map(|(cmd, ret)| {
+                    extras.search_return = ret;
+                    cmd
+                })
+            })
+        });
+        let command = match parsed {
+            Some(Ok(cmd)) => cmd,
+            Some(Err(CriteriaError::TooDeep)) => {
+                let msg = format!(
+                    "Search criteria nested deeper than this server's limit of {} levels \
+                     (OR, NOT and parentheses)",
+                    self.config.limits.max_search_depth
+                );
+                return self.bad(&tag, &msg, out);
             }
-            _ => {
-                let msg = if tag == "*" {
-                    "Missing or invalid tag"
-                } else {
-                    "Syntax error"
-                };
-                return self.bad(&tag, msg, out);
-            }
+            Some(Err(CriteriaError::Syntax(msg))) => return self.bad(&tag, msg, out),
+            None => match CommandCodec::default().decode(&cmd_bytes) {
+                Ok((b"", cmd)) => cmd.into_static(),
+                _ if let Some((first, more)) =
+                    split_multiappend(bytes, self.reader.literal_ends()) =>
+                {
+                    extras.more_appends = more;
+                    first
+                }
+                _ => {
+                    let msg = if tag == "*" {
+                        "Missing or invalid tag"
+                    } else {
+                        "Syntax error"
+                    };
+                    return self.bad(&tag, msg, out);
+                }
+            },
         };
         let tag = command.tag.inner().to_string();
         self.dispatch(tag, command.body, extras, out)
@@ -564,35 +570,20 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
                         .write_tagged(&tag, out);
                     return None;
                 }
-                let ir = initial_response.map(|r| r.declassify().to_vec());
-                match mechanism {
-                    AuthMechanism::Plain => match ir {
-                        Some(data) => self.sasl_plain(tag, &data, out),
-                        None => {
-                            out.extend_from_slice(b"+ \r\n");
-                            self.mode = Mode::SaslPlain { tag };
-                            None
-                        }
-                    },
-                    AuthMechanism::Login => match ir.map(String::from_utf8) {
-                        Some(Ok(user)) => {
-                            out.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
-                            self.mode = Mode::SaslLoginPass { tag, user };
-                            None
-                        }
-                        Some(Err(_)) => self.bad(&tag, "Invalid user name", out),
-                        None => {
-                            out.extend_from_slice(b"+ VXNlcm5hbWU6\r\n");
-                            self.mode = Mode::SaslLoginUser { tag };
-                            None
-                        }
-                    },
+                let mechanism = match mechanism {
+                    AuthMechanism::Plain => SaslMechanism::Plain,
+                    AuthMechanism::Login => SaslMechanism::Login,
                     _ => {
                         ImapError::no_code("CANNOT", "Unsupported authentication mechanism")
                             .write_tagged(&tag, out);
-                        None
+                        return None;
                     }
-                }
+                };
+                // imap-codec has already decoded the initial response (strict RFC 4648, or a
+                // syntax error); the shared exchange takes it back in wire form.
+                let initial = initial_response.map(|r| encode_base64(r.declassify()).into_bytes());
+                let step = SaslExchange::start(mechanism, initial.as_deref());
+                self.sasl_step(tag, step, out)
             }
             _ if !authed => self.bad(&tag, "Not authenticated", out),
             CommandBody::Enable { capabilities } => {
@@ -613,6 +604,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
                         }
                         (_, "IMAP4REV2") if !self.rev2 => {
                             self.rev2 = true;
+                            self.reporting.imap4rev2 = true;
                             enabled.push("IMAP4rev2");
                         }
                         _ => {}
@@ -653,6 +645,8 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
             | CommandBody::Expunge
             | CommandBody::ExpungeUid { .. }
             | CommandBody::Search { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread { .. }
             | CommandBody::Fetch { .. }
             | CommandBody::Store { .. }
             | CommandBody::Copy { .. }

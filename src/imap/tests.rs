@@ -4,7 +4,14 @@ use super::*;
 use crate::auth::AuthOutcome;
 use crate::store::{Flags, LogStore, MailStore, NewMessage, StoreConfig};
 
+#[path = "sort_tests.rs"]
+mod sort_tests;
+
 fn open_store(dir: &std::path::Path) -> LogStore {
+    open_store_with(dir, crate::store::names::MailboxLimits::DEFAULT)
+}
+
+fn open_store_with(dir: &std::path::Path, limits: crate::store::names::MailboxLimits) -> LogStore {
     LogStore::open(StoreConfig {
         dir: dir.to_path_buf(),
         shards: 1,
@@ -12,6 +19,7 @@ fn open_store(dir: &std::path::Path) -> LogStore {
         segment_bytes: 64 << 20,
         checkpoint_bytes: 64 << 20,
         queue_segment_bytes: 16 << 20,
+        mailbox_limits: limits,
         compact_dead_pct: 50,
     })
     .unwrap()
@@ -152,7 +160,7 @@ fn select_fetch_store_search() {
         let out = c.send("b FETCH 1:* (UID FLAGS ENVELOPE)\r\n").await;
         assert!(
             out.starts_with(
-                "* 1 FETCH (UID 1 FLAGS () ENVELOPE (\"Tue, 14 Nov 2023 10:00:00 +0000\" \"one\""
+                "* 1 FETCH (UID 1 FLAGS (\\Recent) ENVELOPE (\"Tue, 14 Nov 2023 10:00:00 +0000\" \"one\""
             ),
             "{out}"
         );
@@ -163,14 +171,14 @@ fn select_fetch_store_search() {
         let out = c.send("c FETCH 2 BODY[TEXT]\r\n").await;
         assert_eq!(
             out,
-            "* 2 FETCH (BODY[TEXT] {13}\r\nhello world\r\n FLAGS (\\Seen))\r\nc OK FETCH completed\r\n"
+            "* 2 FETCH (BODY[TEXT] {13}\r\nhello world\r\n FLAGS (\\Seen \\Recent))\r\nc OK FETCH completed\r\n"
         );
         let out = c
             .send("d FETCH 2 (FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
             .await;
         assert!(
             out.contains(
-                "FLAGS (\\Seen) BODY[HEADER.FIELDS (Subject)] {16}\r\nSubject: two\r\n\r\n)"
+                "FLAGS (\\Seen \\Recent) BODY[HEADER.FIELDS (Subject)] {16}\r\nSubject: two\r\n\r\n)"
             ),
             "{out}"
         );
@@ -185,11 +193,11 @@ fn select_fetch_store_search() {
             "{out}"
         );
         assert!(
-            out.contains("* 1 FETCH (FLAGS (\\Flagged $Work))\r\n"),
+            out.contains("* 1 FETCH (FLAGS (\\Flagged \\Recent $Work))\r\n"),
             "{out}"
         );
         assert!(
-            out.contains("* 3 FETCH (FLAGS (\\Flagged $Work))\r\n"),
+            out.contains("* 3 FETCH (FLAGS (\\Flagged \\Recent $Work))\r\n"),
             "{out}"
         );
         let out = c.send("f UID STORE 3 -FLAGS.SILENT (\\Flagged)\r\n").await;
@@ -279,7 +287,7 @@ fn append_copy_move_expunge() {
         );
         assert!(out.contains(&expect), "{out}");
         assert!(
-            out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\" FLAGS (\\Seen)"),
+            out.contains("INTERNALDATE \"14-Nov-2023 22:13:20 +0000\" FLAGS (\\Seen \\Recent)"),
             "{out}"
         );
 
@@ -302,7 +310,7 @@ fn append_copy_move_expunge() {
         assert_eq!(uid, 2);
         c.settle().await;
         let out = c.send("k NOOP\r\n").await;
-        assert_eq!(out, "* 1 EXISTS\r\nk OK NOOP completed\r\n");
+        assert_eq!(out, "* 1 EXISTS\r\n* 1 RECENT\r\nk OK NOOP completed\r\n");
 
         let out = c.send("l UID MOVE 2 Archive/2023\r\n").await;
         assert!(out.starts_with("* OK [COPYUID "), "{out}");
@@ -446,7 +454,10 @@ fn two_sessions_see_each_other() {
         // FETCH: flags and EXISTS, but no EXPUNGE (numbers must not shift).
         let out = a.send("2 FETCH 2 UID\r\n").await;
         assert!(out.starts_with("* 2 FETCH (UID 2)\r\n"), "{out}");
-        assert!(out.contains("* 1 FETCH (FLAGS (\\Answered))\r\n"), "{out}");
+        assert!(
+            out.contains("* 1 FETCH (FLAGS (\\Answered \\Recent))\r\n"),
+            "{out}"
+        );
         assert!(out.contains("* 4 EXISTS\r\n"), "{out}");
         assert!(!out.contains("EXPUNGE"), "{out}");
         // NOOP: now the expunge is reported.
@@ -463,7 +474,10 @@ fn two_sessions_see_each_other() {
         a.settle().await;
         let mut out = Vec::new();
         a.s.idle_update(&a.store, &mut out);
-        assert_eq!(String::from_utf8_lossy(&out), "* 4 EXISTS\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "* 4 EXISTS\r\n* 4 RECENT\r\n"
+        );
         let out = a.send("DONE\r\n").await;
         assert_eq!(out, "5 OK IDLE terminated\r\n");
 
@@ -481,7 +495,7 @@ fn two_sessions_see_each_other() {
         a.s.idle_update(&a.store, &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "* 1 FETCH (FLAGS (\\Answered \\Flagged))\r\n"
+            "* 1 FETCH (FLAGS (\\Answered \\Flagged \\Recent))\r\n"
         );
         let out = a.send("DONE\r\n").await;
         assert_eq!(out, "6 OK IDLE terminated\r\n");
@@ -503,7 +517,7 @@ fn condstore_and_qresync() {
         let before = store.snapshot("alice", "INBOX").unwrap().highest_modseq;
         let out = c.send("3 STORE 1 +FLAGS (\\Seen)\r\n").await;
         assert!(
-            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ ("),
             "{out}"
         );
         let out = c
@@ -512,7 +526,7 @@ fn condstore_and_qresync() {
             ))
             .await;
         assert!(
-            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(
@@ -530,11 +544,11 @@ fn condstore_and_qresync() {
             .await;
         assert!(out.starts_with("* VANISHED (EARLIER) 3\r\n"), "{out}");
         assert!(
-            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(
-            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(!out.contains("UID 4"), "{out}");
@@ -556,11 +570,11 @@ fn condstore_and_qresync() {
             .await;
         assert!(out.contains("* VANISHED (EARLIER) 3\r\n"), "{out}");
         assert!(
-            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ ("),
+            out.contains("* 1 FETCH (UID 1 FLAGS (\\Seen \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(
-            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ ("),
+            out.contains("* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent) MODSEQ ("),
             "{out}"
         );
         assert!(!out.contains("UID 4"), "{out}");
@@ -669,7 +683,7 @@ fn misc_commands() {
         assert!(out.contains("BINARY.SIZE[1] 13 RFC822 {"), "{out}");
         // RFC822 (not .PEEK) sets \Seen.
         assert!(
-            out.contains("FLAGS (\\Seen))\r\n9 OK FETCH completed"),
+            out.contains("FLAGS (\\Seen \\Recent))\r\n9 OK FETCH completed"),
             "{out}"
         );
         let out = c.send("10 UID SEARCH SEEN\r\n").await;
@@ -869,7 +883,7 @@ fn fetch_of_message_expunged_elsewhere() {
         // Flags-only items are answered from the view.
         let out = a.send("3 FETCH 1 FLAGS\r\n").await;
         assert!(
-            out.starts_with("* 1 FETCH (FLAGS ())\r\n3 OK FETCH"),
+            out.starts_with("* 1 FETCH (FLAGS (\\Recent))\r\n3 OK FETCH"),
             "{out}"
         );
         let out = a.send("4 NOOP\r\n").await;
@@ -961,3 +975,207 @@ fn random_command_sequences_against_the_store() {
         assert!(!clients[0].closed && !clients[1].closed);
     });
 }
+
+#[test]
+fn mailbox_names_are_checked_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        deliver(&store, "INBOX", "x").await;
+        let before = store.list_mailboxes("alice").len();
+        let mut c = Client::login(&store).await;
+        let huge = "a".repeat(10_000);
+        let deep = vec!["d"; 33].join("/");
+        for (command, reply) in [
+            (
+                format!("a CREATE {{10000+}}\r\n{huge}\r\n"),
+                "a NO [CANNOT] Not allowed: mailbox name too long",
+            ),
+            (
+                format!("b CREATE {deep}\r\n"),
+                "b NO [CANNOT] Not allowed: mailbox hierarchy too deep",
+            ),
+            // Modified UTF-7 must be the canonical spelling, else LIST would show another name.
+            (
+                "c CREATE &AOk\r\n".into(),
+                "c NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            (
+                "d CREATE &AGE-\r\n".into(),
+                "d NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            // 8-bit is not modified UTF-7, even when it is valid UTF-8.
+            (
+                "e CREATE {5+}\r\ncaf\u{e9}\r\n".into(),
+                "e NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            (
+                "f CREATE a//b\r\n".into(),
+                "f NO [CANNOT] Not allowed: empty hierarchy level in mailbox name",
+            ),
+            (
+                "g SELECT &AOk\r\n".into(),
+                "g NO [CANNOT] Mailbox name is not valid modified UTF-7",
+            ),
+            // A missing target is TRYCREATE only when CREATE could make it.
+            (
+                "h APPEND a//b {1+}\r\nx\r\n".into(),
+                "h NO [CANNOT] Invalid mailbox name: empty hierarchy level in mailbox name",
+            ),
+            (
+                "i APPEND Later {1+}\r\nx\r\n".into(),
+                "i NO [TRYCREATE] No such mailbox",
+            ),
+        ] {
+            assert_eq!(
+                c.send(&command).await,
+                format!("{reply}\r\n"),
+                "{command:.40}"
+            );
+        }
+        assert_eq!(store.list_mailboxes("alice").len(), before);
+        // IMAP4rev2 names are UTF-8, checked as such.
+        let out = c.send("j ENABLE IMAP4rev2\r\n").await;
+        assert!(out.ends_with("j OK ENABLE completed\r\n"), "{out}");
+        for (command, reply) in [
+            (
+                &b"k CREATE {4+}\r\nab\xff\xfe\r\n"[..],
+                "k NO [CANNOT] Mailbox name is not valid UTF-8\r\n",
+            ),
+            (
+                b"l CREATE {3+}\r\na\x01b\r\n",
+                "l NO [CANNOT] Not allowed: control character in mailbox name\r\n",
+            ),
+        ] {
+            assert_eq!(c.send(command).await, reply);
+        }
+        assert_eq!(store.list_mailboxes("alice").len(), before);
+        // What is accepted is listed as written and opens again.
+        let mut c = Client::login(&store).await;
+        let out = c
+            .send("m CREATE Caf&AOk-/\r\nn LIST \"\" Caf*\r\no SELECT Caf&AOk-\r\n")
+            .await;
+        assert!(
+            out.starts_with(
+                "m OK CREATE completed\r\n* LIST (\\HasNoChildren) \"/\" Caf&AOk-\r\nn OK LIST completed\r\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("o OK [READ-WRITE] SELECT completed\r\n"),
+            "{out}"
+        );
+        assert!(
+            store
+                .list_mailboxes("alice")
+                .iter()
+                .any(|m| m.name == "Caf\u{e9}")
+        );
+        // RENAME checks the names the children would get: d/c would become 33 levels deep.
+        let deepest_allowed = vec!["e"; 32].join("/");
+        let out = c
+            .send(format!("p CREATE d/c\r\nq RENAME d {deepest_allowed}\r\n"))
+            .await;
+        assert_eq!(
+            out,
+            "p OK CREATE completed\r\nq NO [CANNOT] Not allowed: mailbox hierarchy too deep\r\n"
+        );
+        assert!(
+            store
+                .list_mailboxes("alice")
+                .iter()
+                .any(|m| m.name == "d/c"),
+            "nothing moved"
+        );
+    });
+}
+
+#[test]
+fn mailboxes_per_account_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = {
+        let store = open_store(dir.path());
+        block_on(deliver(&store, "INBOX", "x"));
+        let n = store.list_mailboxes("alice").len();
+        store.close();
+        n
+    };
+    let limits = crate::store::names::MailboxLimits {
+        max_mailboxes: defaults + 2,
+        ..crate::store::names::MailboxLimits::DEFAULT
+    };
+    block_on(async {
+        let store = open_store_with(dir.path(), limits);
+        let mut c = Client::login(&store).await;
+        let out = c
+            .send("a CREATE One\r\nb CREATE Two/Three\r\nc CREATE Two\r\nd CREATE Four\r\ne RENAME INBOX Old\r\n")
+            .await;
+        assert_eq!(
+            out,
+            "a OK CREATE completed\r\n\
+             b NO [LIMIT] Limit reached: too many mailboxes in the account\r\n\
+             c OK CREATE completed\r\n\
+             d NO [LIMIT] Limit reached: too many mailboxes in the account\r\n\
+             e NO [LIMIT] Limit reached: too many mailboxes in the account\r\n"
+        );
+        let out = c.send("f DELETE One\r\ng CREATE Four\r\n").await;
+        assert_eq!(out, "f OK DELETE completed\r\ng OK CREATE completed\r\n");
+        assert_eq!(store.list_mailboxes("alice").len(), defaults + 2);
+    });
+}
+
+#[test]
+fn search_nests_as_deep_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["w1", "w2", "w3"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        // `OR OR ... a b c ...`: `terms` search terms nest `terms - 1` deep.
+        let ors = |terms: usize, hit: &str| {
+            let mut q = "OR ".repeat(terms - 1);
+            for i in 1..terms {
+                q.push_str(&format!("SUBJECT miss{i} "));
+            }
+            q.push_str(&format!("SUBJECT {hit}"));
+            q
+        };
+        let mut c = Client::login(&store).await;
+        c.send("a SELECT INBOX\r\n").await;
+        // Ten nested ORs used to be a syntax error.
+        let out = c.send(format!("b SEARCH {}\r\n", ors(11, "w2"))).await;
+        assert_eq!(out, "* SEARCH 2\r\nb OK SEARCH completed\r\n");
+        // Fifty terms, right-nested and in parentheses, with UID SEARCH.
+        let mut right = String::new();
+        for i in 1..50 {
+            right.push_str(&format!("OR (SUBJECT miss{i} NOT DELETED) "));
+        }
+        right.push_str("SUBJECT w3");
+        let out = c.send(format!("c UID SEARCH {right}\r\n")).await;
+        assert_eq!(out, "* SEARCH 3\r\nc OK SEARCH completed\r\n");
+        // The configured limit: reached is fine, one more level is refused and says why.
+        let config = ImapConfig {
+            limits: ImapLimits {
+                max_search_depth: 5,
+                ..ImapLimits::default()
+            },
+            ..ImapConfig::default()
+        };
+        let mut c = Client::new(&store, config).await;
+        c.send("a SELECT INBOX\r\n").await;
+        let out = c.send(format!("b SEARCH {}\r\n", ors(6, "w1"))).await;
+        assert_eq!(out, "* SEARCH 1\r\nb OK SEARCH completed\r\n");
+        let out = c
+            .send(format!("c SEARCH {}\r\nd NOOP\r\n", ors(7, "w1")))
+            .await;
+        assert_eq!(
+            out,
+            "c BAD Search criteria nested deeper than this server's limit of 5 levels \
+             (OR, NOT and parentheses)\r\nd OK NOOP completed\r\n"
+        );
+    });
+}
+
+/// RFC 3501 / 9051 details checked against Dovecot's behaviour.
+mod rfc;

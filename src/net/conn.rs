@@ -5,13 +5,23 @@
 //! runs that loop — feed, flush, read — until the session asks the driver to do something
 //! (authenticate, store a message, start TLS, close). Pipelined commands are therefore answered
 //! from one pass over the buffer, and all replies produced by one read go out in one write.
+//!
+//! Slow clients are bounded three ways, so that trickling bytes cannot hold a connection and
+//! its buffers forever: every unfinished unit of input (a command line, a whole message) must
+//! arrive within [`Timeouts::line`] of its first byte plus the time [`Timeouts::min_rate`]
+//! allows for its size, however the bytes are spread; every write must make progress within
+//! [`Timeouts::write`]; and the memory held by all sessions' unfinished messages together is
+//! bounded by a [`TransferBudget`].
 
 use std::io;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use monoio::buf::IoBuf;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 
+use super::budget::TransferBudget;
 use super::shutdown::ShutdownSignal;
 
 /// A protocol state machine over bytes (SMTP, POP3, IMAP).
@@ -27,6 +37,13 @@ pub trait ProtocolSession {
     fn on_timeout(&mut self, out: &mut Vec<u8>);
     /// Writes the protocol's "server shutting down" reply.
     fn on_shutdown(&mut self, out: &mut Vec<u8>);
+    /// Memory held for input not yet handed to the driver (a message being received).
+    fn held_bytes(&self) -> usize {
+        0
+    }
+    /// The shared transfer budget is spent: drop what [`held_bytes`](Self::held_bytes) counts
+    /// and refuse the transfer with a temporary failure when it ends.
+    fn shed_transfer(&mut self) {}
 }
 
 /// Why [`Connection::next_event`] returned without an event.
@@ -55,6 +72,40 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Inside a command or a message transfer, without progress.
     pub command: Duration,
+    /// From the first byte of a command line or transfer: the time it may take on top of what
+    /// [`min_rate`](Self::min_rate) allows for its size.
+    pub line: Duration,
+    /// Octets per second an unfinished transfer must average once `line` has passed.
+    pub min_rate: u64,
+    /// An end to the whole wait for an event, however much input keeps arriving meanwhile
+    /// (IMAP's pre-login autologout: input the session answers by itself, such as NOOP, is
+    /// no event, and each complete line would otherwise start the bounds above afresh).
+    pub deadline: Option<Instant>,
+}
+
+/// Settings fixed for a connection's life.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    pub read_buffer: usize,
+    /// A write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+    pub budget: Arc<TransferBudget>,
+}
+
+/// An unfinished unit of input: when its first byte arrived and how many have arrived since.
+#[derive(Clone, Copy, Debug)]
+struct Unit {
+    started: Instant,
+    bytes: u64,
+}
+
+impl Unit {
+    /// When the unit must be complete, given what has arrived so far.
+    fn deadline(&self, timeouts: &Timeouts) -> Instant {
+        let for_size =
+            Duration::from_millis(self.bytes.saturating_mul(1000) / timeouts.min_rate.max(1));
+        self.started + timeouts.line + for_size
+    }
 }
 
 /// Read buffer used while a session idles (IMAP IDLE), where only a short line is expected.
@@ -78,16 +129,32 @@ pub struct Connection<S> {
     consumed: usize,
     output: Vec<u8>,
     capacity: usize,
+    write_timeout: Duration,
+    /// The unit of input in progress, if any.
+    unit: Option<Unit>,
+    budget: Arc<TransferBudget>,
+    /// What this connection holds of `budget`.
+    reserved: usize,
+}
+
+impl<S> Drop for Connection<S> {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
+    }
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
-    pub fn new(stream: S, read_buffer: usize) -> Self {
+    pub fn new(stream: S, settings: &ConnectionSettings) -> Self {
         Connection {
             stream: Some(stream),
-            input: Vec::with_capacity(read_buffer),
+            input: Vec::with_capacity(settings.read_buffer),
             consumed: 0,
             output: Vec::with_capacity(1024),
-            capacity: read_buffer,
+            capacity: settings.read_buffer,
+            write_timeout: settings.write_timeout,
+            unit: None,
+            budget: settings.budget.clone(),
+            reserved: 0,
         }
     }
 
@@ -100,7 +167,36 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
     pub fn feed<P: ProtocolSession>(&mut self, session: &mut P) -> Option<P::Event> {
         let (used, event) = session.feed(&self.input[self.consumed..], &mut self.output);
         self.consumed += used;
+        // An event ends the unit: the driver's work (a password check, a delivery) is not the
+        // client's time. So does a session back between commands with nothing left over.
+        if event.is_some() || (session.is_idle() && self.consumed == self.input.len()) {
+            self.unit = None;
+        }
+        self.account_memory(session);
         event
+    }
+
+    /// Keeps this connection's share of the transfer budget equal to what its session holds,
+    /// making the session shed its transfer when the budget is spent.
+    fn account_memory<P: ProtocolSession>(&mut self, session: &mut P) {
+        let mut held = session.held_bytes();
+        if held > self.reserved {
+            if self.budget.try_reserve(held - self.reserved) {
+                self.reserved = held;
+                return;
+            }
+            tracing::info!(
+                held,
+                budget_used = self.budget.used(),
+                "transfer memory budget spent: refusing this message"
+            );
+            session.shed_transfer();
+            held = session.held_bytes().min(self.reserved);
+        }
+        if held < self.reserved {
+            self.budget.release(self.reserved - held);
+            self.reserved = held;
+        }
     }
 
     /// The reply buffer; written out by [`flush`](Self::flush).
@@ -126,17 +222,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.output);
-        let (res, mut buf) = self.stream().write_all(buf).await;
+        let limit = self.write_timeout;
+        let mut buf = write_all_timed(self.stream(), buf, limit).await?;
         buf.clear();
         self.output = buf;
-        res.map(|_| ())
+        Ok(())
     }
 
     /// Writes `bytes` after whatever is queued, without copying them into the reply buffer.
-    pub async fn write_owned<B: monoio::buf::IoBuf>(&mut self, bytes: B) -> io::Result<B> {
+    pub async fn write_owned<B: IoBuf>(&mut self, bytes: B) -> io::Result<B> {
         self.flush().await?;
-        let (res, bytes) = self.stream().write_all(bytes).await;
-        res.map(|_| bytes)
+        let limit = self.write_timeout;
+        write_all_timed(self.stream(), bytes, limit).await
     }
 
     /// Makes room at the end of the read buffer, dropping what was consumed.
@@ -204,13 +301,26 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                 return Err(Ended::Stalled);
             }
             let idle = session.is_idle();
-            let limit = if idle {
+            let mut limit = if idle {
                 timeouts.idle
             } else {
                 timeouts.command
             };
+            if let Some(unit) = &self.unit {
+                limit = limit.min(
+                    unit.deadline(&timeouts)
+                        .saturating_duration_since(Instant::now()),
+                );
+            }
             if idle && shutdown.is_triggered() {
                 return self.end_for_shutdown(session).await;
+            }
+            if let Some(deadline) = timeouts.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return self.end_for_timeout(session).await;
+                }
+                limit = limit.min(left);
             }
             // A cancelled read may lose bytes already received; that only happens here when the
             // connection is being closed anyway (timeout or shutdown).
@@ -230,17 +340,35 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                     return self.end_for_shutdown(session).await;
                 }
                 Some(Err(_elapsed)) => {
-                    self.input = Vec::with_capacity(self.capacity);
-                    self.consumed = 0;
-                    session.on_timeout(&mut self.output);
-                    let _ = self.flush().await;
-                    return Err(Ended::TimedOut);
+                    if self.unit.is_some() {
+                        tracing::debug!("closing a connection whose input is too slow");
+                    }
+                    return self.end_for_timeout(session).await;
                 }
                 Some(Ok(Ok(0))) => return Err(Ended::PeerClosed),
-                Some(Ok(Ok(_))) => {}
+                Some(Ok(Ok(n))) => {
+                    let unit = self.unit.get_or_insert(Unit {
+                        started: Instant::now(),
+                        bytes: 0,
+                    });
+                    unit.bytes += n as u64;
+                }
                 Some(Ok(Err(e))) => return Err(Ended::Io(e)),
             }
         }
+    }
+
+    /// The session's "goodbye" for a timeout. The timed-out read may have taken the input
+    /// buffer with it, so a fresh one is put in place.
+    async fn end_for_timeout<P: ProtocolSession>(
+        &mut self,
+        session: &mut P,
+    ) -> Result<P::Event, Ended> {
+        self.input = Vec::with_capacity(self.capacity);
+        self.consumed = 0;
+        session.on_timeout(&mut self.output);
+        let _ = self.flush().await;
+        Err(Ended::TimedOut)
     }
 
     /// The session's "goodbye" for a server shutdown.
@@ -294,11 +422,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
                     _ = pusher.ready() => {
                         pusher.push(&mut self.output);
                         let out = std::mem::take(&mut self.output);
-                        let (res, mut out) = writer.write_all(out).await;
-                        out.clear();
-                        self.output = out;
-                        if let Err(e) = res {
-                            break Err(Ended::Io(e));
+                        match write_all_timed(&mut writer, out, self.write_timeout).await {
+                            Ok(mut out) => {
+                                out.clear();
+                                self.output = out;
+                            }
+                            Err(e) => break Err(Ended::Io(e)),
                         }
                     }
                     _ = &mut deadline => break Err(Ended::TimedOut),
@@ -341,6 +470,34 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         }
         let _ = self.flush().await;
     }
+}
+
+/// Writes all of `buf`, failing with `TimedOut` when one write makes no progress for `limit`:
+/// a client that stops reading cannot pin our replies (and their memory) for ever.
+/// On failure the buffer is gone with the connection.
+async fn write_all_timed<W: AsyncWriteRent, B: IoBuf>(
+    writer: &mut W,
+    mut buf: B,
+    limit: Duration,
+) -> io::Result<B> {
+    let len = buf.bytes_init();
+    let mut written = 0;
+    while written < len {
+        let write = writer.write(buf.slice(written..));
+        match monoio::time::timeout(limit, write).await {
+            Ok((Ok(0), _)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok((Ok(n), slice)) => {
+                written += n;
+                buf = slice.into_inner();
+            }
+            Ok((Err(e), _)) => return Err(e),
+            Err(_elapsed) => {
+                tracing::debug!("closing a connection that does not read its replies");
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+    Ok(buf)
 }
 
 /// Reads into the spare capacity of `buf`, keeping what it holds.

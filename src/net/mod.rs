@@ -1,12 +1,14 @@
 //! Networking shared by every protocol: the buffered connection and session loop, TLS set-up,
 //! and shutdown notification.
 
+pub mod budget;
 pub mod conn;
 pub mod sasl;
 pub mod shutdown;
 pub mod tls;
 pub mod upgrade;
 
-pub use conn::{Connection, Ended, ProtocolSession, Timeouts};
+pub use budget::TransferBudget;
+pub use conn::{Connection, ConnectionSettings, Ended, ProtocolSession, Timeouts};
 pub use shutdown::ShutdownSignal;
 pub use upgrade::{Flow, SessionDriver, TlsSetup, serve_connection};

@@ -1,6 +1,11 @@
-//! Base64 (RFC 4648) and SASL PLAIN (RFC 4616) / LOGIN helpers.
+//! Base64 (RFC 4648) and the SASL exchange (PLAIN, RFC 4616, and LOGIN) shared by SMTP AUTH,
+//! POP3 AUTH and IMAP AUTHENTICATE; nothing in here knows a protocol.
 //!
-//! Shared by SMTP AUTH, POP3 AUTH and IMAP AUTHENTICATE; nothing in here knows a protocol.
+//! [`SaslExchange`] is the one place that decides what a client's SASL responses mean: each
+//! protocol only frames the challenges (`334 `, `+ `) and maps a [`SaslError`] to its own
+//! reply (`501 5.5.2`, `-ERR`, `BAD`/`NO`). Strict everywhere: invalid base64, an empty user
+//! name or password, or an authorization identity other than the user's own are refused
+//! before any credential check.
 //!
 //! Decoding is strict about the alphabet (no whitespace, no URL-safe characters) and about
 //! padding placement, but accepts unpadded input, since some SASL clients omit the `=`.
@@ -201,6 +206,176 @@ pub fn parse_plain(raw: &[u8]) -> Result<PlainCredentials, PlainError> {
     })
 }
 
+/// The mechanisms every protocol offers (all need TLS, or `allow_plaintext_auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    Login,
+}
+
+impl SaslMechanism {
+    /// The mechanism a client named (case-insensitive), if supported.
+    pub fn from_name(name: &[u8]) -> Option<SaslMechanism> {
+        if name.eq_ignore_ascii_case(b"PLAIN") {
+            Some(SaslMechanism::Plain)
+        } else if name.eq_ignore_ascii_case(b"LOGIN") {
+            Some(SaslMechanism::Login)
+        } else {
+            None
+        }
+    }
+}
+
+/// The credentials a finished exchange yields, to be verified by the caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why an exchange ended without credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslError {
+    /// The client answered a challenge with `*` (RFC 4422 §3.5).
+    Cancelled,
+    /// Not base64 (RFC 4648, strictly: no whitespace, padding in place).
+    BadBase64,
+    /// Base64, but not the mechanism's shape: PLAIN without three fields, a field that is
+    /// not UTF-8, NUL inside a LOGIN field.
+    Malformed,
+    /// Empty user name or password: refused without asking the verifier.
+    EmptyField,
+    /// PLAIN with an authorization identity other than the user's own (acting for someone
+    /// else is not supported).
+    AuthzidMismatch,
+}
+
+impl fmt::Display for SaslError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SaslError::Cancelled => "Authentication cancelled",
+            SaslError::BadBase64 => "Invalid base64 data",
+            SaslError::Malformed => "Malformed SASL response",
+            SaslError::EmptyField => "Empty user name or password",
+            SaslError::AuthzidMismatch => {
+                "Authorization identity must match authentication identity"
+            }
+        })
+    }
+}
+impl std::error::Error for SaslError {}
+
+/// What the protocol does next in an exchange.
+#[derive(Debug)]
+pub enum SaslStep {
+    /// Send this base64 challenge (`334 <c>`, `+ <c>`) and give the client's next line to
+    /// [`SaslExchange::respond`].
+    Challenge(SaslExchange, &'static str),
+    /// Verify these credentials.
+    Done(SaslCredentials),
+    /// Reply with the protocol's error for this and leave the exchange.
+    Failed(SaslError),
+}
+
+/// One SASL PLAIN or LOGIN exchange, sans-IO. A value of this type is "waiting for the
+/// client's next response line".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslExchange {
+    waiting_for: Awaiting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaiting {
+    PlainResponse,
+    LoginUsername,
+    LoginPassword { username: String },
+}
+
+impl SaslExchange {
+    /// Start an exchange; `initial_response` is the SASL-IR / AUTH command-line argument
+    /// (still base64; a lone `=` is an empty response).
+    pub fn start(mechanism: SaslMechanism, initial_response: Option<&[u8]>) -> SaslStep {
+        let waiting_for = match mechanism {
+            SaslMechanism::Plain => Awaiting::PlainResponse,
+            SaslMechanism::Login => Awaiting::LoginUsername,
+        };
+        let exchange = SaslExchange { waiting_for };
+        match initial_response {
+            None => {
+                let challenge = match mechanism {
+                    SaslMechanism::Plain => "",
+                    SaslMechanism::Login => LOGIN_USERNAME_CHALLENGE,
+                };
+                SaslStep::Challenge(exchange, challenge)
+            }
+            Some(ir) => match decode_initial_response(ir) {
+                Ok(decoded) => exchange.advance(decoded),
+                Err(_) => SaslStep::Failed(SaslError::BadBase64),
+            },
+        }
+    }
+
+    /// The client's response line to the last challenge (CRLF already stripped).
+    pub fn respond(self, line: &[u8]) -> SaslStep {
+        if line == b"*" {
+            return SaslStep::Failed(SaslError::Cancelled);
+        }
+        match decode_base64(line) {
+            Ok(decoded) => self.advance(decoded),
+            Err(_) => SaslStep::Failed(SaslError::BadBase64),
+        }
+    }
+
+    fn advance(self, decoded: Vec<u8>) -> SaslStep {
+        match self.waiting_for {
+            Awaiting::PlainResponse => match parse_plain(&decoded) {
+                Ok(c) if c.authzid.as_ref().is_some_and(|z| *z != c.authcid) => {
+                    SaslStep::Failed(SaslError::AuthzidMismatch)
+                }
+                Ok(c) => SaslStep::Done(SaslCredentials {
+                    username: c.authcid,
+                    password: c.password,
+                }),
+                Err(PlainError::EmptyField) => SaslStep::Failed(SaslError::EmptyField),
+                Err(_) => SaslStep::Failed(SaslError::Malformed),
+            },
+            Awaiting::LoginUsername => match login_field(decoded) {
+                Ok(username) => SaslStep::Challenge(
+                    SaslExchange {
+                        waiting_for: Awaiting::LoginPassword { username },
+                    },
+                    LOGIN_PASSWORD_CHALLENGE,
+                ),
+                Err(e) => SaslStep::Failed(e),
+            },
+            Awaiting::LoginPassword { username } => match login_field(decoded) {
+                Ok(password) => SaslStep::Done(SaslCredentials { username, password }),
+                Err(e) => SaslStep::Failed(e),
+            },
+        }
+    }
+}
+
+/// A LOGIN user name or password: non-empty UTF-8 without NUL.
+fn login_field(decoded: Vec<u8>) -> Result<String, SaslError> {
+    if decoded.is_empty() {
+        return Err(SaslError::EmptyField);
+    }
+    match String::from_utf8(decoded) {
+        Ok(text) if !text.contains('\0') => Ok(text),
+        _ => Err(SaslError::Malformed),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +491,136 @@ mod tests {
             decode_base64(LOGIN_PASSWORD_CHALLENGE.as_bytes()).unwrap(),
             b"Password:"
         );
+    }
+
+    fn done(step: SaslStep) -> SaslCredentials {
+        match step {
+            SaslStep::Done(c) => c,
+            other => panic!("expected credentials, got {other:?}"),
+        }
+    }
+
+    fn failed(step: SaslStep) -> SaslError {
+        match step {
+            SaslStep::Failed(e) => e,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    fn challenge(step: SaslStep, expected: &str) -> SaslExchange {
+        match step {
+            SaslStep::Challenge(x, c) if c == expected => x,
+            other => panic!("expected challenge {expected:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exchange_plain_with_and_without_initial_response() {
+        let b64 = encode_base64(b"\0alice\0pw");
+        let c = done(SaslExchange::start(
+            SaslMechanism::Plain,
+            Some(b64.as_bytes()),
+        ));
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "pw"));
+        let x = challenge(SaslExchange::start(SaslMechanism::Plain, None), "");
+        let c = done(x.respond(b64.as_bytes()));
+        assert_eq!(c.username, "alice");
+        // The user's own authorization identity is fine; anyone else's is not.
+        let own = encode_base64(b"alice\0alice\0pw");
+        done(SaslExchange::start(
+            SaslMechanism::Plain,
+            Some(own.as_bytes()),
+        ));
+        let other = encode_base64(b"admin\0alice\0pw");
+        assert_eq!(
+            failed(SaslExchange::start(
+                SaslMechanism::Plain,
+                Some(other.as_bytes())
+            )),
+            SaslError::AuthzidMismatch
+        );
+    }
+
+    #[test]
+    fn exchange_login_two_challenges() {
+        let x = challenge(
+            SaslExchange::start(SaslMechanism::Login, None),
+            LOGIN_USERNAME_CHALLENGE,
+        );
+        let x = challenge(x.respond(b"YWxpY2U="), LOGIN_PASSWORD_CHALLENGE);
+        let c = done(x.respond(b"cHc="));
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "pw"));
+        // The user name as initial response skips the first challenge.
+        let x = challenge(
+            SaslExchange::start(SaslMechanism::Login, Some(b"YWxpY2U=")),
+            LOGIN_PASSWORD_CHALLENGE,
+        );
+        assert_eq!(done(x.respond(b"cHc=")).password, "pw");
+    }
+
+    #[test]
+    fn exchange_hostile_responses() {
+        let plain = || challenge(SaslExchange::start(SaslMechanism::Plain, None), "");
+        let login_pass = || {
+            challenge(
+                SaslExchange::start(SaslMechanism::Login, Some(b"YWxpY2U=")),
+                LOGIN_PASSWORD_CHALLENGE,
+            )
+        };
+        // `*` cancels at every step.
+        assert_eq!(failed(plain().respond(b"*")), SaslError::Cancelled);
+        assert_eq!(failed(login_pass().respond(b"*")), SaslError::Cancelled);
+        // Base64 with whitespace, junk or bad padding is refused, not repaired.
+        for junk in [
+            &b"AGFsaWNlAHB3 "[..],
+            b"AGFs aWNlAHB3",
+            b"!!!!",
+            b"AGFsaWNlAHB3=",
+            b"A",
+        ] {
+            assert_eq!(
+                failed(plain().respond(junk)),
+                SaslError::BadBase64,
+                "{junk:?}"
+            );
+        }
+        // Empty user name or password, in either mechanism.
+        for empty in [&b"\0\0pw"[..], b"\0alice\0"] {
+            let b64 = encode_base64(empty);
+            assert_eq!(
+                failed(plain().respond(b64.as_bytes())),
+                SaslError::EmptyField
+            );
+        }
+        assert_eq!(failed(login_pass().respond(b"")), SaslError::EmptyField);
+        assert_eq!(
+            failed(SaslExchange::start(SaslMechanism::Login, Some(b"="))),
+            SaslError::EmptyField
+        );
+        // Wrong shape, NUL inside a LOGIN field, invalid UTF-8.
+        let nul = encode_base64(b"p\0w");
+        assert_eq!(
+            failed(login_pass().respond(nul.as_bytes())),
+            SaslError::Malformed
+        );
+        let latin1 = encode_base64(b"\xe9t\xe9");
+        assert_eq!(
+            failed(login_pass().respond(latin1.as_bytes())),
+            SaslError::Malformed
+        );
+        let two_fields = encode_base64(b"alice\0pw");
+        assert_eq!(
+            failed(plain().respond(two_fields.as_bytes())),
+            SaslError::Malformed
+        );
+        assert_eq!(
+            failed(SaslExchange::start(SaslMechanism::Plain, Some(b"="))),
+            SaslError::Malformed
+        );
+        assert_eq!(
+            SaslMechanism::from_name(b"plain"),
+            Some(SaslMechanism::Plain)
+        );
+        assert_eq!(SaslMechanism::from_name(b"CRAM-MD5"), None);
     }
 }

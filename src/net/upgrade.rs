@@ -6,7 +6,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
-use super::Connection;
+use super::{Connection, ConnectionSettings};
 
 /// How a protocol driver's run over one stream ended.
 pub enum Flow {
@@ -31,7 +31,7 @@ pub trait SessionDriver {
 pub struct TlsSetup<'a> {
     pub acceptor: &'a monoio_rustls::TlsAcceptor,
     pub handshake_timeout: Duration,
-    pub read_buffer: usize,
+    pub connection: &'a ConnectionSettings,
 }
 
 /// Runs `driver` over `stream`: TLS first when `implicit_tls`, else clear text with a possible
@@ -46,19 +46,19 @@ pub async fn serve_connection<D: SessionDriver>(
         let Some(stream) = handshake(stream, &tls).await else {
             return;
         };
-        let mut conn = Connection::new(stream, tls.read_buffer);
+        let mut conn = Connection::new(stream, tls.connection);
         driver.greet(conn.output());
         driver.run(&mut conn).await;
         return;
     }
-    let mut conn = Connection::new(stream, tls.read_buffer);
+    let mut conn = Connection::new(stream, tls.connection);
     driver.greet(conn.output());
     if let Flow::StartTls = driver.run(&mut conn).await {
         let Some(stream) = handshake(conn.into_stream(), &tls).await else {
             return;
         };
         driver.tls_started();
-        let mut conn = Connection::new(stream, tls.read_buffer);
+        let mut conn = Connection::new(stream, tls.connection);
         driver.run(&mut conn).await;
     }
 }

@@ -82,6 +82,7 @@ impl ProtocolSession for Pop3Session {
 }
 
 struct Pop3Driver<'a> {
+    protocol: Protocol,
     session: Pop3Session,
     peer: SocketAddr,
     core: &'a Core,
@@ -118,9 +119,8 @@ impl Pop3Driver<'_> {
                 messages: Vec::new(),
             },
             Err(e) => {
-                tracing::warn!(error = %e, "opening maildrop");
                 services.pop3_locks.unlock(&account);
-                return MaildropOpen::Failed;
+                return MaildropOpen::Failed(e);
             }
         };
         self.maildrop = Some(Maildrop {
@@ -212,7 +212,7 @@ impl SessionDriver for Pop3Driver<'_> {
                 Pop3Event::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     pending = self.session.auth_result(outcome, conn.output());
                 }
@@ -226,17 +226,16 @@ impl SessionDriver for Pop3Driver<'_> {
                     }
                 }
                 Pop3Event::Commit { expunge_uids } => {
-                    let ok = match &self.maildrop {
+                    let result = match &self.maildrop {
                         Some(m) if !expunge_uids.is_empty() => services
                             .store
                             .expunge(&m.account, "INBOX", &expunge_uids)
                             .await
-                            .map_err(|e| tracing::warn!(error = %e, "POP3 expunge"))
-                            .is_ok(),
-                        _ => true,
+                            .map(drop),
+                        _ => Ok(()),
                     };
                     self.maildrop = None;
-                    self.session.commit_result(ok, conn.output());
+                    self.session.commit_result(result, conn.output());
                     let _ = conn.flush().await;
                     return Flow::Closed;
                 }
@@ -252,6 +251,7 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
     let services = &core.services;
     let implicit_tls = protocol == Protocol::Pop3s;
     let mut driver = Pop3Driver {
+        protocol,
         session: Pop3Session::new(services.pop3.clone(), implicit_tls, !implicit_tls),
         peer,
         core,

@@ -7,7 +7,6 @@
 //! * [`command`]: line framing and the borrowing command parser.
 //! * [`session`]: the state machine ([`Pop3Session`]).
 //! * [`stuff`]: dot-stuffed multi-line bodies for RETR/TOP ([`write_stuffed`]).
-//! * [`sasl`]: base64 and SASL PLAIN decoding (protocol-neutral; to move to `net`).
 
 pub mod command;
 pub mod driver;

@@ -24,10 +24,10 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use crate::auth::AuthOutcome;
-use crate::store::MailboxSnapshot;
+use crate::store::{MailboxSnapshot, StoreError};
 
 use super::command::{Command, Line, parse_command, split_line};
-use crate::net::sasl;
+use crate::net::sasl::{SaslCredentials, SaslError, SaslExchange, SaslMechanism, SaslStep};
 
 /// Static configuration shared by all POP3 sessions of a listener.
 #[derive(Clone, Debug)]
@@ -55,14 +55,14 @@ impl Default for Pop3Config {
 }
 
 /// Result of the driver's attempt to lock and snapshot the maildrop (INBOX).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum MaildropOpen {
     /// Locked; the snapshot's messages (in UID order) become messages 1..n of the session.
     Ok(MailboxSnapshot),
     /// Another POP3 session holds the lock.
     InUse,
     /// The store failed.
-    Failed,
+    Failed(StoreError),
 }
 
 /// What the driver must do next.
@@ -179,7 +179,7 @@ impl Maildrop {
 ///      │ │ │ │                                       │
 ///      │ │ │ └─ QUIT ──► closed ("+OK Bye")          │
 ///      │ │ └─ STLS ──► WaitTls ── tls_started() ─────┤   (same state, TLS now active)
-///      │ └─ AUTH ──► SaslPlain / SaslLogin* ─────────┤   ("*", bad base64: -ERR)
+///      │ └─ AUTH ──► Sasl (challenges) ──────────────┤   ("*", bad base64: -ERR)
 ///      │               │                             │
 ///      └─ PASS ────────┴─► WaitAuth ── Rejected ─────┤   (-ERR [AUTH])
 ///                              │ Accepted            │
@@ -203,14 +203,8 @@ enum State {
     Authorization {
         user: Option<String>,
     },
-    /// `AUTH PLAIN` without initial response: waiting for the base64 line.
-    SaslPlain,
-    /// `AUTH LOGIN`: waiting for the user name.
-    SaslLoginUser,
-    /// `AUTH LOGIN`: waiting for the password.
-    SaslLoginPass {
-        username: String,
-    },
+    /// An AUTH challenge was sent: waiting for the client's response line.
+    Sasl(SaslExchange),
     WaitAuth,
     WaitMaildrop,
     WaitTls,
@@ -235,6 +229,7 @@ enum Reply {
 const PLAINTEXT_DISALLOWED: &str =
     "[AUTH] Plaintext authentication disallowed on non-secure connection, use STLS";
 const AUTH_FAILED: &str = "[AUTH] Authentication failed";
+const AUTH_TRY_LATER: &str = "[SYS/TEMP] Temporary authentication failure, try again later";
 
 /// One POP3 connection's protocol state.
 pub struct Pop3Session {
@@ -254,7 +249,7 @@ impl fmt::Debug for Pop3Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Authorization { .. } => "AUTHORIZATION",
-            State::SaslPlain | State::SaslLoginUser | State::SaslLoginPass { .. } => "SASL",
+            State::Sasl(_) => "SASL",
             State::WaitAuth => "WaitAuth",
             State::WaitMaildrop => "WaitMaildrop",
             State::WaitTls => "WaitTls",
@@ -370,10 +365,7 @@ impl Pop3Session {
     }
 
     fn line_too_long(&mut self, out: &mut Vec<u8>) -> Option<Pop3Event> {
-        if matches!(
-            self.state,
-            State::SaslPlain | State::SaslLoginUser | State::SaslLoginPass { .. }
-        ) {
+        if matches!(self.state, State::Sasl(_)) {
             self.state = State::Authorization { user: None };
         }
         self.finish(Reply::Err(Cow::Borrowed("line too long")), out)
@@ -405,9 +397,7 @@ impl Pop3Session {
 
     fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Pop3Event> {
         let reply = match self.state {
-            State::SaslPlain | State::SaslLoginUser | State::SaslLoginPass { .. } => {
-                self.sasl_line(line, out)
-            }
+            State::Sasl(_) => self.sasl_line(line, out),
             _ => match parse_command(line) {
                 Err(e) => Reply::Err(Cow::Borrowed(e.message())),
                 Ok(cmd) => self.command(cmd, out),
@@ -482,26 +472,15 @@ impl Pop3Session {
                     out.extend_from_slice(b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
                     return Reply::Done;
                 };
-                if mechanism.eq_ignore_ascii_case("PLAIN") {
-                    match initial_response {
-                        Some(ir) => self.sasl_plain(ir.as_bytes(), true),
-                        None => {
-                            self.state = State::SaslPlain;
-                            out.extend_from_slice(b"+ \r\n");
-                            Reply::Done
-                        }
+                match SaslMechanism::from_name(mechanism.as_bytes()) {
+                    Some(mechanism) => {
+                        let step = SaslExchange::start(
+                            mechanism,
+                            initial_response.map(|ir| ir.as_bytes()),
+                        );
+                        self.sasl_step(step, out)
                     }
-                } else if mechanism.eq_ignore_ascii_case("LOGIN") {
-                    match initial_response {
-                        Some(ir) => self.sasl_login_user(ir.as_bytes(), true, out),
-                        None => {
-                            self.state = State::SaslLoginUser;
-                            login_challenge(out, sasl::LOGIN_USERNAME_CHALLENGE);
-                            Reply::Done
-                        }
-                    }
-                } else {
-                    Reply::Err(Cow::Borrowed("Unsupported authentication mechanism"))
+                    None => Reply::Err(Cow::Borrowed("Unsupported authentication mechanism")),
                 }
             }
             Command::Stls => {
@@ -536,60 +515,42 @@ impl Pop3Session {
 
     /// A continuation line of an AUTH exchange.
     fn sasl_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Reply {
-        let state = std::mem::replace(&mut self.state, State::Authorization { user: None });
-        if line == b"*" {
-            return Reply::Soft(Cow::Borrowed("Authentication cancelled"));
-        }
-        match state {
-            State::SaslPlain => self.sasl_plain(line, false),
-            State::SaslLoginUser => self.sasl_login_user(line, false, out),
-            State::SaslLoginPass { username } => match decode_text(line, false) {
-                Ok(password) => {
-                    self.state = State::WaitAuth;
-                    Reply::Event(Pop3Event::Authenticate { username, password })
-                }
-                Err(e) => e,
-            },
+        match std::mem::replace(&mut self.state, State::Authorization { user: None }) {
+            State::Sasl(exchange) => self.sasl_step(exchange.respond(line), out),
             _ => unreachable!("sasl_line outside a SASL exchange"),
         }
     }
 
-    fn sasl_plain(&mut self, response: &[u8], initial: bool) -> Reply {
-        self.state = State::Authorization { user: None };
-        let decoded = if initial {
-            sasl::decode_initial_response(response)
-        } else {
-            sasl::decode_base64(response)
-        };
-        let Ok(raw) = decoded else {
-            return Reply::Err(Cow::Borrowed("Invalid base64 data"));
-        };
-        match sasl::parse_plain(&raw) {
-            Ok(creds) => {
-                if creds.authzid.as_ref().is_some_and(|z| *z != creds.authcid) {
-                    return Reply::Err(Cow::Borrowed(
-                        "[AUTH] Authorization identity must match authentication identity",
-                    ));
-                }
-                self.state = State::WaitAuth;
-                Reply::Event(Pop3Event::Authenticate {
-                    username: creds.authcid,
-                    password: creds.password,
-                })
-            }
-            Err(_) => Reply::Err(Cow::Borrowed("Invalid SASL PLAIN response")),
-        }
-    }
-
-    fn sasl_login_user(&mut self, response: &[u8], initial: bool, out: &mut Vec<u8>) -> Reply {
-        self.state = State::Authorization { user: None };
-        match decode_text(response, initial) {
-            Ok(username) => {
-                self.state = State::SaslLoginPass { username };
-                login_challenge(out, sasl::LOGIN_PASSWORD_CHALLENGE);
+    /// Carry an AUTH exchange one step on (RFC 5034: `*` cancels, a malformed response is
+    /// -ERR; both leave the exchange).
+    fn sasl_step(&mut self, step: SaslStep, out: &mut Vec<u8>) -> Reply {
+        match step {
+            SaslStep::Challenge(exchange, challenge) => {
+                out.extend_from_slice(b"+ ");
+                out.extend_from_slice(challenge.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                self.state = State::Sasl(exchange);
                 Reply::Done
             }
-            Err(e) => e,
+            SaslStep::Done(SaslCredentials { username, password }) => {
+                self.state = State::WaitAuth;
+                Reply::Event(Pop3Event::Authenticate { username, password })
+            }
+            SaslStep::Failed(SaslError::Cancelled) => {
+                Reply::Soft(Cow::Borrowed("Authentication cancelled"))
+            }
+            SaslStep::Failed(SaslError::AuthzidMismatch) => Reply::Err(Cow::Borrowed(
+                "[AUTH] Authorization identity must match authentication identity",
+            )),
+            SaslStep::Failed(SaslError::EmptyField) => {
+                Reply::Err(Cow::Borrowed("Empty user name or password"))
+            }
+            SaslStep::Failed(SaslError::BadBase64) => {
+                Reply::Err(Cow::Borrowed("Invalid base64 data"))
+            }
+            SaslStep::Failed(SaslError::Malformed) => {
+                Reply::Err(Cow::Borrowed("Invalid SASL response"))
+            }
         }
     }
 
@@ -627,6 +588,11 @@ impl Pop3Session {
                 self.state = State::Authorization { user: None };
                 self.finish(Reply::Err(Cow::Borrowed(AUTH_FAILED)), out)
             }
+            // RFC 3206: a temporary condition, not a verdict on the credentials.
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                self.state = State::Authorization { user: None };
+                self.finish(Reply::Err(Cow::Borrowed(AUTH_TRY_LATER)), out)
+            }
         }
     }
 
@@ -646,21 +612,20 @@ impl Pop3Session {
                 self.state = State::Authorization { user: None };
                 err_line(out, "[IN-USE] Mailbox is locked by another POP3 session");
             }
-            MaildropOpen::Failed => {
+            MaildropOpen::Failed(e) => {
                 self.account = None;
                 self.state = State::Authorization { user: None };
-                err_line(out, "[SYS/TEMP] Unable to open mailbox, try again later");
+                err_line(out, store_failure(&e, StoreStep::OpenMaildrop));
             }
         }
     }
 
     /// The driver's answer to [`Pop3Event::Commit`]; the session is closed afterwards.
-    pub fn commit_result(&mut self, ok: bool, out: &mut Vec<u8>) {
+    pub fn commit_result(&mut self, result: Result<(), StoreError>, out: &mut Vec<u8>) {
         debug_assert!(matches!(self.state, State::WaitCommit));
-        if ok {
-            out.extend_from_slice(b"+OK Bye\r\n");
-        } else {
-            err_line(out, "[SYS/TEMP] Some deleted messages were not removed");
+        match result {
+            Ok(()) => out.extend_from_slice(b"+OK Bye\r\n"),
+            Err(e) => err_line(out, store_failure(&e, StoreStep::Expunge)),
         }
         self.state = State::Closed;
     }
@@ -691,27 +656,31 @@ impl Pop3Session {
     }
 }
 
+/// What the session asked the store to do when it failed.
+#[derive(Clone, Copy, Debug)]
+enum StoreStep {
+    OpenMaildrop,
+    Expunge,
+}
+
+/// The reply text (after `-ERR `) for a store failure: the one place POP3 decides it. The
+/// store's own words (errno, paths) go to the log only; every store failure is temporary for
+/// the client (RFC 3206 `SYS/TEMP`), since nothing it sends differently would help.
+fn store_failure(e: &StoreError, step: StoreStep) -> &'static str {
+    tracing::warn!(error = %e, ?step, "pop3: store failure");
+    match step {
+        StoreStep::OpenMaildrop => "[SYS/TEMP] Unable to open mailbox, try again later",
+        StoreStep::Expunge if e.is_out_of_space() => {
+            "[SYS/TEMP] Not enough disk space, deleted messages were kept"
+        }
+        StoreStep::Expunge => "[SYS/TEMP] Some deleted messages were not removed",
+    }
+}
+
 fn err_line(out: &mut Vec<u8>, msg: &str) {
     out.extend_from_slice(b"-ERR ");
     out.extend_from_slice(msg.as_bytes());
     out.extend_from_slice(b"\r\n");
-}
-
-fn login_challenge(out: &mut Vec<u8>, challenge: &str) {
-    out.extend_from_slice(b"+ ");
-    out.extend_from_slice(challenge.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Decode a base64 SASL response that must be UTF-8 text (LOGIN user name / password).
-fn decode_text(b64: &[u8], initial: bool) -> Result<String, Reply> {
-    let decoded = if initial {
-        sasl::decode_initial_response(b64)
-    } else {
-        sasl::decode_base64(b64)
-    };
-    let raw = decoded.map_err(|_| Reply::Err(Cow::Borrowed("Invalid base64 data")))?;
-    String::from_utf8(raw).map_err(|_| Reply::Err(Cow::Borrowed("Invalid UTF-8 in SASL response")))
 }
 
 fn transaction_command(md: &mut Maildrop, cmd: Command<'_>, out: &mut Vec<u8>) -> Reply {
@@ -815,6 +784,7 @@ fn transaction_command(md: &mut Maildrop, cmd: Command<'_>, out: &mut Vec<u8>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::sasl;
     use crate::pop3::write_stuffed;
     use crate::store::{Flags, MessageMeta};
 
@@ -858,7 +828,7 @@ mod tests {
         events: Vec<Pop3Event>,
         password: &'static str,
         maildrop: fn() -> MaildropOpen,
-        commit_ok: bool,
+        commit: fn() -> Result<(), StoreError>,
         closed: bool,
     }
 
@@ -875,7 +845,7 @@ mod tests {
                 events: Vec::new(),
                 password: "secret",
                 maildrop: || MaildropOpen::Ok(snapshot()),
-                commit_ok: true,
+                commit: || Ok(()),
                 closed: false,
             }
         }
@@ -942,7 +912,7 @@ mod tests {
                         write_stuffed(body(uid), top_lines, &mut self.out);
                     }
                     Pop3Event::Commit { .. } => {
-                        self.s.commit_result(self.commit_ok, &mut self.out);
+                        self.s.commit_result((self.commit)(), &mut self.out);
                         assert!(self.s.is_closed());
                         self.closed = true;
                         break;
@@ -1083,7 +1053,7 @@ mod tests {
     #[test]
     fn commit_failure() {
         let mut h = Harness::tls();
-        h.commit_ok = false;
+        h.commit = || Err(StoreError::Io(std::io::Error::other("/data/store/0: EIO")));
         h.login();
         h.send("DELE 1\r\n");
         assert_eq!(
@@ -1091,6 +1061,19 @@ mod tests {
             "-ERR [SYS/TEMP] Some deleted messages were not removed\r\n"
         );
         assert!(h.s.is_closed());
+        // A full disk says so, and nothing of the operating system's message reaches the client.
+        let mut h = Harness::tls();
+        h.commit = || {
+            Err(StoreError::Io(std::io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            )))
+        };
+        h.login();
+        h.send("DELE 1\r\n");
+        assert_eq!(
+            h.send("QUIT\r\n"),
+            "-ERR [SYS/TEMP] Not enough disk space, deleted messages were kept\r\n"
+        );
     }
 
     #[test]
@@ -1395,12 +1378,9 @@ mod tests {
         let junk = sasl::encode_base64(b"alice secret");
         assert_eq!(
             h.send(&format!("AUTH PLAIN {junk}\r\n")),
-            "-ERR Invalid SASL PLAIN response\r\n"
+            "-ERR Invalid SASL response\r\n"
         );
-        assert_eq!(
-            h.send("AUTH PLAIN =\r\n"),
-            "-ERR Invalid SASL PLAIN response\r\n"
-        );
+        assert_eq!(h.send("AUTH PLAIN =\r\n"), "-ERR Invalid SASL response\r\n");
         // Cancel.
         assert_eq!(
             h.send("AUTH PLAIN\r\n*\r\n"),
@@ -1452,9 +1432,10 @@ mod tests {
             "+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\n-ERR Authentication cancelled\r\n"
         );
         assert!(!h.closed);
+        // An empty user name ends the exchange at once (it could never log in).
         assert_eq!(
-            h.send("AUTH LOGIN =\r\n*\r\n"),
-            "+ UGFzc3dvcmQ6\r\n-ERR Authentication cancelled\r\n"
+            h.send("AUTH LOGIN =\r\n"),
+            "-ERR Empty user name or password\r\n"
         );
         let wrong = sasl::encode_base64(b"wrong");
         assert_eq!(
@@ -1473,7 +1454,7 @@ mod tests {
         );
         assert!(!h.s.in_transaction());
         assert_eq!(h.s.account(), None);
-        h.maildrop = || MaildropOpen::Failed;
+        h.maildrop = || MaildropOpen::Failed(StoreError::Corrupt("segment 3: bad crc".into()));
         assert_eq!(
             h.send("USER alice\r\nPASS secret\r\n"),
             "+OK\r\n-ERR [SYS/TEMP] Unable to open mailbox, try again later\r\n"

@@ -10,12 +10,13 @@
 pub mod limits;
 pub mod listeners;
 pub mod log;
+pub mod privileges;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
@@ -28,7 +29,7 @@ use crate::config::Config;
 use crate::delivery::Pipeline;
 use crate::delivery::router::Network;
 use crate::dkim::{DkimKeys, DkimSigner};
-use crate::net::{ShutdownSignal, Timeouts};
+use crate::net::{ConnectionSettings, ShutdownSignal, Timeouts, TransferBudget};
 use crate::queue::Outbound;
 use crate::queue::scheduler::Scheduler;
 use crate::store::{LogStore, StoreConfig};
@@ -50,13 +51,21 @@ pub struct Services {
     pub imap: crate::imap::ImapConfig,
     pub pop3_locks: crate::pop3::driver::MaildropLocks,
     pub timeouts: Timeouts,
+    /// Buffer sizes, the write timeout and the transfer memory budget of every connection.
+    pub connection: ConnectionSettings,
     /// Networks whose clients may relay without authenticating (`relay.allowed_networks`).
     pub relay_networks: Vec<Network>,
     /// The message pipeline every accepted message goes through.
     pub pipeline: Pipeline<LogStore, DkimSigner>,
     /// Routes, DNS and client settings for mail leaving through the queue.
     pub outbound: Arc<Outbound>,
+    /// Debug builds started with `SUREL_TEST_HOOKS=1`: enables [`TEST_PANIC_USER`].
+    pub test_hooks: bool,
 }
+
+/// In a debug build started with `SUREL_TEST_HOOKS=1`, logging in as this user panics the
+/// connection's task (to test that a panic stays inside its connection).
+pub const TEST_PANIC_USER: &str = "panic@test-hook.invalid";
 
 /// Per-core state, owned by the core's thread.
 pub struct Core {
@@ -80,27 +89,61 @@ impl Core {
         let tls = crate::net::TlsSetup {
             acceptor: &self.tls,
             handshake_timeout: services.timeouts.command,
-            read_buffer: services.config.limits.read_buffer,
+            connection: &services.connection,
         };
         crate::net::serve_connection(stream, implicit_tls, tls, driver).await;
     }
 
-    /// Checks a password off the event loop. A rejection is answered only after this
-    /// client's throttling delay, which grows with its recent failures.
+    /// Checks a password off the event loop. A client whose checks are all in flight (a
+    /// webmail or an office behind one address logging many users in at once) waits for a
+    /// slot for up to `auth.busy_wait_secs` before being told to try later; that is capacity,
+    /// never counted as a failure. Every failed attempt is logged (for operators and
+    /// fail2ban, see `contrib/fail2ban`), with the user name as given and the reason.
     pub async fn authenticate(
         &self,
+        protocol: Protocol,
         peer: SocketAddr,
         username: &str,
         password: &str,
     ) -> crate::auth::AuthOutcome {
-        let auth = &self.services.auth;
-        let outcome = auth.verify(peer.ip(), username, password).await;
-        if outcome == crate::auth::AuthOutcome::Rejected {
-            let delay = auth.failure_delay(peer.ip());
-            if !delay.is_zero() {
-                monoio::time::sleep(delay).await;
-            }
+        use crate::auth::AuthOutcome;
+        // Debug builds only, and only when the test harness asks for it: a way for tests to
+        // make a connection task panic through the real path.
+        #[cfg(debug_assertions)]
+        if self.services.test_hooks && username == TEST_PANIC_USER {
+            panic!("test hook: deliberate panic in a connection task");
         }
+        let auth = &self.services.auth;
+        let patience = Duration::from_secs(self.services.config.auth.busy_wait_secs);
+        let started = Instant::now();
+        let outcome = loop {
+            match auth.verify(peer.ip(), username, password).await {
+                AuthOutcome::Busy if started.elapsed() < patience => {
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+                outcome => break outcome,
+            }
+        };
+        let reason = match &outcome {
+            AuthOutcome::Accepted(account) => {
+                tracing::info!(
+                    "login: protocol={} client={} user={account}",
+                    protocol.name(),
+                    peer.ip()
+                );
+                return outcome;
+            }
+            AuthOutcome::Rejected => "password",
+            AuthOutcome::Throttled => "throttled",
+            AuthOutcome::Busy => "busy",
+        };
+        // `{:?}` quotes and escapes the name as given: it cannot forge a log line.
+        tracing::info!(
+            "login failed: protocol={} client={} user={:?} reason={reason}",
+            protocol.name(),
+            peer.ip(),
+            username
+        );
         outcome
     }
 }
@@ -136,6 +179,7 @@ impl Services {
             segment_bytes: config.store.segment_mb.max(1) << 20,
             checkpoint_bytes: config.store.checkpoint_mb.max(1) << 20,
             queue_segment_bytes: config.store.queue_segment_mb.max(1) << 20,
+            mailbox_limits: config.limits.mailboxes(),
             compact_dead_pct: config.store.compact_dead_pct.min(100),
         })
         .map_err(|e| ServerError(format!("opening the store: {e}")))?;
@@ -159,6 +203,8 @@ impl Services {
                 threads: config.auth.verifier_threads.max(1),
                 throttle: ThrottleConfig {
                     free_failures: config.auth.throttle_after_failures,
+                    account_free_failures: config.auth.throttle_account_after_failures,
+                    base_delay: Duration::from_millis(config.auth.throttle_base_delay_ms.max(1)),
                     max_delay: Duration::from_secs(config.auth.throttle_max_delay_secs),
                     max_pending_per_ip: config.auth.max_pending_per_ip,
                     ..Default::default()
@@ -175,10 +221,23 @@ impl Services {
             &hostname,
         )
         .map_err(|e| ServerError(format!("TLS: {e}")))?;
-        let limits = ConnectionLimits::new(
+        let outbound_connections = config.relay.max_connections;
+        let open_files = raise_open_files_limit(wanted_open_files(&config));
+        let max_connections = limits::cap_below_open_files(
             config.limits.max_connections,
-            config.limits.max_connections_per_ip,
+            open_files,
+            outbound_connections,
         );
+        if max_connections < config.limits.max_connections {
+            tracing::warn!(
+                configured = config.limits.max_connections,
+                open_files,
+                max_connections,
+                "the open-files limit leaves room for fewer connections than configured: \
+                 capping them so that clients over the cap get a reply"
+            );
+        }
+        let limits = ConnectionLimits::new(max_connections, config.limits.max_connections_per_ip);
         let l = &config.limits;
         let smtp = Arc::new(crate::smtp::SmtpConfig {
             hostname: hostname.clone(),
@@ -188,6 +247,7 @@ impl Services {
             max_data_line: l.max_data_line,
             max_errors: l.max_errors,
             allow_plaintext_auth: config.auth.allow_plaintext,
+            enforce_sender: config.auth.enforce_sender,
         });
         let pop3 = Arc::new(crate::pop3::Pop3Config {
             hostname: hostname.clone(),
@@ -199,13 +259,25 @@ impl Services {
             hostname: hostname.clone(),
             max_literal: u32::try_from(l.max_message_size).unwrap_or(u32::MAX),
             max_line: l.max_command_line.max(8192),
+            max_line_authenticated: l.imap_max_command_line_authenticated,
             max_errors: u32::try_from(l.max_errors).unwrap_or(u32::MAX),
             allow_plaintext_auth: config.auth.allow_plaintext,
+            limits: crate::imap::ImapLimits::from_config(l),
             ..Default::default()
         };
         let timeouts = Timeouts {
             idle: Duration::from_secs(l.idle_timeout_secs.max(1)),
             command: Duration::from_secs(l.command_timeout_secs.max(1)),
+            line: Duration::from_secs(l.command_line_timeout_secs.max(1)),
+            min_rate: l.min_transfer_rate,
+            deadline: None,
+        };
+        let connection = ConnectionSettings {
+            read_buffer: l.read_buffer,
+            write_timeout: Duration::from_secs(l.write_timeout_secs.max(1)),
+            budget: Arc::new(TransferBudget::new(
+                l.transfer_memory_mb.saturating_mul(1 << 20),
+            )),
         };
         let relay_networks = config
             .relay
@@ -224,7 +296,10 @@ impl Services {
             );
         }
         let signer = DkimSigner::start(keys, cores.clamp(1, 2));
-        let pipeline = Pipeline::new(store.clone(), signer, hostname.clone());
+        let mut pipeline = Pipeline::new(store.clone(), signer, hostname.clone());
+        if config.auth.enforce_sender {
+            pipeline = pipeline.with_sender_check(directory.clone());
+        }
         let outbound = Arc::new(
             Outbound::from_config(&config, &hostname).map_err(|e| ServerError(e.to_string()))?,
         );
@@ -241,9 +316,12 @@ impl Services {
             imap,
             pop3_locks: Default::default(),
             timeouts,
+            connection,
             relay_networks,
             pipeline,
             outbound,
+            test_hooks: cfg!(debug_assertions)
+                && std::env::var_os("SUREL_TEST_HOOKS").is_some_and(|v| v == "1"),
         }))
     }
 }
@@ -251,19 +329,27 @@ impl Services {
 /// Binds every enabled listener, starts one worker per core and blocks until shutdown.
 pub fn serve(config: Config) -> Result<(), ServerError> {
     let cores = config.effective_cores();
-    let services = Services::open(config)?;
-    let cfg = &services.config;
     let mut bound = Vec::new();
     for protocol in Protocol::ALL {
-        if !cfg.is_enabled(protocol.name()) {
+        if !config.is_enabled(protocol.name()) {
             continue;
         }
-        let addr = SocketAddr::new(cfg.listen_address, protocol.configured_port(&cfg.ports));
+        let addr = SocketAddr::new(
+            config.listen_address,
+            protocol.configured_port(&config.ports),
+        );
         let listener = listeners::bind(protocol, addr, cores)
             .map_err(|e| ServerError(format!("{} listener on {addr}: {e}", protocol.name())))?;
         tracing::info!(protocol = protocol.name(), address = %listener.address, "listening");
         bound.push(listener);
     }
+    if !config.run_as.is_empty() {
+        // Raising the hard open-files limit needs root: do it before root is gone.
+        raise_open_files_limit(wanted_open_files(&config));
+        privileges::drop_to(&config.run_as, &config.data_dir)?;
+    }
+    let services = Services::open(config)?;
+    let cfg = &services.config;
     let control = crate::queue::control::serve(
         &cfg.data_dir,
         services.store.clone(),
@@ -278,7 +364,6 @@ pub fn serve(config: Config) -> Result<(), ServerError> {
         .set_own_addresses(bound.iter().map(|b| b.address).collect());
     write_ports_file(&cfg.data_dir, &bound)?;
     install_signal_handlers()?;
-    raise_open_files_limit();
 
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
@@ -327,24 +412,49 @@ fn write_ports_file(
         .map_err(|e| ServerError(format!("writing ports file: {e}")))
 }
 
-/// Every connection is a file descriptor: lift the soft limit to the hard one so the
-/// configured connection caps, not a default of 1024, decide how many clients fit.
-fn raise_open_files_limit() {
+/// Descriptors for every configured connection, inbound and outbound, plus the reserve.
+fn wanted_open_files(config: &Config) -> u64 {
+    (config.limits.max_connections as u64)
+        .saturating_add(limits::RESERVED_DESCRIPTORS + config.relay.max_connections as u64)
+}
+
+/// Every connection is a file descriptor: lift the soft open-files limit towards `wanted`
+/// (as far as the hard limit allows, or further when privileged), so the connection caps,
+/// not a default of 1024, decide how many clients fit. Returns the limit in force.
+fn raise_open_files_limit(wanted: u64) -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_max < wanted {
+            // Only root may raise the hard limit; elsewhere this fails and we keep the max.
+            let raised = libc::rlimit {
+                rlim_cur: wanted,
+                rlim_max: wanted,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let target = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &target) == 0 {
+                limit = target;
+            } else {
                 tracing::warn!("could not raise the open-files limit");
             }
         }
     }
     tracing::info!(open_files = limit.rlim_cur, "open-files limit");
+    limit.rlim_cur
 }
 
 fn install_signal_handlers() -> Result<(), ServerError> {
@@ -436,9 +546,10 @@ async fn accept_loop(protocol: Protocol, listener: TcpListener, core: Rc<Core>) 
             Some(Ok((stream, peer))) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
-                match core.services.limits.admit(peer.ip()) {
+                match core.services.limits.admit(protocol, peer.ip()) {
                     Some(admission) => {
-                        monoio::spawn(handle(protocol, stream, peer, core.clone(), admission));
+                        let connection = handle(protocol, stream, peer, core.clone(), admission);
+                        monoio::spawn(PanicContained::new(protocol, peer, connection));
                     }
                     None => {
                         monoio::spawn(refuse(protocol, stream));
@@ -471,6 +582,64 @@ async fn handle(
         }
         Protocol::Imap | Protocol::Imaps => {
             crate::imap::driver::serve(protocol, stream, peer, &core).await
+        }
+    }
+}
+
+/// Connection tasks that panicked since start (all cores).
+static CONNECTION_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connection tasks have panicked since the process started.
+pub fn connection_panics() -> u64 {
+    CONNECTION_PANICS.load(Ordering::Relaxed)
+}
+
+/// A connection's task, with any panic inside it contained to that connection: monoio does not
+/// catch task panics, so one would otherwise unwind through the core's event loop and take
+/// every connection and listener of the core with it. The connection is dropped (its socket
+/// closed, its admission and memory reservations released), the panic logged with the
+/// connection's context and counted, and the core goes on.
+struct PanicContained<F> {
+    protocol: Protocol,
+    peer: SocketAddr,
+    task: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future<Output = ()>> PanicContained<F> {
+    fn new(protocol: Protocol, peer: SocketAddr, task: F) -> Self {
+        PanicContained {
+            protocol,
+            peer,
+            task: Box::pin(task),
+        }
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for PanicContained<F> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let task = self.task.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let total = CONNECTION_PANICS.fetch_add(1, Ordering::Relaxed) + 1;
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-text panic".into());
+                tracing::error!(
+                    protocol = self.protocol.name(),
+                    client = %self.peer,
+                    panics = total,
+                    "connection task panicked, connection closed: {what}"
+                );
+                std::task::Poll::Ready(())
+            }
         }
     }
 }

@@ -31,9 +31,16 @@ impl ProtocolSession for SmtpSession {
     fn on_shutdown(&mut self, out: &mut Vec<u8>) {
         self.shutdown(out)
     }
+    fn held_bytes(&self) -> usize {
+        SmtpSession::held_bytes(self)
+    }
+    fn shed_transfer(&mut self) {
+        SmtpSession::shed_transfer(self)
+    }
 }
 
 struct SmtpDriver<'a> {
+    protocol: Protocol,
     session: SmtpSession,
     peer: SocketAddr,
     core: &'a Core,
@@ -66,9 +73,20 @@ impl SessionDriver for SmtpDriver<'_> {
                 SmtpEvent::Authenticate { username, password } => {
                     let outcome = self
                         .core
-                        .authenticate(self.peer, &username, &password)
+                        .authenticate(self.protocol, self.peer, &username, &password)
                         .await;
                     self.session.auth_result(outcome, conn.output());
+                }
+                SmtpEvent::CheckSender { address, account } => {
+                    let allowed =
+                        router::sender_allowed(services.directory.as_ref(), &address, &account);
+                    if !allowed {
+                        tracing::info!(
+                            "sender refused: client={} user={account} from=<{address}>",
+                            self.peer.ip()
+                        );
+                    }
+                    self.session.sender_result(allowed, conn.output());
                 }
                 SmtpEvent::Route { address, may_relay } => {
                     let route = router::route(services.directory.as_ref(), &address, may_relay);
@@ -128,6 +146,7 @@ pub async fn serve(protocol: Protocol, stream: TcpStream, peer: SocketAddr, core
             .any(|n| n.contains(peer.ip())),
     );
     let mut driver = SmtpDriver {
+        protocol,
         session,
         peer,
         core,

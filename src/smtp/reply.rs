@@ -20,11 +20,6 @@ pub const VRFY: &[u8] =
 pub const HELP: &[u8] =
     b"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH\r\n";
 pub const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
-pub const AUTH_PLAIN_CHALLENGE: &[u8] = b"334 \r\n";
-/// `334 base64("Username:")`
-pub const AUTH_LOGIN_USERNAME: &[u8] = b"334 VXNlcm5hbWU6\r\n";
-/// `334 base64("Password:")`
-pub const AUTH_LOGIN_PASSWORD: &[u8] = b"334 UGFzc3dvcmQ6\r\n";
 
 pub const SHUTTING_DOWN: &[u8] = b"421 4.3.2 Service shutting down\r\n";
 pub const TIMEOUT: &[u8] = b"421 4.4.2 Timeout\r\n";
@@ -56,12 +51,19 @@ pub const PARAMS_NEED_EHLO: &[u8] = b"555 5.5.4 MAIL parameters require EHLO\r\n
 pub const UNKNOWN_MECHANISM: &[u8] = b"504 5.5.4 Unrecognized authentication type\r\n";
 pub const AUTH_REQUIRED: &[u8] = b"530 5.7.0 Authentication required\r\n";
 pub const AUTH_FAILED: &[u8] = b"535 5.7.8 Authentication credentials invalid\r\n";
+/// RFC 4954 §6: not a verdict on the credentials (throttled or busy).
+pub const AUTH_TRY_LATER: &[u8] =
+    b"454 4.7.0 Temporary authentication failure, try again later\r\n";
 pub const ENCRYPTION_REQUIRED: &[u8] =
     b"538 5.7.11 Encryption required for requested authentication mechanism\r\n";
 pub const UNKNOWN_USER: &[u8] = b"550 5.1.1 Recipient address rejected: User unknown\r\n";
+pub const TRANSFER_MEMORY_FULL: &[u8] =
+    b"452 4.3.1 Insufficient system resources, try again later\r\n";
 pub const MESSAGE_TOO_BIG: &[u8] = b"552 5.3.4 Message size exceeds fixed maximum message size\r\n";
 pub const UTF8_REQUIRED: &[u8] = b"553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n";
 pub const RELAY_DENIED: &[u8] = b"554 5.7.1 Relay access denied\r\n";
+pub const SENDER_NOT_OWNED: &[u8] =
+    b"553 5.7.1 Sender address not owned by the authenticated account\r\n";
 pub const UNKNOWN_PARAMETER: &[u8] = b"555 5.5.4 Unsupported parameter\r\n";
 
 /// `220 <hostname> ESMTP surel`
@@ -119,6 +121,9 @@ pub fn delivery_error(out: &mut Vec<u8>, e: &DeliveryError) {
             out.extend_from_slice(b"451 4.3.2 System not accepting network messages\r\n")
         }
         DeliveryError::TooLarge => out.extend_from_slice(MESSAGE_TOO_BIG),
+        DeliveryError::SenderNotOwned => out.extend_from_slice(
+            b"553 5.7.1 From: address not owned by the authenticated account\r\n",
+        ),
     }
 }
 
@@ -149,7 +154,7 @@ mod tests {
             START_DATA,
             LINE_TOO_LONG,
             TOO_MANY_ERRORS,
-            AUTH_LOGIN_USERNAME,
+            AUTH_OK,
             UNKNOWN_PARAMETER,
         ] {
             assert!(r.ends_with(b"\r\n"));

@@ -12,7 +12,7 @@ use super::reply;
 use crate::auth::AuthOutcome;
 use crate::delivery::trace::{TraceInfo, queue_id, unix_now, write_received};
 use crate::delivery::{DeliveryError, Envelope, EnvelopeRecipient, Notify, Rejection, Ret, Route};
-use crate::net::sasl;
+use crate::net::sasl::{SaslCredentials, SaslError, SaslExchange, SaslMechanism, SaslStep};
 
 /// Which listener accepted the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct SmtpConfig {
     pub max_errors: usize,
     /// Offer and accept AUTH without TLS (testing only).
     pub allow_plaintext_auth: bool,
+    /// An authenticated client may only use its own addresses as MAIL FROM.
+    pub enforce_sender: bool,
 }
 
 impl Default for SmtpConfig {
@@ -54,6 +56,7 @@ impl Default for SmtpConfig {
             max_data_line: 65536,
             max_errors: 20,
             allow_plaintext_auth: false,
+            enforce_sender: true,
         }
     }
 }
@@ -80,6 +83,8 @@ pub enum SmtpEvent {
     /// Route this RCPT TO address (see `delivery::router`), then call
     /// [`SmtpSession::route_result`]. `may_relay`: the client may send to other domains.
     Route { address: String, may_relay: bool },
+    /// May `account` (authenticated) send as `address`? Call [`SmtpSession::sender_result`].
+    CheckSender { address: String, account: String },
     /// Store the message durably, then call [`SmtpSession::delivery_result`], then `feed`
     /// again with the unconsumed bytes (pipelined commands may follow).
     Deliver(Transaction),
@@ -98,6 +103,11 @@ impl std::fmt::Debug for SmtpEvent {
                 .debug_struct("Authenticate")
                 .field("username", username)
                 .field("password", &"<redacted>")
+                .finish(),
+            SmtpEvent::CheckSender { address, account } => f
+                .debug_struct("CheckSender")
+                .field("address", address)
+                .field("account", account)
                 .finish(),
             SmtpEvent::Route { address, may_relay } => f
                 .debug_struct("Route")
@@ -134,15 +144,11 @@ enum State {
         last: bool,
         mode: BdatMode,
     },
-    /// `334` sent for AUTH PLAIN, waiting for the response line.
-    AuthPlain,
-    /// `334 Username:` sent.
-    AuthLoginUser,
-    /// `334 Password:` sent.
-    AuthLoginPass {
-        username: String,
-    },
+    /// A `334` challenge of an AUTH exchange was sent; the next line is the response.
+    Auth(SaslExchange),
     WaitAuth,
+    /// MAIL FROM of an authenticated client waits for the sender check.
+    WaitSender(Box<Tx>),
     WaitRoute,
     WaitDelivery,
     WaitTls,
@@ -174,6 +180,9 @@ struct Tx {
     body_len: usize,
     /// BDAT was used: DATA is no longer allowed.
     bdat: bool,
+    /// The shared transfer memory ran out: the content is being discarded, and the
+    /// transaction ends in `452 4.3.1`.
+    shed: bool,
 }
 
 /// One SMTP connection's protocol state. See the [module docs](super) for the state diagram.
@@ -248,6 +257,20 @@ impl SmtpSession {
         }
     }
 
+    /// Memory held by the message being received.
+    pub fn held_bytes(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.message.capacity())
+    }
+
+    /// Drops the message being received; the rest of it is discarded as it arrives and the
+    /// transaction is refused with `452 4.3.1` (the client may try again later).
+    pub fn shed_transfer(&mut self) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.shed = true;
+            tx.message = Vec::new();
+        }
+    }
+
     /// The account the client authenticated as.
     pub fn authenticated_as(&self) -> Option<&str> {
         self.authenticated_as.as_deref()
@@ -289,6 +312,22 @@ impl SmtpSession {
                 self.reject(out, reply::AUTH_FAILED);
                 self.check_errors(out);
             }
+            AuthOutcome::Throttled | AuthOutcome::Busy => {
+                out.extend_from_slice(reply::AUTH_TRY_LATER)
+            }
+        }
+    }
+
+    /// Result of the check of [`SmtpEvent::CheckSender`].
+    pub fn sender_result(&mut self, allowed: bool, out: &mut Vec<u8>) {
+        let State::WaitSender(tx) = std::mem::replace(&mut self.state, State::Command) else {
+            return;
+        };
+        if allowed {
+            self.tx = Some(*tx);
+            out.extend_from_slice(reply::SENDER_OK);
+        } else {
+            self.reject(out, reply::SENDER_NOT_OWNED);
         }
     }
 
@@ -339,7 +378,11 @@ impl SmtpSession {
         loop {
             let event = match &mut self.state {
                 State::Closed => return (pos, SmtpEvent::Close),
-                State::WaitAuth | State::WaitRoute | State::WaitDelivery | State::WaitTls => {
+                State::WaitAuth
+                | State::WaitSender(_)
+                | State::WaitRoute
+                | State::WaitDelivery
+                | State::WaitTls => {
                     return (pos, SmtpEvent::NeedInput);
                 }
                 State::DiscardLine => match memchr(b'\n', &input[pos..]) {
@@ -353,8 +396,8 @@ impl SmtpSession {
                 State::Data(rx) => {
                     let mut scratch = Vec::new();
                     let message = match self.tx.as_mut() {
-                        Some(tx) => &mut tx.message,
-                        None => &mut scratch,
+                        Some(tx) if !tx.shed => &mut tx.message,
+                        _ => &mut scratch,
                     };
                     let (n, done) = rx.feed(&input[pos..], message);
                     pos += n;
@@ -371,7 +414,9 @@ impl SmtpSession {
                     mode,
                 } => {
                     let sink = match self.tx.as_mut() {
-                        Some(tx) if matches!(mode, BdatMode::Store) => Some(&mut tx.message),
+                        Some(tx) if matches!(mode, BdatMode::Store) && !tx.shed => {
+                            Some(&mut tx.message)
+                        }
                         _ => None,
                     };
                     pos += rx.feed(&input[pos..], sink);
@@ -386,6 +431,10 @@ impl SmtpSession {
                             None
                         }
                         BdatMode::TooBig => self.finish_message(DataOutcome::TooBig, 0, out),
+                        BdatMode::Store if self.tx.as_ref().is_some_and(|tx| tx.shed) => {
+                            // Each chunk has its reply: refuse the transaction now.
+                            self.finish_message(DataOutcome::Ok, 0, out)
+                        }
                         BdatMode::Store => {
                             let body_len = match self.tx.as_mut() {
                                 Some(tx) => {
@@ -404,10 +453,7 @@ impl SmtpSession {
                         }
                     }
                 }
-                State::Command
-                | State::AuthPlain
-                | State::AuthLoginUser
-                | State::AuthLoginPass { .. } => {
+                State::Command | State::Auth(_) => {
                     let rest = &input[pos..];
                     let max = self.config.max_command_line;
                     match memchr(b'\n', rest) {
@@ -469,13 +515,8 @@ impl SmtpSession {
     }
 
     fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        match std::mem::replace(&mut self.state, State::Command) {
-            State::AuthPlain => return self.auth_plain_response(line, out),
-            State::AuthLoginUser => return self.auth_login_username(line, out),
-            State::AuthLoginPass { username } => {
-                return self.auth_login_password(username, line, out);
-            }
-            _ => {}
+        if let State::Auth(exchange) = std::mem::replace(&mut self.state, State::Command) {
+            return self.auth_step(exchange.respond(line), out);
         }
         let command = match parse_command(line) {
             Ok(c) => c,
@@ -539,7 +580,7 @@ impl SmtpSession {
                 {
                     out.extend_from_slice(reply::MESSAGE_TOO_BIG);
                 } else {
-                    self.tx = Some(Tx {
+                    let tx = Tx {
                         mail_from: path.to_string(),
                         smtputf8: params.smtputf8,
                         eight_bit: params.body == Some(Body::EightBitMime),
@@ -551,7 +592,20 @@ impl SmtpSession {
                         id: None,
                         body_len: 0,
                         bdat: false,
-                    });
+                        shed: false,
+                    };
+                    if let Some(account) = self
+                        .authenticated_as
+                        .clone()
+                        .filter(|_| self.config.enforce_sender)
+                    {
+                        self.state = State::WaitSender(Box::new(tx));
+                        return Some(SmtpEvent::CheckSender {
+                            address: path.to_string(),
+                            account,
+                        });
+                    }
+                    self.tx = Some(tx);
                     out.extend_from_slice(reply::SENDER_OK);
                 }
             }
@@ -682,6 +736,7 @@ impl SmtpSession {
                 protocol,
                 id: &id,
                 single_recipient: single,
+                authenticated: self.authenticated_as.as_deref(),
                 unix_seconds: unix_now(),
             },
         );
@@ -696,6 +751,11 @@ impl SmtpSession {
         out: &mut Vec<u8>,
     ) -> Option<SmtpEvent> {
         self.state = State::Command;
+        if self.tx.as_ref().is_some_and(|tx| tx.shed) {
+            self.tx = None;
+            out.extend_from_slice(reply::TRANSFER_MEMORY_FULL);
+            return None;
+        }
         match outcome {
             DataOutcome::TooBig => {
                 self.tx = None;
@@ -743,88 +803,41 @@ impl SmtpSession {
             self.reject(out, reply::AUTH_IN_TRANSACTION);
         } else if !self.auth_allowed() {
             self.reject(out, reply::ENCRYPTION_REQUIRED);
-        } else if mechanism.eq_ignore_ascii_case("PLAIN") {
-            match initial {
-                Some(response) => return self.auth_plain_response(response.as_bytes(), out),
-                None => {
-                    out.extend_from_slice(reply::AUTH_PLAIN_CHALLENGE);
-                    self.state = State::AuthPlain;
-                }
-            }
-        } else if mechanism.eq_ignore_ascii_case("LOGIN") {
-            match initial {
-                Some(response) => return self.auth_login_username(response.as_bytes(), out),
-                None => {
-                    out.extend_from_slice(reply::AUTH_LOGIN_USERNAME);
-                    self.state = State::AuthLoginUser;
-                }
-            }
+        } else if let Some(mechanism) = SaslMechanism::from_name(mechanism.as_bytes()) {
+            let step = SaslExchange::start(mechanism, initial.map(str::as_bytes));
+            return self.auth_step(step, out);
         } else {
             self.reject(out, reply::UNKNOWN_MECHANISM);
         }
         None
     }
 
-    /// Decode a SASL response line; `Err(())` after replying (cancel or bad base64).
-    fn sasl_decode(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<Vec<u8>, ()> {
-        if line == b"*" {
-            out.extend_from_slice(reply::AUTH_CANCELLED);
-            return Err(());
-        }
-        // RFC 4954 §4: "=" is an empty initial response.
-        if line == b"=" {
-            return Ok(Vec::new());
-        }
-        sasl::decode_base64(line).map_err(|_| self.reject(out, reply::BAD_BASE64))
-    }
-
-    fn auth_plain_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        let decoded = self.sasl_decode(line, out).ok()?;
-        match sasl::parse_plain(&decoded) {
-            // A different authorization identity (acting for someone else) is not supported.
-            Ok(creds) if creds.authzid.as_ref().is_none_or(|z| *z == creds.authcid) => {
-                self.state = State::WaitAuth;
-                Some(SmtpEvent::Authenticate {
-                    username: creds.authcid,
-                    password: creds.password,
-                })
-            }
-            Ok(_) => {
-                self.reject(out, reply::AUTH_FAILED);
+    /// Carry an AUTH exchange one step on (RFC 4954 §4: `*` cancels with 501, a malformed
+    /// response is 501 5.5.2, acting for another identity is refused like bad credentials).
+    fn auth_step(&mut self, step: SaslStep, out: &mut Vec<u8>) -> Option<SmtpEvent> {
+        match step {
+            SaslStep::Challenge(exchange, challenge) => {
+                out.extend_from_slice(b"334 ");
+                out.extend_from_slice(challenge.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                self.state = State::Auth(exchange);
                 None
             }
-            Err(_) => {
-                self.reject(out, reply::BAD_BASE64);
-                None
-            }
-        }
-    }
-
-    fn auth_login_username(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<SmtpEvent> {
-        let decoded = self.sasl_decode(line, out).ok()?;
-        match String::from_utf8(decoded) {
-            Ok(username) if !username.is_empty() && !username.contains('\0') => {
-                out.extend_from_slice(reply::AUTH_LOGIN_PASSWORD);
-                self.state = State::AuthLoginPass { username };
-            }
-            _ => self.reject(out, reply::BAD_BASE64),
-        }
-        None
-    }
-
-    fn auth_login_password(
-        &mut self,
-        username: String,
-        line: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Option<SmtpEvent> {
-        let decoded = self.sasl_decode(line, out).ok()?;
-        match String::from_utf8(decoded) {
-            Ok(password) if !password.is_empty() && !password.contains('\0') => {
+            SaslStep::Done(SaslCredentials { username, password }) => {
                 self.state = State::WaitAuth;
                 Some(SmtpEvent::Authenticate { username, password })
             }
-            _ => {
+            SaslStep::Failed(SaslError::Cancelled) => {
+                out.extend_from_slice(reply::AUTH_CANCELLED);
+                None
+            }
+            SaslStep::Failed(SaslError::AuthzidMismatch) => {
+                self.reject(out, reply::AUTH_FAILED);
+                None
+            }
+            SaslStep::Failed(
+                SaslError::BadBase64 | SaslError::Malformed | SaslError::EmptyField,
+            ) => {
                 self.reject(out, reply::BAD_BASE64);
                 None
             }

@@ -101,6 +101,10 @@ impl H {
                     let r = router::route(&FakeDir, &address, may_relay);
                     self.s.route_result(r, &mut self.out);
                 }
+                SmtpEvent::CheckSender { address, account } => {
+                    let ok = router::sender_allowed(&FakeDir, &address, &account);
+                    self.s.sender_result(ok, &mut self.out);
+                }
                 SmtpEvent::Deliver(t) => {
                     self.delivered.push(t);
                     let r = match self.fail_delivery.clone() {
@@ -547,6 +551,40 @@ fn recipients_on_mx() {
     assert!(matches!(&t.envelope.recipients[0].route, Route::Local(a) if a.len() == 2));
     let m = String::from_utf8_lossy(&t.message);
     assert!(!m.contains("\tfor <"), "{m}");
+}
+
+#[test]
+fn authenticated_senders_use_their_own_addresses() {
+    let mut cfg = config();
+    cfg.allow_plaintext_auth = true;
+    let mut h = H::with(cfg, ListenerKind::Submission, false, false);
+    h.send(format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\n",
+        auth_plain("alice@example.org", "secret")
+    ));
+    h.take();
+    // Someone else's address, an unknown local one, a remote one: refused. Hers, an alias
+    // that leads to her, and <> are hers.
+    h.send("MAIL FROM:<bob@example.org>\r\nMAIL FROM:<nobody@example.org>\r\nMAIL FROM:<alice@elsewhere.test>\r\n");
+    assert_eq!(h.codes(), codes(&["553 5.7.1", "553 5.7.1", "553 5.7.1"]));
+    h.send("MAIL FROM:<alice@example.org>\r\nRSET\r\nMAIL FROM:<>\r\nRSET\r\nMAIL FROM:<team@example.org>\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&[
+            "250 2.1.0",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.0.0",
+            "250 2.1.0"
+        ])
+    );
+    // The Received header names the account.
+    h.send("RCPT TO:<bob@example.org>\r\nDATA\r\nx\r\n.\r\n");
+    let m = String::from_utf8_lossy(&h.delivered[0].message).into_owned();
+    assert!(
+        m.contains("(Authenticated sender: alice@example.org)"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -1086,6 +1124,8 @@ fn random_streams_are_split_invariant() {
         max_data_line: 30,
         max_errors: 1000,
         allow_plaintext_auth: true,
+        // The streams send as a@b.c after logging in as bob.
+        enforce_sender: false,
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut delivered, mut replies) = (0, 0);
@@ -1127,4 +1167,42 @@ fn random_streams_are_split_invariant() {
     }
     // The streams do exercise deliveries, not just errors.
     assert!(delivered > 100 && replies > 10000, "{delivered} {replies}");
+}
+
+#[test]
+fn shed_transfer_discards_the_rest_and_answers_452() {
+    let mut h = H::mx();
+    start_data(&mut h);
+    h.send(vec![b'x'; 5000]);
+    assert!(h.s.held_bytes() >= 5000);
+    h.s.shed_transfer();
+    assert_eq!(h.s.held_bytes(), 0, "the message memory is given back");
+    h.send("\r\nmore\r\n".repeat(1000));
+    assert_eq!(h.s.held_bytes(), 0, "the rest is discarded as it arrives");
+    h.send(".\r\n");
+    assert_eq!(h.codes(), codes(&["452 4.3.1"]));
+    assert!(h.delivered.is_empty());
+    // The session goes on: the next transaction is stored.
+    h.send("MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nok\r\n.\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"])
+    );
+    assert_eq!(body(&h.delivered[0]), b"ok\r\n");
+
+    // BDAT: the chunk in progress is refused at once; the transaction is gone.
+    h.send("MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 10\r\n12345");
+    h.s.shed_transfer();
+    h.send("67890BDAT 2 LAST\r\nxyNOOP\r\n");
+    assert_eq!(
+        h.codes(),
+        codes(&[
+            "250 2.1.0",
+            "250 2.1.5",
+            "452 4.3.1",
+            "503 5.5.1",
+            "250 2.0.0"
+        ])
+    );
+    assert_eq!(h.delivered.len(), 1);
 }

@@ -201,10 +201,14 @@ pub fn write(
 ) -> StoreResult<()> {
     let bytes = encode(index, pos, sealed);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
+    let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(&bytes)?;
-        f.sync_data()?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        // Typically a full disk: give the space of the partial copy back to the log.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
     }
     std::fs::rename(&tmp, dir.join(FILE_NAME))?;
     super::segment::fsync_dir(dir)?;

@@ -46,6 +46,7 @@ pub mod check;
 mod checkpoint;
 mod compact;
 mod index;
+pub mod names;
 pub mod queue;
 mod record;
 mod recovery;
@@ -77,8 +78,11 @@ pub enum StoreError {
     NoSuchMailbox,
     /// A mailbox with that name exists already (create/rename).
     MailboxExists,
-    /// The operation is not allowed (e.g. deleting INBOX).
+    /// The operation is not allowed (e.g. deleting INBOX, an invalid mailbox name).
     NotAllowed(&'static str),
+    /// A configured limit would be exceeded (e.g. mailboxes per account): the request is
+    /// valid, and may succeed once the account has shrunk.
+    LimitReached(&'static str),
     /// Data on disk failed validation in a way that recovery could not repair.
     Corrupt(String),
     /// The store is shutting down.
@@ -92,12 +96,24 @@ impl std::fmt::Display for StoreError {
             StoreError::NoSuchMailbox => f.write_str("no such mailbox"),
             StoreError::MailboxExists => f.write_str("mailbox already exists"),
             StoreError::NotAllowed(why) => write!(f, "not allowed: {why}"),
+            StoreError::LimitReached(what) => write!(f, "limit reached: {what}"),
             StoreError::Corrupt(why) => write!(f, "store corrupt: {why}"),
             StoreError::Closed => f.write_str("store is shut down"),
         }
     }
 }
 impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// The disk (ENOSPC) or a file-system quota (EDQUOT) is full: nothing was written, and
+    /// retrying helps only once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StoreError::Io(io) if matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e)
@@ -123,6 +139,8 @@ pub struct StoreConfig {
     /// Outbound queue log segments roll over at this size; a segment is deleted once every
     /// message in it is finished, so smaller segments give space back sooner.
     pub queue_segment_bytes: u64,
+    /// Mailbox name sizes and the number of mailboxes per account, enforced by the writer.
+    pub mailbox_limits: names::MailboxLimits,
     /// The writer compacts a sealed mailbox log segment in the background once at least this
     /// percentage of it is dead: expunged messages, deleted mailboxes, superseded flag changes
     /// (0: only on demand, [`LogStore::compact`]).
@@ -339,6 +357,7 @@ impl Default for StoreConfig {
             segment_bytes: 256 << 20,
             checkpoint_bytes: 64 << 20,
             queue_segment_bytes: 16 << 20,
+            mailbox_limits: names::MailboxLimits::DEFAULT,
             compact_dead_pct: 50,
         }
     }

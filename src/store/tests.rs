@@ -19,6 +19,7 @@ pub(super) fn config(dir: &Path, shards: usize) -> StoreConfig {
         segment_bytes: 1 << 20,
         checkpoint_bytes: 64 << 20,
         queue_segment_bytes: 16 << 20,
+        mailbox_limits: Default::default(),
         compact_dead_pct: 0,
     }
 }
@@ -994,4 +995,224 @@ fn torn_queue_tail_is_truncated_and_earlier_entries_kept() {
     s.close();
     let s = LogStore::open(config(dir.path(), 1)).unwrap();
     assert_eq!(queue_ids(&s), vec!["A".to_string(), "C".to_string()]);
+}
+
+#[test]
+fn mailbox_names_and_count_within_the_configured_limits() {
+    use super::names::MailboxLimits;
+    let dir = tempfile::tempdir().unwrap();
+    // The account's default mailboxes count too: learn how many there are.
+    let defaults = {
+        let s = LogStore::open(config(dir.path(), 1)).unwrap();
+        block_on(append_one(&s, "m", "INBOX", &body(1)));
+        s.list_mailboxes("m").len()
+    };
+    let s = LogStore::open(StoreConfig {
+        mailbox_limits: MailboxLimits {
+            max_name_bytes: 40,
+            max_level_bytes: 10,
+            max_depth: 3,
+            max_mailboxes: defaults + 3,
+        },
+        ..config(dir.path(), 1)
+    })
+    .unwrap();
+    let names = |s: &LogStore| {
+        let mut v: Vec<String> = s.list_mailboxes("m").into_iter().map(|m| m.name).collect();
+        v.sort();
+        v
+    };
+    block_on(async {
+        for (name, why) in [
+            ("a/b/c/d", "mailbox hierarchy too deep"),
+            ("0123456789A", "mailbox name level too long"),
+            ("a\u{85}b", "control character in mailbox name"),
+            ("a//b", "empty hierarchy level in mailbox name"),
+        ] {
+            match s.create_mailbox("m", name).await {
+                Err(StoreError::NotAllowed(reason)) => assert_eq!(reason, why, "{name:?}"),
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        let before = names(&s);
+        assert_eq!(before.len(), defaults);
+        // Three new mailboxes: a, a/b and a/b/c.
+        s.create_mailbox("m", "a/b/c").await.unwrap();
+        assert!(matches!(
+            s.create_mailbox("m", "d").await,
+            Err(StoreError::LimitReached(_))
+        ));
+        // RENAME INBOX makes a mailbox; an ordinary rename does not.
+        assert!(matches!(
+            s.rename_mailbox("m", "INBOX", "Old").await,
+            Err(StoreError::LimitReached(_))
+        ));
+        s.rename_mailbox("m", "a", "e").await.unwrap();
+        // The children's new names must fit too; then nothing moves.
+        let full = names(&s);
+        assert!(matches!(
+            s.rename_mailbox("m", "e", "x/y").await,
+            Err(StoreError::NotAllowed("mailbox hierarchy too deep"))
+        ));
+        assert_eq!(names(&s), full);
+        s.delete_mailbox("m", "e/b/c").await.unwrap();
+        // One place free: of five concurrent creates, exactly one gets it.
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let s = s.clone();
+                monoio::spawn(async move { s.create_mailbox("m", &format!("n{i}")).await })
+            })
+            .collect();
+        let mut created = 0;
+        for t in tasks {
+            match t.await {
+                Ok(()) => created += 1,
+                Err(StoreError::LimitReached(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(created, 1);
+        assert_eq!(names(&s).len(), defaults + 3);
+    });
+    // Limits apply to new names only: a store opened with smaller ones keeps what it has.
+    let kept = names(&s);
+    s.close();
+    let s = LogStore::open(StoreConfig {
+        mailbox_limits: MailboxLimits {
+            max_depth: 1,
+            max_mailboxes: 2,
+            ..MailboxLimits::DEFAULT
+        },
+        ..config(dir.path(), 1)
+    })
+    .unwrap();
+    assert_eq!(names(&s), kept);
+    block_on(append_one(&s, "m", "e/b", "still writable"));
+}
+
+/// A tmpfs of a few megabytes, mounted for one test and unmounted when dropped: the only
+/// honest way to see what the store does when the disk fills up. `None`, with the reason
+/// printed, where mounting is not allowed (tests not run as root, or in a container).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+        let options = std::ffi::CString::new(format!("size={bytes},mode=0700")).unwrap();
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "skipped: cannot mount a {bytes}-byte tmpfs: {}",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a ballast file that leaves about `leave` bytes free.
+    fn fill_leaving(&self, leave: u64) {
+        use std::io::Write;
+        let ballast = self.path().join("ballast");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ballast)
+            .unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while free_bytes(self.path()) > leave + chunk.len() as u64 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+
+    fn free_ballast(&self) {
+        std::fs::remove_file(self.path().join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; MNT_DETACH so a lingering file handle cannot block it.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills the zeroed struct it is given.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+#[test]
+fn a_full_disk_fails_the_write_and_the_store_resumes_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(4 << 20) else {
+        return;
+    };
+    let mut cfg = config(&disk.path().join("store"), 1);
+    // Every 40 KiB message needs a new 64 KiB segment, so the disk fills during a roll-over:
+    // the case that used to leave the shard refusing every write until a restart.
+    cfg.segment_bytes = 64 << 10;
+    let big = |i: usize| format!("{}{}", body(i), "x".repeat(40 << 10));
+    let s = LogStore::open(cfg.clone()).unwrap();
+    let mut acknowledged = Vec::new();
+    block_on(async {
+        for i in 0..3 {
+            acknowledged.push(append_one(&s, "f", "INBOX", &big(i)).await.uid);
+        }
+        disk.fill_leaving(400 << 10);
+        let failure = loop {
+            let i = acknowledged.len();
+            assert!(i < 100, "the disk never filled up");
+            match s.append(vec![msg("f", "INBOX", &big(i))]).await {
+                Ok(a) => acknowledged.push(a[0].uid),
+                Err(e) => break e,
+            }
+        };
+        assert!(failure.is_out_of_space(), "{failure:?}");
+        // Still full: refused again, the same way.
+        let again = s.append(vec![msg("f", "INBOX", &big(999))]).await;
+        assert!(again.is_err_and(|e| e.is_out_of_space()));
+        disk.free_ballast();
+        let i = acknowledged.len();
+        acknowledged.push(append_one(&s, "f", "INBOX", &big(i)).await.uid);
+    });
+    let expect: Vec<(u32, Vec<u8>)> = acknowledged
+        .iter()
+        .enumerate()
+        .map(|(i, &uid)| (uid, big(i).into_bytes()))
+        .collect();
+    let stored = |s: &LogStore| -> Vec<(u32, Vec<u8>)> {
+        let snap = s.snapshot("f", "INBOX").unwrap();
+        snap.messages
+            .iter()
+            .map(|m| (m.uid, s.read("f", "INBOX", m.uid).unwrap()))
+            .collect()
+    };
+    assert_eq!(stored(&s), expect);
+    // And on disk: a crash now replays exactly the acknowledged messages.
+    s.crash();
+    let s = LogStore::open(cfg).unwrap();
+    assert_eq!(stored(&s), expect);
 }

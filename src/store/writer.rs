@@ -28,6 +28,7 @@ use super::compact::{Compaction, CompactionReport};
 use super::index::{
     BodyInfo, BodyLoc, ShardIndex, account_key, canonical_name, combine_flags, same_flags,
 };
+use super::names::{self, MailboxLimits};
 use super::queue::{
     NewQueuedMessage, QueueEvent, QueueIndex, QueueRecord, QueueUpdate, QueuedMessage,
 };
@@ -192,6 +193,9 @@ pub struct LogTail {
     /// (meaningful for the mailbox log).
     pub sealed: SealedLengths,
     buf: Vec<u8>,
+    /// Where the current batch began: segment, its file, and the offset in it.
+    batch_start_seg: u32,
+    batch_start_file: Arc<File>,
     batch_start: u64,
     rolled: bool,
 }
@@ -209,6 +213,8 @@ impl LogTail {
             dir,
             segment_bytes: segment_bytes.max(1),
             fsync: config.fsync,
+            batch_start_seg: cur.0,
+            batch_start_file: cur.1.clone(),
             cur_seg: cur.0,
             cur_file: cur.1,
             cur_len: cur.2,
@@ -221,6 +227,8 @@ impl LogTail {
     }
 
     fn begin_batch(&mut self) {
+        self.batch_start_seg = self.cur_seg;
+        self.batch_start_file = self.cur_file.clone();
         self.batch_start = self.cur_len;
         self.rolled = false;
     }
@@ -286,15 +294,41 @@ impl LogTail {
         Ok(())
     }
 
-    /// Drops the failed batch's bytes from the file. `Err` when that is impossible and the log
-    /// on disk may now hold records memory does not know.
-    fn abort(&mut self) -> Result<(), String> {
+    /// Drops the failed batch's bytes from the files, so the log continues where the batch
+    /// began. `Err` when that is impossible and the log on disk may now hold records memory
+    /// does not know.
+    ///
+    /// A full disk often strikes just after a roll-over, so a batch that rolled is undone too:
+    /// the segments it created (or began to create, when the roll itself failed) are deleted,
+    /// durably, before anything else is written. Left behind, one of them would pass for the
+    /// log's tail at the next start, and a torn record at the end of the real tail would then
+    /// read as corruption.
+    fn abort(&mut self, segments: &SegmentSet) -> Result<(), String> {
         self.buf.clear();
-        if self.rolled {
-            return Err(
-                "an earlier write failed after a segment roll-over; restart the store".into(),
-            );
+        let mut removed = false;
+        for n in u64::from(self.batch_start_seg) + 1..=u64::from(self.cur_seg) + 1 {
+            let Ok(n) = u32::try_from(n) else { break };
+            segments
+                .remove(n)
+                .map_err(|e| format!("cannot forget segment {n} of a failed write ({e})"))?;
+            match std::fs::remove_file(log_path(&self.dir, self.log, n)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot delete segment {n} of a failed write ({e}); restart"
+                    ));
+                }
+            }
         }
+        if removed && self.fsync {
+            fsync_dir(&self.dir).map_err(|e| {
+                format!("cannot make the removal of a failed write durable ({e}); restart")
+            })?;
+        }
+        self.cur_seg = self.batch_start_seg;
+        self.cur_file = self.batch_start_file.clone();
+        self.rolled = false;
         self.cur_file
             .set_len(self.batch_start)
             .map_err(|e| format!("cannot roll back a failed write ({e}); restart"))?;
@@ -308,6 +342,7 @@ pub struct Writer {
     pub rx: Receiver<Request>,
     pub dir: PathBuf,
     pub checkpoint_bytes: u64,
+    pub mailbox_limits: MailboxLimits,
     pub private: ShardIndex,
     pub queue_private: QueueIndex,
     /// The mailbox log.
@@ -332,7 +367,10 @@ pub struct Writer {
 fn is_logical(e: &StoreError) -> bool {
     matches!(
         e,
-        StoreError::NoSuchMailbox | StoreError::MailboxExists | StoreError::NotAllowed(_)
+        StoreError::NoSuchMailbox
+            | StoreError::MailboxExists
+            | StoreError::NotAllowed(_)
+            | StoreError::LimitReached(_)
     )
 }
 
@@ -362,6 +400,7 @@ impl Writer {
             rx,
             dir: log.dir.clone(),
             checkpoint_bytes: config.checkpoint_bytes,
+            mailbox_limits: config.mailbox_limits,
             private,
             queue_private,
             log,
@@ -489,8 +528,18 @@ impl Writer {
             let msg = format!("shard write failed, batch rolled back: {e}");
             tracing::error!(dir = %self.dir.display(), "{msg}");
             self.abort();
+            // Callers decide their reply by the cause (a full disk is not a broken one), so
+            // they get the operating system's error code; the context is in the log above.
+            let os_code = match &e {
+                StoreError::Io(io) => io.raw_os_error(),
+                _ => None,
+            };
             for (tx, _) in replies {
-                let _ = tx.send(Err(io_err(&msg)));
+                let err = match os_code {
+                    Some(code) => StoreError::Io(std::io::Error::from_raw_os_error(code)),
+                    None => io_err(&msg),
+                };
+                let _ = tx.send(Err(err));
             }
             return;
         }
@@ -545,8 +594,12 @@ impl Writer {
         self.queue_pending.clear();
         self.changes.clear();
         self.queue_events.clear();
-        for tail in [&mut self.log, &mut self.qlog] {
-            if let Err(why) = tail.abort() {
+        let logs = [
+            (&mut self.log, &self.shared.segments),
+            (&mut self.qlog, &self.shared.queue_segments),
+        ];
+        for (tail, segments) in logs {
+            if let Err(why) = tail.abort(segments) {
                 self.poisoned = Some(why);
             }
         }
@@ -1135,7 +1188,7 @@ impl Writer {
     }
 
     fn create(&mut self, account: &str, name: &str) -> StoreResult<()> {
-        validate_name(name)?;
+        self.validate_name(name)?;
         let key = account_key(account);
         // Validate before initializing the account, so a refused create writes nothing.
         if canonical_name(name) == "INBOX" || self.mailbox_id(&key, name).is_ok() {
@@ -1146,15 +1199,12 @@ impl Writer {
             return Err(StoreError::MailboxExists);
         }
         // RFC 3501: create missing superior hierarchy levels too.
-        let mut prefix_end = 0;
-        for (i, _) in name.match_indices('/') {
-            if i > prefix_end {
-                let parent = &name[..i];
-                if self.mailbox_id(&key, parent).is_err() {
-                    self.emit_create(&key, parent, None, false)?;
-                }
-            }
-            prefix_end = i + 1;
+        let missing: Vec<&str> = names::ancestors(name)
+            .filter(|parent| self.mailbox_id(&key, parent).is_err())
+            .collect();
+        self.check_room(&key, missing.len() + 1)?;
+        for parent in missing {
+            self.emit_create(&key, parent, None, false)?;
         }
         self.emit_create(&key, name, None, false)?;
         Ok(())
@@ -1176,7 +1226,7 @@ impl Writer {
     }
 
     fn rename(&mut self, account: &str, from: &str, to: &str) -> StoreResult<()> {
-        validate_name(to)?;
+        self.validate_name(to)?;
         let key = account_key(account);
         let src = self.mailbox_id(&key, from)?;
         if self.mailbox_id(&key, to).is_ok() {
@@ -1190,6 +1240,7 @@ impl Writer {
                 .iter()
                 .map(|m| m.meta.uid)
                 .collect();
+            self.check_room(&key, 1)?;
             let bodies = self.read_bodies(&key, src, &uids)?;
             let dst = self.emit_create(&key, to, None, false)?;
             for (uid, body, flags, date) in bodies {
@@ -1209,6 +1260,8 @@ impl Writer {
             }
         }
         for (_, new_name) in &moves {
+            // The children's new names may outgrow the limits the new name itself passed.
+            self.validate_name(new_name)?;
             if self.mailbox_id(&key, new_name).is_ok() {
                 return Err(StoreError::MailboxExists);
             }
@@ -1246,14 +1299,27 @@ impl Writer {
 /// (source uid, body, flags, internal date) of a message about to be copied.
 type StoredCopy = (u32, MessageBytes, Flags, i64);
 
-fn validate_name(name: &str) -> StoreResult<()> {
-    if name.is_empty()
-        || name.starts_with('/')
-        || name.ends_with('/')
-        || name.contains("//")
-        || name.chars().any(|c| c.is_control())
-    {
-        return Err(StoreError::NotAllowed("invalid mailbox name"));
+impl Writer {
+    /// A name a request would bring into existence, against the rules of [`super::names`].
+    /// Names already stored stay usable even if the limits have shrunk since.
+    fn validate_name(&self, name: &str) -> StoreResult<()> {
+        names::check_name(name, &self.mailbox_limits)
+            .map_err(|e| StoreError::NotAllowed(e.reason()))
     }
-    Ok(())
+
+    /// Room in the account for `adding` more mailboxes. The writer is the only place that
+    /// sees every session's creates in order, so the limit holds however many race.
+    fn check_room(&self, key: &str, adding: usize) -> StoreResult<()> {
+        let have = self
+            .private
+            .accounts
+            .get(key)
+            .map_or(0, |a| a.mailboxes.len());
+        if have + adding > self.mailbox_limits.max_mailboxes {
+            return Err(StoreError::LimitReached(
+                "too many mailboxes in the account",
+            ));
+        }
+        Ok(())
+    }
 }

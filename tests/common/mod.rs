@@ -2,9 +2,13 @@
 //! directory, and speaks to it over real TCP and TLS connections.
 #![allow(dead_code)]
 
+mod imap_client;
+#[allow(unused_imports)]
+pub use imap_client::*;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -24,6 +28,8 @@ pub struct TestServer {
     pub extra_config: String,
     pub env: Vec<(String, String)>,
     pub cores: usize,
+    /// Start the server with this open-files limit (soft and hard), unable to raise it.
+    pub open_files: Option<u64>,
 }
 
 impl TestServer {
@@ -34,8 +40,15 @@ impl TestServer {
     }
 
     pub fn start_with_env(users: &[&str], extra_config: &str, env: &[(&str, &str)]) -> TestServer {
+        let mut server = Self::prepare(users, extra_config, env);
+        server.launch();
+        server
+    }
+
+    /// A server with its accounts and configuration, not started yet ([`launch`](Self::launch)).
+    pub fn prepare(users: &[&str], extra_config: &str, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = TestServer {
+        let server = TestServer {
             dir,
             child: None,
             ports: HashMap::new(),
@@ -45,11 +58,11 @@ impl TestServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             cores: 2,
+            open_files: None,
         };
         for u in users {
             server.add_user(u, PASSWORD);
         }
-        server.launch();
         server
     }
 
@@ -105,6 +118,27 @@ impl TestServer {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        if let Some(n) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Root could raise the limit again: take that power away first.
+                    const CAP_SYS_RESOURCE: libc::c_ulong = 24; // linux/capability.h
+                    if libc::geteuid() == 0 {
+                        libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0);
+                    }
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().expect("spawn surel");
         self.child = Some(child);
         let ports_file = self.data_dir().join("ports");
@@ -136,6 +170,23 @@ impl TestServer {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to 10 s) until the log contains `needle` — the server writes its log through
+    /// a buffer, so a line shows up a few milliseconds after the event — and returns the log.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn addr(&self, protocol: &str) -> SocketAddr {
@@ -220,6 +271,7 @@ impl TestServer {
             checkpoint_bytes: 64 << 20,
             queue_segment_bytes: 16 << 20,
             compact_dead_pct: 0,
+            ..Default::default()
         })
         .expect("open store")
     }
@@ -336,6 +388,54 @@ impl Client {
         }
     }
 
+    /// Connects from `source` instead of the system's choice: all of 127.0.0.0/8 is loopback
+    /// on Linux, so a test can play many client addresses against a server on 127.0.0.1.
+    /// `tls`: implicit TLS (465, 993, 995). Errors are returned, not panicked on.
+    pub fn connect_from(source: IpAddr, addr: SocketAddr, tls: bool) -> std::io::Result<Client> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+        let s: TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let stream = if tls {
+            Stream::Tls(Box::new(tls_wrap(s)))
+        } else {
+            Stream::Plain(s)
+        };
+        Ok(Client {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self.reader.get_ref() {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&s.sock),
+            Stream::Empty => None,
+        }
+    }
+
+    /// How long a read may wait; past it [`Client::try_line`] returns the timeout error.
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        if let Some(s) = self.tcp() {
+            s.set_read_timeout(Some(timeout)).unwrap();
+        }
+    }
+
+    /// Closing sends a reset, not a FIN, and leaves no TIME_WAIT socket behind: for loops that
+    /// open thousands of connections.
+    pub fn reset_on_close(&self) {
+        if let Some(s) = self.tcp() {
+            socket2::SockRef::from(s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+    }
+
     /// Upgrades the connection (after the server's go-ahead for STARTTLS/STLS).
     pub fn upgrade_tls(&mut self) {
         assert!(
@@ -361,18 +461,31 @@ impl Client {
 
     /// One line without its CRLF; `None` at EOF.
     pub fn line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(0) => None,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                Some(String::from_utf8_lossy(&buf).into_owned())
+        match self.try_line() {
+            Ok(line) => line,
+            // A closed connection; over TLS, one closed without close_notify.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                None
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
             Err(e) => panic!("read: {e}"),
         }
+    }
+
+    /// One line without its CRLF, `Ok(None)` at EOF, or the read error (a timeout, a reset).
+    pub fn try_line(&mut self) -> std::io::Result<Option<String>> {
+        let mut buf = Vec::new();
+        if self.reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(None);
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
     }
 
     pub fn raw_until(&mut self, end: &[u8]) -> Vec<u8> {
@@ -427,7 +540,8 @@ impl Client {
     }
 }
 
-fn tls_wrap(tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+/// A TLS client over `tcp` that accepts the test server's self-signed certificate.
+pub fn tls_wrap(tcp: TcpStream) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -19,10 +19,8 @@ impl ImapSession {
         messages: Vec<(Flags, Option<i64>, Vec<u8>)>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
-        if self.find_mailbox(store, &name).is_none() {
-            return Err(ImapError::no_code("TRYCREATE", "No such mailbox"));
-        }
+        let name = mailbox_name(mailbox, self.rev2)?;
+        self.target_mailbox(store, &name)?;
         if messages.iter().any(|m| m.2.is_empty()) {
             return Err(ImapError::no("Empty message"));
         }

@@ -13,6 +13,7 @@ use crate::imap::codec::{ListOptions, mutf7_decode};
 use crate::imap::session::{ImapSession, Step};
 use crate::imap::{ImapError, ImapResult};
 use crate::imap_w;
+use crate::store::names::HIERARCHY_DELIMITER;
 use crate::store::{MailStore, MailboxInfo, StoreError};
 
 /// Longest LIST reference + pattern accepted (matching costs pattern × name length).
@@ -75,13 +76,19 @@ impl ImapSession {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let mut name = mailbox_name(mailbox, self.rev2)?;
+        // RFC 9051 §6.3.4: one trailing delimiter only declares that children will follow.
+        if let Some(parent) = name.strip_suffix(HIERARCHY_DELIMITER) {
+            name = if parent.eq_ignore_ascii_case("INBOX") {
+                "INBOX".into()
+            } else {
+                parent.to_string()
+            };
+        }
         if name == "INBOX" {
             return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
         }
-        if name.is_empty() || name.split('/').any(|p| p.is_empty()) {
-            return Err(ImapError::no_code("CANNOT", "Invalid mailbox name"));
-        }
+        // The store checks the name and the account's mailbox count.
         store.create_mailbox(&self.account_name(), &name).await?;
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK CREATE completed\r\n");
@@ -95,7 +102,7 @@ impl ImapSession {
         mailbox: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         if name == "INBOX" {
             return Err(ImapError::no_code("CANNOT", "INBOX cannot be deleted"));
         }
@@ -114,10 +121,12 @@ impl ImapSession {
         to: &Mailbox<'_>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let (from, to) = (mailbox_name(from, self.rev2), mailbox_name(to, self.rev2));
+        let (from, to) = (mailbox_name(from, self.rev2)?, mailbox_name(to, self.rev2)?);
         if to == "INBOX" {
             return Err(ImapError::no_code("ALREADYEXISTS", "INBOX always exists"));
         }
+        // The store checks the new names (children's included) and, when INBOX's messages
+        // move to a new mailbox, the account's mailbox count.
         store
             .rename_mailbox(&self.account_name(), &from, &to)
             .await?;
@@ -135,7 +144,7 @@ impl ImapSession {
         on: bool,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         store
             .set_subscribed(&self.account_name(), &name, on)
             .await?;
@@ -164,32 +173,44 @@ impl ImapSession {
             Mailbox::Inbox => "INBOX".to_string(),
             Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
         };
-        let pattern = match pattern {
+        let single = match pattern {
             ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
             ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
         };
-        let pattern = if self.rev2 {
-            pattern
-        } else {
-            mutf7_decode(&pattern).unwrap_or(pattern)
-        };
-        if pattern.is_empty() && !opts.extended {
+        let patterns = opts.patterns.clone().unwrap_or_else(|| vec![single]);
+        let patterns: Vec<String> = patterns
+            .into_iter()
+            .map(|p| {
+                if self.rev2 {
+                    p
+                } else {
+                    mutf7_decode(&p).unwrap_or(p)
+                }
+            })
+            .collect();
+        if patterns.len() == 1 && patterns[0].is_empty() && !opts.extended {
             imap_w!(
                 out,
                 "* {verb} (\\Noselect) \"/\" \"\"\r\n{tag} OK {verb} completed\r\n"
             );
             return Ok(Step::Done);
         }
-        let full = if pattern.starts_with('/') || reference.is_empty() {
-            pattern.clone()
-        } else if reference.ends_with('/') {
-            format!("{reference}{pattern}")
-        } else {
-            format!("{reference}/{pattern}")
-        };
-        if full.len() > MAX_LIST_PATTERN {
-            return Err(ImapError::bad("Mailbox pattern too long"));
+        // RFC 3501 §6.3.8: the reference and the pattern are joined as they are (a reference
+        // that does not end in "/" is not a level of hierarchy): `LIST "INBOX" *` lists INBOX
+        // and its children, as Dovecot does and curl's imap://host/INBOX URL expects.
+        let mut full_patterns = Vec::with_capacity(patterns.len());
+        for pattern in &patterns {
+            let full = if pattern.starts_with('/') {
+                pattern.clone()
+            } else {
+                format!("{reference}{pattern}")
+            };
+            if full.len() > MAX_LIST_PATTERN {
+                return Err(ImapError::bad("Mailbox pattern too long"));
+            }
+            full_patterns.push(full);
         }
+        let matches_any = |name: &str| full_patterns.iter().any(|p| inbox_fold(p, name));
         // The store lists INBOX first, then by name.
         let boxes = store.list_mailboxes(&self.account_name());
         // Every proper ancestor of a mailbox has children; ancestors of subscribed mailboxes
@@ -204,8 +225,37 @@ impl ImapSession {
                 }
             }
         }
+        // RFC 3501 §6.3.9: LSUB with `%` shows an unsubscribed level that has subscribed
+        // descendants the pattern does not reach, as `\Noselect`, so the client can descend.
+        let mut lsub_levels: Vec<&str> = Vec::new();
+        if lsub {
+            let subscribed: HashSet<&str> = boxes
+                .iter()
+                .filter(|b| b.subscribed)
+                .map(|b| b.name.as_str())
+                .collect();
+            for b in boxes.iter().filter(|b| b.subscribed) {
+                for (i, _) in b.name.match_indices('/') {
+                    let level = &b.name[..i];
+                    if !subscribed.contains(level)
+                        && matches_any(level)
+                        && !matches_any(&b.name)
+                        && !lsub_levels.contains(&level)
+                    {
+                        lsub_levels.push(level);
+                    }
+                }
+            }
+        }
         for b in &boxes {
-            if !inbox_fold(&full, &b.name) {
+            if lsub_levels.contains(&b.name.as_str()) {
+                imap_w!(out, "* LSUB (\\Noselect) \"/\" ");
+                write_mailbox(out, &b.name, self.rev2);
+                out.extend_from_slice(b"\r\n");
+                lsub_levels.retain(|l| *l != b.name);
+                continue;
+            }
+            if !matches_any(&b.name) {
                 continue;
             }
             let child_subscribed = subscribed_parents.contains(b.name.as_str());
@@ -240,8 +290,20 @@ impl ImapSession {
             }
             out.extend_from_slice(b"\r\n");
             if let Some(items) = &opts.return_status {
-                write_status(out, b, self.rev2, items.iter().map(String::as_str));
+                let wants_recent = items.iter().any(|i| i == "RECENT");
+                let recent = if wants_recent {
+                    self.recent_in(store, b)
+                } else {
+                    0
+                };
+                write_status(out, b, self.rev2, recent, items.iter().map(String::as_str));
             }
+        }
+        // Levels that are not mailboxes at all (only their descendants exist).
+        for level in lsub_levels {
+            imap_w!(out, "* LSUB (\\Noselect) \"/\" ");
+            write_mailbox(out, level, self.rev2);
+            out.extend_from_slice(b"\r\n");
         }
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK {verb} completed\r\n");
@@ -256,7 +318,7 @@ impl ImapSession {
         items: &[StatusDataItemName],
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         let info = self
             .find_mailbox(store, &name)
             .ok_or(ImapError::Store(StoreError::NoSuchMailbox))?;
@@ -277,12 +339,32 @@ impl ImapSession {
             })
             .collect();
         if names.contains(&"HIGHESTMODSEQ") {
-            self.reporting.condstore = true;
+            self.enable_condstore(out);
         }
-        write_status(out, &info, self.rev2, names.into_iter());
+        let recent = if names.contains(&"RECENT") {
+            self.recent_in(store, &info)
+        } else {
+            0
+        };
+        write_status(out, &info, self.rev2, recent, names.into_iter());
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK STATUS completed\r\n");
         Ok(Step::Done)
+    }
+
+    /// Messages no session has claimed as `\Recent` yet (STATUS RECENT; RFC 3501 §6.3.10).
+    fn recent_in<S: MailStore>(&self, store: &S, info: &MailboxInfo) -> u64 {
+        let account = self.account_name();
+        let mark = self
+            .config
+            .recent
+            .claimed_up_to(&account, &info.name, info.uidvalidity);
+        if info.uidnext <= mark + 1 {
+            return 0;
+        }
+        store.snapshot(&account, &info.name).map_or(0, |snap| {
+            snap.messages.iter().filter(|m| m.uid > mark).count() as u64
+        })
     }
 }
 
@@ -291,6 +373,7 @@ fn write_status<'a>(
     out: &mut Vec<u8>,
     info: &MailboxInfo,
     rev2: bool,
+    recent: u64,
     items: impl Iterator<Item = &'a str>,
 ) {
     out.extend_from_slice(b"* STATUS ");
@@ -300,7 +383,7 @@ fn write_status<'a>(
     for item in items {
         let value = match item {
             "MESSAGES" => info.messages as u64,
-            "RECENT" => 0,
+            "RECENT" => recent,
             "UIDNEXT" => info.uidnext as u64,
             "UIDVALIDITY" => info.uidvalidity as u64,
             "UNSEEN" => info.unseen as u64,

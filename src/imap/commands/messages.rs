@@ -10,13 +10,23 @@ use imap_codec::imap_types::{
 
 use super::{mailbox_name, to_flags};
 use crate::imap::codec::SearchReturn;
+use crate::imap::esearch;
 use crate::imap::mailbox::write_flags_fetch;
 use crate::imap::search::{self, SearchMessage};
-use crate::imap::sequence::{self, format_sorted};
+use crate::imap::sequence;
 use crate::imap::session::{ImapSession, Step};
 use crate::imap::{ImapError, ImapResult};
 use crate::imap_w;
 use crate::store::{FlagOp, MailStore, SystemFlags};
+
+/// Messages matched by search criteria.
+pub(crate) struct Matching {
+    /// View indices, ascending.
+    pub indices: Vec<usize>,
+    /// Highest MODSEQ among them (reported when the criteria mention MODSEQ, RFC 7162).
+    pub max_modseq: u64,
+    pub mentions_modseq: bool,
+}
 
 impl ImapSession {
     pub(super) async fn expunge<S: MailStore>(
@@ -71,6 +81,63 @@ impl ImapSession {
         ret: Option<SearchReturn>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
+        let found = self.matching(store, keys)?;
+        if found.mentions_modseq {
+            // The first CONDSTORE-enabling command reports HIGHESTMODSEQ (RFC 7162 §3.1).
+            self.enable_condstore(out);
+        }
+        let mb = self
+            .selected
+            .as_ref()
+            .ok_or_else(|| ImapError::bad("No mailbox selected"))?;
+        let hits = esearch::numbers(&mb.messages, &found.indices, uid);
+        let modseq = found.mentions_modseq.then_some(found.max_modseq);
+        match &ret {
+            Some(r) => {
+                // RFC 7162 §3.1.5 (with RFC 4731): MODSEQ is that of the messages returned.
+                // With only MIN and/or MAX those are the messages; ALL, COUNT or PARTIAL stand
+                // for every match.
+                let modseq_of = |i: Option<&usize>| i.map_or(0, |&i| mb.messages[i].modseq);
+                let returned = if r.all || r.count || r.partial.is_some() || !(r.min || r.max) {
+                    modseq
+                } else {
+                    let mut m = 0;
+                    if r.min {
+                        m = m.max(modseq_of(found.indices.first()));
+                    }
+                    if r.max {
+                        m = m.max(modseq_of(found.indices.last()));
+                    }
+                    modseq.map(|_| m)
+                };
+                esearch::write_esearch(out, tag, uid, r, &hits, returned)
+            }
+            None => {
+                out.extend_from_slice(b"* SEARCH");
+                for h in &hits {
+                    imap_w!(out, " {h}");
+                }
+                if let Some(m) = modseq.filter(|_| !hits.is_empty()) {
+                    imap_w!(out, " (MODSEQ {m})");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if let Some(r) = ret.as_ref().filter(|r| r.save) {
+            self.save_result(r, &found.indices);
+        }
+        self.sync_selected(store, uid, out);
+        imap_w!(out, "{tag} OK SEARCH completed\r\n");
+        Ok(Step::Done)
+    }
+
+    /// The view indices (ascending) of the messages matching the criteria, as SEARCH, SORT
+    /// and THREAD select them.
+    pub(crate) fn matching<S: MailStore>(
+        &self,
+        store: &S,
+        keys: Vec<SearchKey<'_>>,
+    ) -> ImapResult<Matching> {
         let account = self.account_name();
         let mb = self
             .selected
@@ -85,60 +152,23 @@ impl ImapSession {
             )
         };
         let mentions_modseq = search::mentions_modseq(&key);
-        if mentions_modseq {
-            self.reporting.condstore = true;
-        }
         let exists = mb.exists();
         let max_uid = mb.max_uid();
         let mut loader = |u: u32| store.read(&account, &mb.name, u).ok();
-        let mut hits: Vec<u32> = Vec::new();
-        let mut max_modseq = 0;
+        let mut found = Matching {
+            indices: Vec::new(),
+            max_modseq: 0,
+            mentions_modseq,
+        };
         for (i, meta) in mb.messages.iter().enumerate() {
             let mut m = SearchMessage::new(i as u32 + 1, meta, exists, max_uid, &mut loader);
+            m.recent = mb.is_recent(meta.uid, self.reporting);
             if search::matches(&key, &mut m) {
-                hits.push(if uid { meta.uid } else { i as u32 + 1 });
-                max_modseq = max_modseq.max(meta.modseq);
+                found.indices.push(i);
+                found.max_modseq = found.max_modseq.max(meta.modseq);
             }
         }
-        match ret {
-            Some(r) => {
-                imap_w!(out, "* ESEARCH (TAG \"{tag}\")");
-                if uid {
-                    out.extend_from_slice(b" UID");
-                }
-                if !hits.is_empty() {
-                    if r.min {
-                        imap_w!(out, " MIN {}", hits[0]);
-                    }
-                    if r.max {
-                        imap_w!(out, " MAX {}", hits[hits.len() - 1]);
-                    }
-                    if r.all {
-                        imap_w!(out, " ALL {}", format_sorted(&hits));
-                    }
-                }
-                if r.count {
-                    imap_w!(out, " COUNT {}", hits.len());
-                }
-                if mentions_modseq && !hits.is_empty() {
-                    imap_w!(out, " MODSEQ {max_modseq}");
-                }
-                out.extend_from_slice(b"\r\n");
-            }
-            None => {
-                out.extend_from_slice(b"* SEARCH");
-                for h in &hits {
-                    imap_w!(out, " {h}");
-                }
-                if mentions_modseq && !hits.is_empty() {
-                    imap_w!(out, " (MODSEQ {max_modseq})");
-                }
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-        self.sync_selected(store, uid, out);
-        imap_w!(out, "{tag} OK SEARCH completed\r\n");
-        Ok(Step::Done)
+        Ok(found)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -160,7 +190,7 @@ impl ImapSession {
             .map(|StoreModifier::UnchangedSince(v)| *v)
             .next();
         if unchanged_since.is_some() {
-            self.reporting.condstore = true;
+            self.enable_condstore(out);
         }
         let rep = self.reporting;
         let mb = self
@@ -223,12 +253,13 @@ impl ImapSession {
                 let m = &mb.messages[i];
                 if silent {
                     imap_w!(out, "* {} FETCH (", i + 1);
-                    if uid || rep.qresync {
+                    if uid || rep.condstore {
                         imap_w!(out, "UID {} ", m.uid);
                     }
                     imap_w!(out, "MODSEQ ({}))\r\n", m.modseq);
                 } else {
-                    write_flags_fetch(out, i + 1, m, uid || rep.qresync, rep.condstore);
+                    let recent = mb.is_recent(m.uid, rep);
+                    write_flags_fetch(out, i + 1, m, uid || rep.condstore, rep.condstore, recent);
                 }
             }
         }
@@ -258,10 +289,8 @@ impl ImapSession {
     ) -> ImapResult<Step> {
         let account = self.account_name();
         let rep = self.reporting;
-        let dest = mailbox_name(dest, self.rev2);
-        let Some(dest_info) = self.find_mailbox(store, &dest) else {
-            return Err(ImapError::no_code("TRYCREATE", "No such mailbox"));
-        };
+        let dest = mailbox_name(dest, self.rev2)?;
+        let dest_info = self.target_mailbox(store, &dest)?;
         let mb = self
             .selected
             .as_mut()

@@ -20,30 +20,36 @@ use imap_codec::imap_types::{
     search::SearchKey,
 };
 
-use super::ImapError;
 use super::codec::{ListOptions, SearchReturn, mutf7_decode, mutf7_encode, write_astring};
 use super::session::{ImapCommand, ImapSession, Mode, Step};
+use super::{ImapError, ImapResult};
 use crate::imap_w;
+use crate::store::names::check_name;
 use crate::store::{Flags, MailStore, MailboxInfo, SpecialUse, StoreError, SystemFlags};
 
 /// The name a client's mailbox argument refers to (INBOX is case-insensitive). Names are
-/// stored in UTF-8; IMAP4rev1 clients send modified UTF-7 (RFC 3501 §5.1.3), decoded here.
-pub(crate) fn mailbox_name(m: &Mailbox<'_>, rev2: bool) -> String {
+/// stored in UTF-8: IMAP4rev2 clients send UTF-8 (RFC 9051 §5.1), IMAP4rev1 clients modified
+/// UTF-7 (RFC 3501 §5.1.3), decoded here. A name that is not valid in the session's encoding
+/// is refused (`NO [CANNOT]`) by every command: stored, it would be listed under a name the
+/// client never wrote and could not open.
+pub(crate) fn mailbox_name(m: &Mailbox<'_>, utf8: bool) -> ImapResult<String> {
     match m {
-        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Inbox => Ok("INBOX".into()),
         Mailbox::Other(o) => {
-            let s = String::from_utf8_lossy(o.as_ref()).into_owned();
-            let s = s.trim_end_matches('/').to_string();
-            let s = if rev2 {
-                s
+            let raw = std::str::from_utf8(o.as_ref());
+            let name = if utf8 {
+                raw.map_err(|_| ImapError::no_code("CANNOT", "Mailbox name is not valid UTF-8"))?
+                    .to_string()
             } else {
-                mutf7_decode(&s).unwrap_or(s)
+                raw.ok().and_then(mutf7_decode).ok_or_else(|| {
+                    ImapError::no_code("CANNOT", "Mailbox name is not valid modified UTF-7")
+                })?
             };
-            if s.eq_ignore_ascii_case("INBOX") {
+            Ok(if name.eq_ignore_ascii_case("INBOX") {
                 "INBOX".into()
             } else {
-                s
-            }
+                name
+            })
         }
     }
 }
@@ -205,6 +211,9 @@ impl ImapSession {
             } => {
                 let charset = charset.map(|c| c.as_ref().to_ascii_uppercase());
                 if let Some(cs) = charset.filter(|c| c != "UTF-8" && c != "US-ASCII") {
+                    if extras.search_return.as_ref().is_some_and(|r| r.save) {
+                        self.forget_result();
+                    }
                     Err(ImapError::no_code(
                         "BADCHARSET (UTF-8 US-ASCII)",
                         format!("Unsupported charset {cs}"),
@@ -221,6 +230,35 @@ impl ImapSession {
                     self.search(store, &tag, keys, uid, ret, out)
                 }
             }
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => self.sort(
+                store,
+                &tag,
+                sort_criteria.as_ref(),
+                &charset,
+                search_criteria.into_inner(),
+                uid,
+                extras.search_return.clone(),
+                out,
+            ),
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => self.thread(
+                store,
+                &tag,
+                &algorithm,
+                &charset,
+                search_criteria.into_inner(),
+                uid,
+                out,
+            ),
             CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
@@ -337,6 +375,22 @@ impl ImapSession {
 
     fn account_name(&self) -> String {
         self.account.clone().unwrap_or_default()
+    }
+
+    /// The target of APPEND, COPY or MOVE. A missing one is answered `NO [TRYCREATE]` only if
+    /// CREATE could make it (the store's own name rules, with the same limits); otherwise the
+    /// client would loop on CREATE, so `NO [CANNOT]`. An existing mailbox stays writable even
+    /// if the limits have shrunk since it was made.
+    fn target_mailbox<S: MailStore>(&self, store: &S, name: &str) -> ImapResult<MailboxInfo> {
+        match self.find_mailbox(store, name) {
+            Some(info) => Ok(info),
+            None => {
+                check_name(name, &self.config.limits.mailboxes).map_err(|e| {
+                    ImapError::no_code("CANNOT", format!("Invalid mailbox name: {e}"))
+                })?;
+                Err(ImapError::no_code("TRYCREATE", "No such mailbox"))
+            }
+        }
     }
 
     fn find_mailbox<S: MailStore>(&self, store: &S, name: &str) -> Option<MailboxInfo> {

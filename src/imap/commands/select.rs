@@ -28,7 +28,7 @@ impl ImapSession {
         }
         self.state = State::Authenticated;
         let account = self.account_name();
-        let name = mailbox_name(mailbox, self.rev2);
+        let name = mailbox_name(mailbox, self.rev2)?;
         let mut qresync = None;
         for p in params {
             match p {
@@ -52,11 +52,12 @@ impl ImapSession {
         }
         let changes = store.subscribe(&account, &name);
         let snapshot = store.snapshot(&account, &name)?;
-        let mb = SelectedMailbox::new(name.clone(), read_only, snapshot, Some(changes));
+        let mut mb = SelectedMailbox::new(name.clone(), read_only, snapshot, Some(changes));
+        mb.track_recent(self.config.recent.clone(), &account);
         mb.write_flag_lists(out);
         imap_w!(out, "* {} EXISTS\r\n", mb.exists());
         if !self.rev2 {
-            out.extend_from_slice(b"* 0 RECENT\r\n");
+            imap_w!(out, "* {} RECENT\r\n", mb.recent_count());
             if let Some(i) = mb
                 .messages
                 .iter()
@@ -97,7 +98,8 @@ impl ImapSession {
             }
             for (i, m) in mb.messages.iter().enumerate() {
                 if m.modseq > modseq {
-                    write_flags_fetch(out, i + 1, m, true, true);
+                    let recent = mb.is_recent(m.uid, self.reporting);
+                    write_flags_fetch(out, i + 1, m, true, true, recent);
                 }
             }
         }

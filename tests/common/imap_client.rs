@@ -1,0 +1,58 @@
+//! An IMAP client for the tests: tagged commands, untagged responses with literals inlined.
+
+use super::*;
+
+/// Reads one response line, with any literals it announces inlined.
+pub fn response_line(c: &mut Client) -> Option<Vec<u8>> {
+    let mut line = c.raw_until(b"\r\n");
+    if line.is_empty() {
+        return None;
+    }
+    loop {
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        let Some(open) = text.strip_suffix('}').and_then(|t| t.rfind('{')) else {
+            return Some(line);
+        };
+        let n: usize = text[open + 1..text.len() - 1]
+            .trim_end_matches('+')
+            .parse()
+            .ok()?;
+        line.extend(c.read_exact_bytes(n));
+        line.extend(c.raw_until(b"\r\n"));
+    }
+}
+
+/// Sends a tagged command; returns (untagged lines, tagged status line).
+pub fn imap(c: &mut Client, tag: &str, command: &str) -> (Vec<String>, String) {
+    c.send(&format!("{tag} {command}\r\n"));
+    collect(c, tag)
+}
+
+pub fn collect(c: &mut Client, tag: &str) -> (Vec<String>, String) {
+    let mut untagged = Vec::new();
+    loop {
+        let line = response_line(c).expect("response");
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if text.starts_with(&format!("{tag} ")) {
+            return (untagged, text);
+        }
+        untagged.push(text);
+    }
+}
+
+pub fn ok(c: &mut Client, tag: &str, command: &str) -> Vec<String> {
+    let (untagged, status) = imap(c, tag, command);
+    assert!(
+        status.starts_with(&format!("{tag} OK")),
+        "{command} -> {status} {untagged:?}"
+    );
+    untagged
+}
+
+/// Logs `user` in over implicit TLS.
+pub fn login_tls_as(server: &TestServer, user: &str) -> Client {
+    let mut c = Client::connect_tls(server.addr("imaps"));
+    assert!(c.line().unwrap().starts_with("* OK"));
+    ok(&mut c, "l", &format!("LOGIN {user} \"{PASSWORD}\""));
+    c
+}
