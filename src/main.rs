@@ -422,6 +422,7 @@ fn store_command(
                         queue_segment_bytes: cfg.store.queue_segment_mb.max(1) << 20,
                         // Only the pass asked for.
                         compact_dead_pct: 0,
+                        mailbox_limits: cfg.limits.mailboxes(),
                     })
                     .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
                     // No server: the threshold comes from this configuration.
