@@ -186,11 +186,7 @@ impl CommandReader {
                     };
                     let line_len = self.buf.len() - self.line_start + chunk.len();
                     if line_len > self.max_line {
-                        let tag = if self.buf.is_empty() {
-                            tag_of(chunk)
-                        } else {
-                            tag_of(&self.buf)
-                        };
+                        let tag = tag_of_split(&self.buf, chunk);
                         self.clear();
                         if complete {
                             pos += chunk.len();
@@ -273,6 +269,23 @@ pub fn tag_of(line: &[u8]) -> String {
     let tag = &line[..end];
     if !tag.is_empty() && tag.len() <= 64 && tag.iter().all(|&b| is_tag_char(b)) {
         String::from_utf8_lossy(tag).into_owned()
+    } else {
+        "*".into()
+    }
+}
+
+/// The tag of a command whose first octets are `buffered` followed by `more` (a line refused
+/// before all of it arrived). A read can end inside the tag, so it is looked for across both,
+/// and echoed only if its end is there: never a truncated tag the client did not send.
+fn tag_of_split(buffered: &[u8], more: &[u8]) -> String {
+    // One octet past the longest tag `tag_of` echoes tells a long tag from a complete one.
+    const HEAD: usize = 65;
+    let mut head = Vec::with_capacity(HEAD);
+    head.extend_from_slice(&buffered[..buffered.len().min(HEAD)]);
+    let want = HEAD - head.len();
+    head.extend_from_slice(&more[..more.len().min(want)]);
+    if head.iter().any(|&b| matches!(b, b' ' | b'\r' | b'\n')) {
+        tag_of(&head)
     } else {
         "*".into()
     }
@@ -1038,6 +1051,35 @@ mod tests {
         assert_eq!(
             frames,
             vec![Frame::LineTooLong { tag: "a1".into() }, Frame::Command]
+        );
+    }
+
+    /// Found by fuzz/imap_reader: when a read ended inside the tag of a line that then
+    /// overflowed, the reply echoed the part of the tag read so far.
+    #[test]
+    fn overlong_line_split_inside_tag() {
+        let mut r = CommandReader::new(100, 100);
+        assert_eq!(r.push(b"abc"), (3, None));
+        let mut rest = b"def NOOP ".to_vec();
+        rest.extend_from_slice(&[b'x'; 100]);
+        rest.extend_from_slice(b"\r\na2 NOOP\r\n");
+        assert_eq!(
+            feed_all(&mut r, &rest),
+            vec![
+                Frame::LineTooLong {
+                    tag: "abcdef".into()
+                },
+                Frame::Command
+            ]
+        );
+        // A word too long to be a tag gives `*`, however it was split.
+        let mut r = CommandReader::new(100, 100);
+        assert_eq!(r.push(&[b'A'; 30]), (30, None));
+        let mut rest = vec![b'A'; 100];
+        rest.extend_from_slice(b"\r\n");
+        assert_eq!(
+            feed_all(&mut r, &rest),
+            vec![Frame::LineTooLong { tag: "*".into() }]
         );
     }
 
