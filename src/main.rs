@@ -420,6 +420,7 @@ fn store_command(
                         segment_bytes: cfg.store.segment_mb.max(1) << 20,
                         checkpoint_bytes: cfg.store.checkpoint_mb.max(1) << 20,
                         queue_segment_bytes: cfg.store.queue_segment_mb.max(1) << 20,
+                        mailbox_limits: cfg.limits.mailboxes(),
                         // Only the pass asked for.
                         compact_dead_pct: 0,
                     })
