@@ -420,9 +420,9 @@ fn store_command(
                         segment_bytes: cfg.store.segment_mb.max(1) << 20,
                         checkpoint_bytes: cfg.store.checkpoint_mb.max(1) << 20,
                         queue_segment_bytes: cfg.store.queue_segment_mb.max(1) << 20,
-                        mailbox_limits: cfg.limits.mailboxes(),
                         // Only the pass asked for.
                         compact_dead_pct: 0,
+                        mailbox_limits: cfg.limits.mailboxes(),
                     })
                     .map_err(|e| format!("{}: {e}", cfg.data_dir.display()))?;
                     // No server: the threshold comes from this configuration.
