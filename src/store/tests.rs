@@ -1216,3 +1216,41 @@ fn a_full_disk_fails_the_write_and_the_store_resumes_when_space_returns() {
     let s = LogStore::open(cfg).unwrap();
     assert_eq!(stored(&s), expect);
 }
+
+#[test]
+fn a_roll_over_undone_after_a_full_disk_leaves_no_sealed_segment_behind() {
+    let Some(disk) = SmallDisk::mount(4 << 20) else {
+        return;
+    };
+    let mut cfg = config(&disk.path().join("store"), 1);
+    cfg.segment_bytes = 64 << 10;
+    let big = |i: usize| format!("{}{}", body(i), "x".repeat(40 << 10));
+    let s = LogStore::open(cfg.clone()).unwrap();
+    let mut acknowledged = 0;
+    block_on(async {
+        for i in 0..3 {
+            append_one(&s, "g", "INBOX", &big(i)).await;
+            acknowledged += 1;
+        }
+        disk.fill_leaving(400 << 10);
+        loop {
+            assert!(acknowledged < 100, "the disk never filled up");
+            match s.append(vec![msg("g", "INBOX", &big(acknowledged))]).await {
+                Ok(_) => acknowledged += 1,
+                Err(e) => break assert!(e.is_out_of_space(), "{e:?}"),
+            }
+        }
+    });
+    disk.free_ballast();
+    // The checkpoint written at close lists the sealed segments. Had the segment the failed
+    // batch rolled away from stayed listed as sealed, the checkpoint would not match the disk
+    // and this open would replay the whole log (and compaction could pick the tail).
+    s.close();
+    let s = LogStore::open(cfg).unwrap();
+    assert_eq!(s.replayed_records(), 0);
+    assert_eq!(
+        s.snapshot("g", "INBOX").unwrap().messages.len(),
+        acknowledged
+    );
+    s.close();
+}

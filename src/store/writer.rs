@@ -328,6 +328,10 @@ impl LogTail {
         }
         self.cur_seg = self.batch_start_seg;
         self.cur_file = self.batch_start_file.clone();
+        // The segment the batch began in is the tail again, not sealed (checkpoints and
+        // compaction go by this list).
+        let first_rolled = self.batch_start_seg;
+        self.sealed.retain(|&n, _| n < first_rolled);
         self.rolled = false;
         self.cur_file
             .set_len(self.batch_start)
@@ -644,7 +648,13 @@ impl Writer {
     /// Ends the mailbox log's current segment now (between batches), so compaction may take it.
     pub(super) fn seal_tail(&mut self) -> StoreResult<()> {
         self.log.begin_batch();
-        self.log.roll(&self.shared.segments, &self.shared.stats)
+        let rolled = self.log.roll(&self.shared.segments, &self.shared.stats);
+        if rolled.is_err()
+            && let Err(why) = self.log.abort(&self.shared.segments)
+        {
+            self.poisoned = Some(why);
+        }
+        rolled
     }
 
     fn maybe_checkpoint(&mut self, force: bool) {
