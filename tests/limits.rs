@@ -260,8 +260,10 @@ fn stalled_transfers_share_a_bounded_memory_budget() {
     eprintln!(
         "server RSS before {before} KiB, with 40 stalled 4 MiB transfers {during} KiB (budget 16 MiB)"
     );
+    // The budget plus slack for read buffers and allocator pages; the unbounded server grew by
+    // 160 MiB, and before freed buffers were handed back, by up to 68 MiB.
     assert!(
-        during < before + 64 * 1024,
+        during < before + 32 * 1024,
         "RSS grew by {} KiB",
         during - before
     );

@@ -41,6 +41,19 @@ impl TransferBudget {
     }
 }
 
+/// Returns the pages this thread has freed to the operating system.
+///
+/// mimalloc keeps freed pages resident for a short delay and returns them only when the thread
+/// that freed them allocates again. After a burst of refused transfers an event loop may sit
+/// idle holding several times the budget in freed buffers (the growth steps of the messages it
+/// was receiving), so an attacker's burst would leave the resident size inflated until the next
+/// client arrives. This walks the thread's heap: for rare events such as a shed transfer only.
+pub fn return_freed_memory() {
+    // SAFETY: mi_collect only touches the calling thread's heap and may be called at any time;
+    // under another global allocator it finds nothing to collect.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

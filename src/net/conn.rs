@@ -191,6 +191,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                 "transfer memory budget spent: refusing this message"
             );
             session.shed_transfer();
+            super::budget::return_freed_memory();
             held = session.held_bytes().min(self.reserved);
         }
         if held < self.reserved {
