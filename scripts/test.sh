@@ -25,4 +25,5 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
-exec cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+exec cargo test --workspace --no-fail-fast "$@"

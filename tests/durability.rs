@@ -169,7 +169,10 @@ fn sigkill_during_delivery_loses_no_acknowledged_message() {
             });
         }));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill in the middle of the load: once a good number were acknowledged, with more in flight.
+    wait_until("the load to run", Duration::from_secs(30), || {
+        acked.lock().unwrap().len() >= 200
+    });
     server.kill();
     stop.store(true, Ordering::Relaxed);
     for c in clients {

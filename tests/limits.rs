@@ -327,8 +327,22 @@ fn over_the_connection_cap_clients_get_421_even_with_few_descriptors() {
     assert!(refused.starts_with("421 4.7.0"), "{refused}");
     // The server still has descriptors for its own work.
     held.pop();
-    std::thread::sleep(Duration::from_millis(100));
-    delivery_works(&server);
+    let mut admitted = None;
+    wait_until("the freed slot", Duration::from_secs(5), || {
+        let mut c = Client::connect(server.addr("smtp"));
+        let greeted = c.reply().0 == 220;
+        admitted = greeted.then_some(c);
+        greeted
+    });
+    let mut c = admitted.unwrap();
+    c.expect("EHLO client.test", 250);
+    let (code, text) = smtp_send(
+        &mut c,
+        "x@remote.test",
+        &[ALICE],
+        "Subject: ok\r\n\r\nok\r\n",
+    );
+    assert_eq!(code, 250, "{text}");
     drop(held);
     server.stop();
     assert_eq!(inbox(&server, ALICE).len(), 1);

@@ -44,6 +44,31 @@ fn login_stls(server: &TestServer, user: &str) -> Client {
     c
 }
 
+/// Logs in once the maildrop lock of a dropped session is gone (`-ERR [IN-USE]` until then).
+fn login_when_released(server: &TestServer, user: &str) -> Client {
+    let mut session = None;
+    wait_until(
+        "the maildrop lock",
+        std::time::Duration::from_secs(5),
+        || {
+            let mut c = Client::connect(server.addr("pop3"));
+            assert!(c.line().unwrap().starts_with("+OK"));
+            pop(&mut c, "STLS", true);
+            c.upgrade_tls();
+            pop(&mut c, &format!("USER {user}"), true);
+            c.send(&format!("PASS {PASSWORD}\r\n"));
+            let reply = c.line().expect("reply");
+            if reply.starts_with("+OK") {
+                session = Some(c);
+                return true;
+            }
+            assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+            false
+        },
+    );
+    session.unwrap()
+}
+
 #[test]
 fn retr_returns_exactly_the_stored_bytes() {
     let mut server = TestServer::start(&["alice@example.test"], "");
@@ -112,9 +137,8 @@ fn dele_rset_quit_and_dropped_connections() {
     let mut c = login_stls(&server, "alice@example.test");
     pop(&mut c, "DELE 1", true);
     drop(c);
-    std::thread::sleep(std::time::Duration::from_millis(200));
 
-    let mut c = login_stls(&server, "alice@example.test");
+    let mut c = login_when_released(&server, "alice@example.test");
     assert!(pop(&mut c, "STAT", true).starts_with("+OK 3 "));
     pop(&mut c, "DELE 1", true);
     pop(&mut c, "DELE 1", false);

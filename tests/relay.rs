@@ -11,14 +11,6 @@ use loadgen::sink::{Sink, SinkConfig};
 /// Queue settings that make retries and expiry fit in a test.
 const FAST_QUEUE: &str = "retry_initial_secs = 1\nretry_max_secs = 1\nconnect_timeout_secs = 2\n";
 
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `surel queue list --json` against the running server.
 fn queue(server: &TestServer) -> Vec<serde_json::Value> {
     let out = run_cli(
@@ -724,7 +716,15 @@ fn delayed_mail_warns_the_sender_once() {
             .contains(&format!("{id}: sender delay notification"))
     });
     // Still queued, a few more attempts later, and warned only once.
-    std::thread::sleep(Duration::from_secs(3));
+    let attempts_logged = || {
+        a.log()
+            .matches(&format!("{id}: to=<bob@example.net>"))
+            .count()
+    };
+    let warned_at = attempts_logged();
+    wait_until("two more attempts", Duration::from_secs(20), || {
+        attempts_logged() >= warned_at + 2
+    });
     let q = queue(&a);
     assert_eq!(q.len(), 1, "{q:?}");
     assert_eq!(q[0]["recipients"][0]["state"], "deferred");

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
@@ -311,10 +312,11 @@ fn user_added_while_running_receives_mail_without_restart() {
     c.expect("QUIT", 221);
     server.add_user("carol@example.test", "pw-carol");
     // The server re-reads the accounts file at most once a second.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
     let mut c = smtp_session(&server);
     c.expect("MAIL FROM:<s@r.test>", 250);
-    c.expect("RCPT TO:<carol@example.test>", 250);
+    wait_until("carol to be known", Duration::from_secs(5), || {
+        c.cmd("RCPT TO:<carol@example.test>").0 == 250
+    });
 }
 
 #[test]
@@ -340,9 +342,10 @@ fn per_ip_connection_limit_answers_421() {
     assert_eq!(c.reply().0, 421);
     a.expect("QUIT", 221);
     drop(a);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let mut d = Client::connect(server.addr("smtp"));
-    assert_eq!(d.reply().0, 220);
+    // The slot is free once the server has seen the close.
+    wait_until("a free slot", Duration::from_secs(5), || {
+        Client::connect(server.addr("smtp")).reply().0 == 220
+    });
 }
 
 #[test]
@@ -381,7 +384,6 @@ fn graceful_shutdown_finishes_a_transaction_in_flight() {
     c.expect("DATA", 354);
     c.send("Subject: in flight\r\n\r\nfirst half\r\n");
     server.sigterm();
-    std::thread::sleep(std::time::Duration::from_millis(400));
     // The idle session is told goodbye...
     assert_eq!(idle.reply().0, 421);
     // ...while the one inside DATA completes.

@@ -16,6 +16,15 @@ use std::time::{Duration, Instant};
 
 pub const PASSWORD: &str = "correct horse";
 
+/// Polls `f` until it holds, failing the test after `within`.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn surel_bin() -> &'static str {
     env!("CARGO_BIN_EXE_surel")
 }
