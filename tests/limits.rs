@@ -455,3 +455,71 @@ fn run_as_drops_root_after_binding() {
     server.stop();
     assert_eq!(inbox(&server, ALICE).len(), 1);
 }
+
+#[test]
+fn stalled_imap_appends_share_the_transfer_budget() {
+    let server = TestServer::start(
+        &[ALICE],
+        "[limits]\ntransfer_memory_mb = 8\nmax_message_size = 8388608\n",
+    );
+    // Ten logged-in clients each start a 3 MiB APPEND (non-synchronizing literal), send 1 MiB
+    // of it and stall: 10 MiB held unbounded against an 8 MiB budget, 30 MiB once finished.
+    const SIZE: usize = 3 << 20;
+    let line = "a".repeat(1022) + "\r\n";
+    let content = |i: usize| {
+        let head = format!("Subject: append {i}\r\n\r\n");
+        let mut m = head.clone();
+        while m.len() + line.len() <= SIZE {
+            m.push_str(&line);
+        }
+        m.push_str(&"b".repeat(SIZE - m.len() - 2));
+        m.push_str("\r\n");
+        m
+    };
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let mut c = login_tls_as(&server, ALICE);
+        let m = content(i);
+        c.send(&format!("t{i} APPEND INBOX {{{SIZE}+}}\r\n"));
+        c.send(&m[..1 << 20]);
+        clients.push((c, m));
+    }
+    let mut probe = login_tls_as(&server, ALICE);
+    ok(&mut probe, "p", "NOOP");
+    let (mut stored, mut refused) = (Vec::new(), 0);
+    for (i, (c, m)) in clients.iter_mut().enumerate() {
+        c.send(&m[1 << 20..]);
+        c.send("\r\n");
+        let (untagged, status) = collect(c, &format!("t{i}"));
+        assert!(untagged.iter().all(|u| u.starts_with("* ")), "{untagged:?}");
+        if status.starts_with(&format!("t{i} OK [APPENDUID ")) {
+            stored.push(i);
+        } else {
+            assert_eq!(
+                status,
+                format!("t{i} NO [UNAVAILABLE] Server busy: try again later")
+            );
+            refused += 1;
+        }
+        // The session goes on either way.
+        ok(c, "n", "NOOP");
+    }
+    eprintln!("stored {stored:?}, refused {refused}");
+    assert!(refused >= 3, "30 MiB against an 8 MiB budget: {stored:?}");
+    assert!(!stored.is_empty(), "the budget admits some: {refused}");
+    // The budget came back: a refused client's retry is stored, and what was stored is exact.
+    let (c, m) = &mut clients[0];
+    c.send(&format!("r APPEND INBOX {{{SIZE}+}}\r\n"));
+    c.send(m);
+    c.send("\r\n");
+    let (_, status) = collect(c, "r");
+    assert!(status.starts_with("r OK [APPENDUID "), "{status}");
+    ok(&mut probe, "s", "EXAMINE INBOX");
+    let untagged = ok(&mut probe, "f", "FETCH 1:* (BODY.PEEK[])");
+    assert_eq!(untagged.len(), stored.len() + 1, "{}", untagged.len());
+    for (n, fetched) in untagged.iter().enumerate() {
+        let i = stored.get(n).copied().unwrap_or(0);
+        let expected = format!("* {} FETCH (BODY[] {{{SIZE}}}\r\n{})", n + 1, content(i));
+        assert!(fetched == &expected, "message {} differs", n + 1);
+    }
+}

@@ -36,6 +36,9 @@ pub enum Frame {
     TooBig { tag: String, literal: u64 },
     /// A line exceeded the limit; the rest of the line is discarded.
     LineTooLong { tag: String },
+    /// A command whose literal was dropped mid-way ([`CommandReader::shed`]) has been read to
+    /// its end; it is refused without being run.
+    Shed { tag: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +64,13 @@ pub struct CommandReader {
     max_literal: u32,
     /// Offsets in `buf` just after each literal of the current command (for MULTIAPPEND).
     literal_ends: Vec<usize>,
+    /// The tag of a command being discarded by [`Self::shed`], answered once it has been read.
+    shed_tag: Option<String>,
 }
+
+/// Capacity a finished command's buffer may keep for the next one; larger buffers (an APPEND's
+/// literal) are freed so that idle connections do not hold them.
+const KEPT_CAPACITY: usize = 64 * 1024;
 
 impl CommandReader {
     pub fn new(max_line: usize, max_literal: u32) -> Self {
@@ -72,6 +81,26 @@ impl CommandReader {
             max_line,
             max_literal,
             literal_ends: Vec::new(),
+            shed_tag: None,
+        }
+    }
+
+    /// Memory held by a command still being received (its literals), for the transfer budget.
+    pub fn held_bytes(&self) -> usize {
+        match self.state {
+            ReadState::Literal(_) => self.buf.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Drops the literal being received: the rest of the command is read and discarded, then
+    /// [`Frame::Shed`] asks the session to refuse it (the transfer memory budget is spent).
+    pub fn shed(&mut self) {
+        if let ReadState::Literal(left) = self.state {
+            self.shed_tag = Some(tag_of(&self.buf));
+            self.clear();
+            self.buf = Vec::new();
+            self.state = ReadState::Skip(left);
         }
     }
 
@@ -85,7 +114,7 @@ impl CommandReader {
         self.buf.clear();
         self.literal_ends.clear();
         self.line_start = 0;
-        if self.buf.capacity() > 1 << 20 {
+        if self.buf.capacity() > KEPT_CAPACITY {
             self.buf = Vec::new();
         }
     }
@@ -99,7 +128,7 @@ impl CommandReader {
 
     /// Return a buffer taken with [`Self::take_command`] for reuse.
     pub fn restore(&mut self, mut buf: Vec<u8>) {
-        if self.buf.is_empty() && buf.capacity() <= 1 << 20 {
+        if self.buf.is_empty() && buf.capacity() <= KEPT_CAPACITY {
             buf.clear();
             self.buf = buf;
         }
@@ -115,6 +144,7 @@ impl CommandReader {
     /// Drop everything buffered (STARTTLS).
     pub fn reset(&mut self) {
         self.clear();
+        self.shed_tag = None;
         self.state = ReadState::Line;
     }
 
@@ -130,7 +160,7 @@ impl CommandReader {
 
     /// True when nothing of a command is buffered.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty() && self.state == ReadState::Line
+        self.buf.is_empty() && self.state == ReadState::Line && self.shed_tag.is_none()
     }
 
     /// Read only a plain line (for AUTHENTICATE continuations and IDLE's DONE): the same as
@@ -159,10 +189,15 @@ impl CommandReader {
                     let take = (n as usize).min(input.len() - pos);
                     pos += take;
                     let left = n - take as u64;
-                    self.state = if left == 0 {
-                        ReadState::DiscardLine
-                    } else {
+                    self.state = if left > 0 {
                         ReadState::Skip(left)
+                    } else if self.shed_tag.is_some() {
+                        // A shed command goes on after its literal: read on to its end.
+                        self.buf.clear();
+                        self.line_start = 0;
+                        ReadState::Line
+                    } else {
+                        ReadState::DiscardLine
                     };
                 }
                 ReadState::Literal(n) => {
@@ -187,6 +222,7 @@ impl CommandReader {
                     let line_len = self.buf.len() - self.line_start + chunk.len();
                     if line_len > self.max_line {
                         let tag = tag_of_split(&self.buf, chunk);
+                        let tag = self.shed_tag.take().unwrap_or(tag);
                         self.clear();
                         if complete {
                             pos += chunk.len();
@@ -202,7 +238,21 @@ impl CommandReader {
                         continue;
                     }
                     let line = &self.buf[self.line_start..];
-                    match literals.then(|| literal_announcement(line)).flatten() {
+                    let announced = literals.then(|| literal_announcement(line)).flatten();
+                    if let Some(tag) = self.shed_tag.take() {
+                        self.clear();
+                        match announced {
+                            // The client sends these bytes anyway: skip them too.
+                            Some((len, false)) => {
+                                self.shed_tag = Some(tag);
+                                self.state = ReadState::Skip(len);
+                                continue;
+                            }
+                            // Refusing instead of inviting the literal ends the command.
+                            Some((_, true)) | None => return (pos, Some(Frame::Shed { tag })),
+                        }
+                    }
+                    match announced {
                         Some((len, sync)) => {
                             if len > u64::from(self.max_literal)
                                 || self.buf.len() as u64 + len
@@ -1039,6 +1089,47 @@ mod tests {
                 Frame::Command
             ]
         );
+    }
+
+    #[test]
+    fn a_shed_literal_is_skipped_to_the_end_of_its_command() {
+        let mut r = CommandReader::new(1000, 100_000);
+        // MULTIAPPEND with non-synchronizing literals, shed inside the first one.
+        let (_, f) = r.push(b"a1 APPEND INBOX {300+}\r\n");
+        assert_eq!(f, None);
+        let (n, f) = r.push(&[b'x'; 100]);
+        assert_eq!((n, f), (100, None));
+        assert_eq!(r.held_bytes(), r.buf.capacity());
+        assert!(r.held_bytes() >= 100);
+        r.shed();
+        assert_eq!(r.held_bytes(), 0, "the literal's memory is given back");
+        assert_eq!(r.buf.capacity(), 0);
+        let mut rest = vec![b'x'; 200];
+        rest.extend_from_slice(b" {5+}\r\nhello\r\na2 NOOP\r\n");
+        assert_eq!(
+            feed_all(&mut r, &rest),
+            vec![Frame::Shed { tag: "a1".into() }, Frame::Command]
+        );
+        assert_eq!(r.command(), b"");
+        assert!(r.is_empty());
+
+        // A synchronizing literal after the shed one is refused instead of invited.
+        let (_, f) = r.push(b"a3 APPEND INBOX {10}\r\n");
+        assert_eq!(f, Some(Frame::Continue));
+        r.push(b"0123");
+        r.shed();
+        assert!(!r.is_empty(), "the rest of the command is still to come");
+        assert_eq!(
+            feed_all(&mut r, b"456789 {5}\r\n"),
+            vec![Frame::Shed { tag: "a3".into() }]
+        );
+        assert!(r.is_empty());
+        assert_eq!(feed_all(&mut r, b"a4 NOOP\r\n"), vec![Frame::Command]);
+        // Outside a literal there is nothing to shed.
+        r.clear();
+        r.push(b"a5 NO");
+        r.shed();
+        assert_eq!(feed_all(&mut r, b"OP\r\n"), vec![Frame::Command]);
     }
 
     #[test]

@@ -37,6 +37,12 @@ impl ProtocolSession for ImapSession {
     fn on_shutdown(&mut self, out: &mut Vec<u8>) {
         ImapSession::on_shutdown(self, out)
     }
+    fn held_bytes(&self) -> usize {
+        ImapSession::held_bytes(self)
+    }
+    fn shed_transfer(&mut self) {
+        ImapSession::shed_transfer(self)
+    }
 }
 
 /// During IDLE: wakes on the selected mailbox's changes and reports them.

@@ -212,6 +212,17 @@ SEARCHRES WITHIN",
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
     }
 
+    /// Memory held by a command still arriving (an APPEND's literal).
+    pub fn held_bytes(&self) -> usize {
+        self.reader.held_bytes()
+    }
+
+    /// The transfer memory budget is spent: the literal being received is dropped and its
+    /// command answered `NO [UNAVAILABLE]` once the client has sent it.
+    pub fn shed_transfer(&mut self) {
+        self.reader.shed();
+    }
+
     /// True between commands: nothing buffered, no event outstanding (safe to close).
     pub fn is_idle(&self) -> bool {
         self.reader.is_empty() && matches!(self.mode, Mode::Normal | Mode::Idle { .. })
@@ -369,6 +380,12 @@ SEARCHRES WITHIN",
                 Frame::LineTooLong { tag } => {
                     self.mode = Mode::Normal;
                     self.bad(&tag, "Line too long", out)
+                }
+                Frame::Shed { tag } => {
+                    // Not the client's fault: a temporary refusal, not counted as an error.
+                    ImapError::no_code("UNAVAILABLE", "Server busy: try again later")
+                        .write_tagged(&tag, out);
+                    None
                 }
                 Frame::Command => {
                     // Borrow the reader's buffer for the command and give it back afterwards,
