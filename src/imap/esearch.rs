@@ -6,9 +6,9 @@
 //! for and, with `RETURN (SAVE)`, into the saved result that `$` refers to later
 //! ([`super::searchres`]).
 //!
-//! Not implemented: CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267 §4: UPDATE, CANCELUPDATE and the
-//! ADDTO/REMOVEFROM notifications they require), so only ESORT is advertised. PARTIAL is
-//! accepted as RFC 5267 §4.4 defines it, plus the negative ranges of RFC 9394.
+//! PARTIAL is accepted as RFC 5267 §4.4 defines it, plus the negative ranges of RFC 9394. The
+//! CONTEXT hint is accepted; UPDATE (RFC 5267 §4.3) keeps the result live, see
+//! [`super::context`]. Neither is a result item: alone they mean ALL, like an empty list.
 
 use super::codec::SearchReturn;
 use super::sequence::format_sorted;
@@ -81,6 +81,8 @@ pub fn parse_return_options(words: &[String]) -> Result<SearchReturn, String> {
             "ALL" => r.all = true,
             "COUNT" => r.count = true,
             "SAVE" => r.save = true,
+            "UPDATE" => r.update = true,
+            "CONTEXT" => r.context = true,
             "PARTIAL" => {
                 let range = words
                     .next()

@@ -43,6 +43,8 @@ pub struct SelectedMailbox {
     recent_claims: Option<(Arc<RecentClaims>, String)>,
     /// SEARCHRES (RFC 5182): the UIDs `$` stands for; a new selection starts empty.
     pub saved_result: Vec<u32>,
+    /// CONTEXT=SEARCH/SORT (RFC 5267 §4.3): live results; they end with the selection.
+    pub contexts: Vec<super::context::UpdateContext>,
 }
 
 /// What the client has enabled that changes how updates are reported.
@@ -83,6 +85,7 @@ impl SelectedMailbox {
             recent: HashSet::new(),
             recent_claims: None,
             saved_result: Vec::new(),
+            contexts: Vec::new(),
         };
         mb.announced_keywords = mb.keywords();
         mb

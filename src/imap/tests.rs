@@ -4,6 +4,8 @@ use super::*;
 use crate::auth::AuthOutcome;
 use crate::store::{Flags, LogStore, MailStore, NewMessage, StoreConfig};
 
+#[path = "context_tests.rs"]
+mod context_tests;
 #[path = "sort_tests.rs"]
 mod sort_tests;
 
