@@ -18,8 +18,9 @@
 //! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
 //! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
-//! SEARCHRES (`searchres`), WITHIN. Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
-//! METADATA, QUOTA.
+//! SEARCHRES (`searchres`), WITHIN, CONTEXT=SEARCH and CONTEXT=SORT (`context`: PARTIAL, the
+//! CONTEXT hint, UPDATE with ADDTO/REMOVEFROM, CANCELUPDATE, NOUPDATE). Not supported:
+//! COMPRESS, NOTIFY, METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
