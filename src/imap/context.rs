@@ -26,16 +26,17 @@
 //! completes without updates (§4.3.1).
 
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use imap_codec::imap_types::{
     IntoStatic,
-    extensions::sort::SortCriterion,
+    extensions::sort::{SortCriterion, SortKey},
     search::SearchKey,
     sequence::{SeqOrUid, Sequence, SequenceSet},
 };
 
 use super::mailbox::{Reporting, SelectedMailbox};
-use super::message_fields::fields_for;
+use super::message_fields::{MessageFields, fields_for};
 use super::search::{self, SearchMessage};
 use super::sequence::format_sorted;
 use super::session::ImapSession;
@@ -240,7 +241,9 @@ impl ImapSession {
             key,
             sort,
             result: order.iter().map(|&i| mb.messages[i].uid).collect(),
-            seen_modseq: mb.messages.iter().map(|m| m.modseq).max().unwrap_or(0),
+            seen_modseq: mb
+                .highest_modseq
+                .max(mb.messages.iter().map(|m| m.modseq).max().unwrap_or(0)),
             view_len: mb.messages.len(),
         };
         mb.contexts.push(ctx);
@@ -322,31 +325,22 @@ fn update_one<S: MailStore>(
     out: &mut Vec<u8>,
 ) {
     let view = &mb.messages;
-    let gone = |uid: u32| mb.pending_expunge.contains(&uid) || mb.index_of(uid).is_none();
-    let changed: Vec<usize> = (0..view.len())
-        .filter(|&i| view[i].modseq > ctx.seen_modseq)
-        .collect();
-    let any_gone = ctx.result.iter().any(|&u| gone(u));
-    let full = match ctx.depends {
-        Depends::Time => true,
-        Depends::Position => {
-            view.len() != ctx.view_len
-                || !changed.is_empty()
-                || any_gone
-                || !mb.pending_expunge.is_empty()
-        }
-        Depends::Message => false,
-    };
-    if !full && changed.is_empty() && !any_gone {
+    // Every change to the mailbox raises its highest MODSEQ, adds to the view or leaves an
+    // expunge pending: without any of them only the clock can change a result.
+    let quiet = mb.highest_modseq <= ctx.seen_modseq
+        && view.len() == ctx.view_len
+        && mb.pending_expunge.is_empty();
+    if quiet && ctx.depends != Depends::Time {
         return;
     }
-    let candidates: Vec<usize> = if full {
-        (0..view.len()).collect()
-    } else {
-        changed
+    let gone = |uid: u32| mb.pending_expunge.contains(&uid) || mb.index_of(uid).is_none();
+    let full = match ctx.depends {
+        Depends::Time => true,
+        Depends::Position => !quiet,
+        Depends::Message => false,
     };
-    let candidates: Vec<usize> = candidates
-        .into_iter()
+    let candidates: Vec<usize> = (0..view.len())
+        .filter(|&i| full || view[i].modseq > ctx.seen_modseq)
         .filter(|&i| !mb.pending_expunge.contains(&view[i].uid))
         .collect();
     let evaluated: HashSet<u32> = candidates.iter().map(|&i| view[i].uid).collect();
@@ -354,40 +348,103 @@ fn update_one<S: MailStore>(
         .into_iter()
         .map(|i| view[i].uid)
         .collect();
-    let old: HashSet<u32> = ctx.result.iter().copied().collect();
-    // The new members: the old ones still there and not evaluated (or evaluated and still
-    // matching), plus the newly matching ones.
+    ctx.seen_modseq = mb
+        .highest_modseq
+        .max(view.iter().map(|m| m.modseq).max().unwrap_or(0));
+    ctx.view_len = view.len();
+    // Differences only: both sets are as small as the change (the result may be large).
+    let removed: HashSet<u32> = ctx
+        .result
+        .iter()
+        .copied()
+        .filter(|&u| gone(u) || (evaluated.contains(&u) && !matched.contains(&u)))
+        .collect();
+    let added: HashSet<u32> = if ctx.sort.is_none() {
+        // A SEARCH result is in UID order.
+        matched
+            .iter()
+            .copied()
+            .filter(|u| ctx.result.binary_search(u).is_err())
+            .collect()
+    } else if matched.is_empty() {
+        HashSet::new()
+    } else {
+        let old: HashSet<u32> = ctx.result.iter().copied().collect();
+        matched
+            .iter()
+            .copied()
+            .filter(|u| !old.contains(u))
+            .collect()
+    };
+    if removed.is_empty() && added.is_empty() {
+        return;
+    }
     let mut members: Vec<usize> = ctx
         .result
         .iter()
-        .filter(|&&u| !gone(u) && (!evaluated.contains(&u) || matched.contains(&u)))
+        .filter(|u| !removed.contains(u))
+        .chain(added.iter())
         .filter_map(|&u| mb.index_of(u))
         .collect();
-    members.extend(
-        matched
-            .iter()
-            .filter(|u| !old.contains(u))
-            .filter_map(|&u| mb.index_of(u)),
-    );
     members.sort_unstable();
     let order = match &ctx.sort {
         None => members,
         Some(criteria) => {
-            let fields = fields_for(store, account, &mb.name, mb.uidvalidity, view, &members);
-            sort_order(view, &members, &fields, criteria)
+            let needs_fields = criteria
+                .iter()
+                .any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
+            let fields = if needs_fields {
+                fields_for(store, account, &mb.name, mb.uidvalidity, view, &members)
+            } else {
+                Vec::new()
+            };
+            if added.len() * 16 < members.len() {
+                // Sort keys never change, so the survivors keep their order: only the new
+                // members need placing (a few comparisons each, not a sort of the result).
+                let field = |i: usize| -> Vec<Rc<MessageFields>> {
+                    match members.binary_search(&i) {
+                        Ok(k) if needs_fields => vec![fields[k].clone()],
+                        _ => Vec::new(),
+                    }
+                };
+                let before = |a: usize, b: usize| -> bool {
+                    let mut f = field(a);
+                    f.extend(field(b));
+                    sort_order(view, &[a, b], &f, criteria)[0] == a
+                };
+                let mut order: Vec<usize> = ctx
+                    .result
+                    .iter()
+                    .filter(|u| !removed.contains(u))
+                    .filter_map(|&u| mb.index_of(u))
+                    .collect();
+                let mut fresh: Vec<usize> = added.iter().filter_map(|&u| mb.index_of(u)).collect();
+                fresh.sort_unstable();
+                for i in fresh {
+                    let at = order.partition_point(|&j| before(j, i));
+                    order.insert(at, i);
+                }
+                order
+            } else {
+                sort_order(view, &members, &fields, criteria)
+            }
         }
     };
     let new: Vec<u32> = order.iter().map(|&i| view[i].uid).collect();
-    ctx.seen_modseq = view.iter().map(|m| m.modseq).max().unwrap_or(0);
-    ctx.view_len = view.len();
-    if new != ctx.result {
-        write_changes(ctx, mb, &new, out);
-        ctx.result = new;
-    }
+    write_changes(ctx, mb, &new, &removed, &added, out);
+    ctx.result = new;
 }
 
-/// REMOVEFROM then ADDTO turning `ctx.result` into `new` (both in result order).
-fn write_changes(ctx: &UpdateContext, mb: &SelectedMailbox, new: &[u32], out: &mut Vec<u8>) {
+/// REMOVEFROM then ADDTO turning `ctx.result` into `new` (both in result order), `removed`
+/// and `added` being their differences.
+fn write_changes(
+    ctx: &UpdateContext,
+    mb: &SelectedMailbox,
+    new: &[u32],
+    removed: &HashSet<u32>,
+    added: &HashSet<u32>,
+    out: &mut Vec<u8>,
+) {
     let number = |u: u32| -> Option<u32> {
         if ctx.uid {
             Some(u)
@@ -395,42 +452,31 @@ fn write_changes(ctx: &UpdateContext, mb: &SelectedMailbox, new: &[u32], out: &m
             mb.index_of(u).map(|i| i as u32 + 1)
         }
     };
-    let new_set: HashSet<u32> = new.iter().copied().collect();
-    let old_set: HashSet<u32> = ctx.result.iter().copied().collect();
     // (position, numbers) pairs, each applied in turn on the client's list.
     let mut removals: Vec<(usize, Vec<u32>)> = Vec::new();
     let mut additions: Vec<(usize, Vec<u32>)> = Vec::new();
     if ctx.sort.is_none() {
-        let mut gone: Vec<u32> = ctx
-            .result
-            .iter()
-            .filter(|u| !new_set.contains(u))
-            .filter_map(|&u| number(u))
-            .collect();
+        let mut gone: Vec<u32> = removed.iter().filter_map(|&u| number(u)).collect();
         gone.sort_unstable();
         if !gone.is_empty() {
             removals.push((0, gone));
         }
-        let mut added: Vec<u32> = new
-            .iter()
-            .filter(|u| !old_set.contains(u))
-            .filter_map(|&u| number(u))
-            .collect();
-        added.sort_unstable();
-        if !added.is_empty() {
-            additions.push((0, added));
+        let mut fresh: Vec<u32> = added.iter().filter_map(|&u| number(u)).collect();
+        fresh.sort_unstable();
+        if !fresh.is_empty() {
+            additions.push((0, fresh));
         }
     } else {
         // Runs of removed entries; earlier runs are gone by the time a later one is applied.
         let mut removed_before = 0;
         let mut i = 0;
         while i < ctx.result.len() {
-            if new_set.contains(&ctx.result[i]) {
+            if !removed.contains(&ctx.result[i]) {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < ctx.result.len() && !new_set.contains(&ctx.result[i]) {
+            while i < ctx.result.len() && removed.contains(&ctx.result[i]) {
                 i += 1;
             }
             let run: Vec<u32> = ctx.result[start..i]
@@ -443,12 +489,12 @@ fn write_changes(ctx: &UpdateContext, mb: &SelectedMailbox, new: &[u32], out: &m
         // Runs of added entries, applied left to right: everything before a run is in place.
         let mut j = 0;
         while j < new.len() {
-            if old_set.contains(&new[j]) {
+            if !added.contains(&new[j]) {
                 j += 1;
                 continue;
             }
             let start = j;
-            while j < new.len() && !old_set.contains(&new[j]) {
+            while j < new.len() && added.contains(&new[j]) {
                 j += 1;
             }
             let run: Vec<u32> = new[start..j].iter().filter_map(|&u| number(u)).collect();

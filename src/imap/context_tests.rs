@@ -380,3 +380,54 @@ fn contexts_on_message_numbers_and_sequence_criteria() {
         );
     });
 }
+
+#[test]
+fn sort_contexts_place_new_messages_in_a_long_result() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for i in 1..=40 {
+            put(&store, &format!("s{i:02}"), 1000 + 10 * i).await;
+        }
+        let mut a = selected(&store, ImapConfig::default()).await;
+        let mut b = selected(&store, ImapConfig::default()).await;
+        let out = a
+            .send(
+                "o1 UID SORT RETURN (UPDATE COUNT) (SUBJECT) UTF-8 ALL\r\n\
+                 o2 SORT RETURN (UPDATE COUNT) (REVERSE ARRIVAL) UTF-8 UNSEEN\r\n",
+            )
+            .await;
+        assert_eq!(
+            out,
+            "* ESEARCH (TAG \"o1\") UID COUNT 40\r\no1 OK SORT completed\r\n\
+             * ESEARCH (TAG \"o2\") COUNT 40\r\no2 OK SORT completed\r\n"
+        );
+        // Subject s20a sorts after s20; arrival 1205 is between UIDs 20 and 21, so 20th from
+        // the end in reverse. Message 7 leaves the UNSEEN result (34th from the end).
+        put(&store, "s20a", 1205).await;
+        b.send("f UID STORE 7 +FLAGS (\\Seen)\r\n").await;
+        a.settle().await;
+        let out = a.send("n NOOP\r\n").await;
+        assert_eq!(
+            out,
+            "* 7 FETCH (FLAGS (\\Seen))\r\n\
+             * 41 EXISTS\r\n\
+             * ESEARCH (TAG \"o1\") UID ADDTO (21 41)\r\n\
+             * ESEARCH (TAG \"o2\") REMOVEFROM (34 7)\r\n\
+             * ESEARCH (TAG \"o2\") ADDTO (21 41)\r\n\
+             n OK NOOP completed\r\n"
+        );
+        let out = a.send("o3 SORT (REVERSE ARRIVAL) UTF-8 UNSEEN\r\n").await;
+        let fresh: Vec<u32> = out
+            .lines()
+            .next()
+            .unwrap()
+            .split(' ')
+            .skip(2)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(fresh.len(), 40);
+        assert_eq!(fresh.iter().position(|&n| n == 41), Some(20));
+        assert!(!fresh.contains(&7));
+    });
+}
