@@ -431,3 +431,216 @@ fn sort_contexts_place_new_messages_in_a_long_result() {
         assert!(!fresh.contains(&7));
     });
 }
+
+/// A client's copy of a live result, kept only from what the server sends.
+struct Model {
+    uid: bool,
+    sorted: bool,
+    list: Vec<u32>,
+}
+
+fn expand(set: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for part in set.split(',') {
+        match part.split_once(':') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().unwrap(), b.parse().unwrap());
+                v.extend(a.min(b)..=a.max(b));
+            }
+            None => v.push(part.parse().unwrap()),
+        }
+    }
+    v
+}
+
+/// Apply the server's output to the models as RFC 5267 §4.3 tells a client to (and the
+/// EXPUNGE renumbering of RFC 9051 to the models on message numbers).
+/// Returns how many update pairs it applied.
+fn apply(models: &mut std::collections::HashMap<String, Model>, out: &str) -> usize {
+    let mut applied = 0;
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("* ESEARCH (TAG \"") {
+            let (tag, rest) = rest.split_once("\")").unwrap();
+            let Some(m) = models.get_mut(tag) else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let rest = match rest.strip_prefix("UID ") {
+                Some(r) => {
+                    assert!(m.uid, "{line}");
+                    r
+                }
+                None => {
+                    assert!(!m.uid, "{line}");
+                    rest
+                }
+            };
+            let (item, pairs) = rest.split_once(" (").unwrap();
+            let words: Vec<&str> = pairs.trim_end_matches(')').split(' ').collect();
+            for pair in words.chunks(2) {
+                applied += 1;
+                let pos: usize = pair[0].parse().unwrap();
+                let numbers = expand(pair[1]);
+                assert_eq!(pos == 0, !m.sorted, "{line}");
+                match item {
+                    "ADDTO" if pos == 0 => {
+                        for n in numbers {
+                            assert!(!m.list.contains(&n), "{line}");
+                            let at = m.list.partition_point(|&x| x < n);
+                            m.list.insert(at, n);
+                        }
+                    }
+                    "ADDTO" => {
+                        assert!(pos <= m.list.len() + 1, "{line}");
+                        for (k, n) in numbers.into_iter().enumerate() {
+                            m.list.insert(pos - 1 + k, n);
+                        }
+                    }
+                    "REMOVEFROM" if pos == 0 => {
+                        for n in numbers {
+                            let at = m.list.iter().position(|&x| x == n);
+                            m.list.remove(at.unwrap_or_else(|| panic!("{line}")));
+                        }
+                    }
+                    "REMOVEFROM" => {
+                        for n in numbers {
+                            assert_eq!(m.list.get(pos - 1), Some(&n), "{line}");
+                            m.list.remove(pos - 1);
+                        }
+                    }
+                    other => panic!("unexpected {other} in {line}"),
+                }
+            }
+        } else if let Some(n) = line
+            .strip_prefix("* ")
+            .and_then(|r| r.strip_suffix(" EXPUNGE"))
+        {
+            let n: u32 = n.parse().unwrap();
+            for m in models.values_mut().filter(|m| !m.uid) {
+                assert!(!m.list.contains(&n), "EXPUNGE {n} of a live result");
+                for x in m.list.iter_mut() {
+                    if *x > n {
+                        *x -= 1;
+                    }
+                }
+            }
+        }
+    }
+    applied
+}
+
+/// The result of a fresh search, in result order.
+fn fresh(line: &str) -> Vec<u32> {
+    match line.split_once(" ALL ") {
+        Some((_, set)) => expand(set.trim_end()),
+        None => Vec::new(),
+    }
+}
+
+#[test]
+fn live_results_match_fresh_searches_under_random_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for i in 0..12 {
+            put(&store, &format!("s{}", (i * 7) % 5), 1000 + (i * 37) % 11).await;
+        }
+        let config = ImapConfig {
+            max_errors: u32::MAX,
+            ..ImapConfig::default()
+        };
+        let mut a = selected(&store, config.clone()).await;
+        let mut b = selected(&store, config).await;
+        let queries: &[(&str, &str, bool, bool)] = &[
+            ("c1", "UID SEARCH RETURN (UPDATE) UNSEEN", true, false),
+            (
+                "c2",
+                "SEARCH RETURN (UPDATE) OR FLAGGED KEYWORD k",
+                false,
+                false,
+            ),
+            (
+                "c3",
+                "UID SORT RETURN (UPDATE) (REVERSE SUBJECT) UTF-8 UNDELETED",
+                true,
+                true,
+            ),
+            (
+                "c4",
+                "SORT RETURN (UPDATE) (ARRIVAL SIZE) UTF-8 NOT SEEN",
+                false,
+                true,
+            ),
+            ("c5", "UID SEARCH RETURN (UPDATE) 3:*", true, false),
+            (
+                "c6",
+                "SORT RETURN (UPDATE) (SUBJECT) UTF-8 OR 2:4 UID 8:*",
+                false,
+                true,
+            ),
+        ];
+        let mut models = std::collections::HashMap::new();
+        for (tag, query, uid, sorted) in queries {
+            let out = a.send(format!("{tag} {query}\r\n")).await;
+            let first = out.lines().next().unwrap();
+            models.insert(
+                tag.to_string(),
+                Model {
+                    uid: *uid,
+                    sorted: *sorted,
+                    list: fresh(first),
+                },
+            );
+        }
+        let mut rng = XorShift(0x5eed_c0de_1234_5678);
+        let mut applied = 0;
+        let sets = ["1", "2:4", "*", "3,1", "5:2", "1:*", "7"];
+        let flags = ["\\Seen", "\\Flagged", "\\Deleted", "k"];
+        for i in 0..200 {
+            let set = sets[rng.below(sets.len())];
+            let flag = flags[rng.below(flags.len())];
+            let sign = if rng.below(2) == 0 { "+" } else { "-" };
+            let cmd = match rng.below(8) {
+                0 => "EXPUNGE".to_string(),
+                1 | 5 => format!(
+                    "APPEND INBOX ({}) {{{}+}}\r\n{}",
+                    if rng.below(2) == 0 { "" } else { "\\Seen" },
+                    msg(&format!("s{}", rng.below(5)), "x").len(),
+                    String::from_utf8(msg(&format!("s{}", rng.below(5)), "x")).unwrap()
+                ),
+                2 => format!("MOVE {} Archive", ["1", "*", "2"][rng.below(3)]),
+                _ => format!("STORE {set} {sign}FLAGS ({flag})"),
+            };
+            // Most changes come from the other session, some from the observer itself.
+            let own = rng.below(4) == 0;
+            let actor = if own { &mut a } else { &mut b };
+            let out = actor.send(format!("t{i} {cmd}\r\n")).await;
+            // Message numbers past the end of a shrunken mailbox are the only error expected.
+            assert!(
+                !out.contains(&format!("t{i} BAD")) || out.contains(" sequence "),
+                "{cmd} -> {out}"
+            );
+            if own {
+                applied += apply(&mut models, &out);
+            }
+            if i % 3 == 0 {
+                // Notifications may trail the other session's reply: the diff is what counts.
+                if let Some(mb) = a.s.selected.as_mut() {
+                    mb.mark_dirty();
+                }
+                let out = a.send("n NOOP\r\n").await;
+                applied += apply(&mut models, &out);
+                for (tag, query, _, _) in queries {
+                    let plain = query.replace("RETURN (UPDATE) ", "RETURN (ALL) ");
+                    let out = a.send(format!("q {plain}\r\n")).await;
+                    // Nothing changed since the NOOP: the result and the tagged OK only.
+                    assert_eq!(out.lines().count(), 2, "{out}");
+                    let first = out.lines().next().unwrap();
+                    assert!(first.starts_with("* ESEARCH (TAG \"q\")"), "{out}");
+                    assert_eq!(models[*tag].list, fresh(first), "{tag} after t{i} {cmd}");
+                }
+            }
+        }
+        assert!(applied > 100, "{applied}");
+    });
+}
