@@ -9,9 +9,11 @@
 //! before any EXPUNGE or VANISHED (so those of a REMOVEFROM still are, §4.3.4). A message
 //! waiting to be announced as expunged no longer matches.
 //!
-//! Only messages that changed are evaluated again: the store gives every change a new,
-//! higher MODSEQ and a message's text never changes, so a message whose MODSEQ is not above the
-//! context's still answers the criteria as before. Criteria that depend on more than the
+//! Only messages that changed are evaluated again: the view logs the UIDs it adds or whose
+//! flags it changes (its own STORE or another session's, whatever their MODSEQ order), and a
+//! message's text never changes, so any other message still answers the criteria as before.
+//! (MODSEQ alone would not do: this session's own STORE can raise the view's highest MODSEQ
+//! above a change made elsewhere that the view has not merged yet.) Criteria that depend on more than the
 //! message are the exception: message numbers and `*` (positions move when messages come and
 //! go) make the whole view evaluated again when it changes, and WITHIN (time) on every update.
 //!
@@ -65,8 +67,6 @@ pub struct UpdateContext {
     sort: Option<Vec<SortCriterion>>,
     /// UIDs in result order.
     result: Vec<u32>,
-    /// Messages with a higher MODSEQ changed (or arrived) since `result` was computed.
-    seen_modseq: u64,
     /// Length of the view when `result` was computed.
     view_len: usize,
     depends: Depends,
@@ -241,9 +241,6 @@ impl ImapSession {
             key,
             sort,
             result: order.iter().map(|&i| mb.messages[i].uid).collect(),
-            seen_modseq: mb
-                .highest_modseq
-                .max(mb.messages.iter().map(|m| m.modseq).max().unwrap_or(0)),
             view_len: mb.messages.len(),
         };
         mb.contexts.push(ctx);
@@ -312,6 +309,7 @@ impl ImapSession {
         }
         if let Some(mb) = self.selected.as_mut() {
             mb.contexts = contexts;
+            mb.changed_uids.clear();
         }
     }
 }
@@ -325,11 +323,10 @@ fn update_one<S: MailStore>(
     out: &mut Vec<u8>,
 ) {
     let view = &mb.messages;
-    // Every change to the mailbox raises its highest MODSEQ, adds to the view or leaves an
-    // expunge pending: without any of them only the clock can change a result.
-    let quiet = mb.highest_modseq <= ctx.seen_modseq
-        && view.len() == ctx.view_len
-        && mb.pending_expunge.is_empty();
+    // Every change to the view is logged in `changed_uids`, leaves an expunge pending or
+    // changes its length: without any of them only the clock can change a result.
+    let quiet =
+        mb.changed_uids.is_empty() && view.len() == ctx.view_len && mb.pending_expunge.is_empty();
     if quiet && ctx.depends != Depends::Time {
         return;
     }
@@ -339,18 +336,22 @@ fn update_one<S: MailStore>(
         Depends::Position => !quiet,
         Depends::Message => false,
     };
-    let candidates: Vec<usize> = (0..view.len())
-        .filter(|&i| full || view[i].modseq > ctx.seen_modseq)
-        .filter(|&i| !mb.pending_expunge.contains(&view[i].uid))
-        .collect();
+    let mut candidates: Vec<usize> = if full {
+        (0..view.len()).collect()
+    } else {
+        mb.changed_uids
+            .iter()
+            .filter_map(|&u| mb.index_of(u))
+            .collect()
+    };
+    candidates.sort_unstable();
+    candidates.dedup();
+    candidates.retain(|&i| !mb.pending_expunge.contains(&view[i].uid));
     let evaluated: HashSet<u32> = candidates.iter().map(|&i| view[i].uid).collect();
     let matched: HashSet<u32> = matching_among(store, account, mb, rep, &ctx.key, candidates)
         .into_iter()
         .map(|i| view[i].uid)
         .collect();
-    ctx.seen_modseq = mb
-        .highest_modseq
-        .max(view.iter().map(|m| m.modseq).max().unwrap_or(0));
     ctx.view_len = view.len();
     // Differences only: both sets are as small as the change (the result may be large).
     let removed: HashSet<u32> = ctx

@@ -644,3 +644,36 @@ fn live_results_match_fresh_searches_under_random_changes() {
         assert!(applied > 100, "{applied}");
     });
 }
+
+/// A change made elsewhere that the view has not merged yet can carry a lower MODSEQ than one
+/// this session made since: it must still be evaluated when it is merged.
+#[test]
+fn changes_merged_late_are_not_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        for s in ["a", "b"] {
+            deliver(&store, "INBOX", s).await;
+        }
+        let mut a = selected(&store, ImapConfig::default()).await;
+        // No notifications reach the view for a while.
+        let rx = a.s.take_change_receiver().expect("selected");
+        deliver(&store, "INBOX", "c").await;
+        let out = a.send("t STORE 1 +FLAGS (\\Flagged)\r\n").await;
+        assert_eq!(
+            out,
+            "* 1 FETCH (FLAGS (\\Flagged))\r\nt OK STORE completed\r\n"
+        );
+        let out = a.send("s UID SEARCH RETURN (UPDATE) UNSEEN\r\n").await;
+        assert_eq!(
+            out,
+            "* ESEARCH (TAG \"s\") UID ALL 1:2\r\ns OK SEARCH completed\r\n"
+        );
+        a.s.restore_change_receiver(rx);
+        let out = a.send("n NOOP\r\n").await;
+        assert_eq!(
+            out,
+            "* 3 EXISTS\r\n* ESEARCH (TAG \"s\") UID ADDTO (0 3)\r\nn OK NOOP completed\r\n"
+        );
+    });
+}
