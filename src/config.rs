@@ -195,6 +195,8 @@ pub struct Limits {
     pub imap_prelogin_timeout_secs: u64,
     /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
     pub imap_max_search_depth: usize,
+    /// Live SEARCH/SORT results (RETURN (UPDATE), RFC 5267) one IMAP session may keep.
+    pub imap_max_update_contexts: usize,
     /// Longest IMAP command line (literals excluded) after login; before login
     /// `max_command_line` applies (at least 8192, RFC 7162 §4).
     pub imap_max_command_line_authenticated: usize,
@@ -313,6 +315,12 @@ impl Config {
             return Err(ConfigError(format!(
                 "limits: imap_max_search_depth must be between 1 and {max}"
             )));
+        }
+        // RFC 5267 §4.3.1: at least one updating context per client.
+        if l.imap_max_update_contexts == 0 || l.imap_max_update_contexts > 1000 {
+            return Err(ConfigError(
+                "limits: imap_max_update_contexts must be between 1 and 1000".into(),
+            ));
         }
         if l.imap_prelogin_timeout_secs == 0 {
             return Err(ConfigError(
@@ -534,6 +542,7 @@ mod tests {
             "[limits]\nmax_mailbox_depth = 0\n",
             "[limits]\nimap_max_search_depth = 100000\n",
             "[limits]\nimap_prelogin_timeout_secs = 0\n",
+            "[limits]\nimap_max_update_contexts = 0\n",
             "[limits]\nimap_max_command_line_authenticated = 4096\n",
             "[limits]\nimap_max_command_line_authenticated = 100000000\n",
         ] {

@@ -78,7 +78,9 @@ fn sort_thread_and_saved_results_over_tls() {
             "THREAD=REFERENCES",
             "THREAD=REFS",
             "SEARCHRES",
-            "WITHIN"
+            "WITHIN",
+            "CONTEXT=SEARCH",
+            "CONTEXT=SORT"
         ]
     );
     fill(&mut c);

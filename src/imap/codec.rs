@@ -359,6 +359,12 @@ pub struct SearchReturn {
     pub save: bool,
     /// RFC 5267 §4.4 / RFC 9394.
     pub partial: Option<super::esearch::PartialRange>,
+    /// CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267 §4.3): keep the result up to date with
+    /// ADDTO / REMOVEFROM notifications ([`super::context`]).
+    pub update: bool,
+    /// RFC 5267 §4.2: a hint that the criteria will be used again (no result item; accepted and
+    /// otherwise ignored, as the RFC allows).
+    pub context: bool,
 }
 
 impl SearchReturn {

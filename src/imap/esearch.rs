@@ -6,9 +6,9 @@
 //! for and, with `RETURN (SAVE)`, into the saved result that `$` refers to later
 //! ([`super::searchres`]).
 //!
-//! Not implemented: CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267 §4: UPDATE, CANCELUPDATE and the
-//! ADDTO/REMOVEFROM notifications they require), so only ESORT is advertised. PARTIAL is
-//! accepted as RFC 5267 §4.4 defines it, plus the negative ranges of RFC 9394.
+//! PARTIAL is accepted as RFC 5267 §4.4 defines it, plus the negative ranges of RFC 9394. The
+//! CONTEXT hint is accepted; UPDATE (RFC 5267 §4.3) keeps the result live, see
+//! [`super::context`]. Neither is a result item: alone they mean ALL, like an empty list.
 
 use super::codec::SearchReturn;
 use super::sequence::format_sorted;
@@ -81,6 +81,8 @@ pub fn parse_return_options(words: &[String]) -> Result<SearchReturn, String> {
             "ALL" => r.all = true,
             "COUNT" => r.count = true,
             "SAVE" => r.save = true,
+            "UPDATE" => r.update = true,
+            "CONTEXT" => r.context = true,
             "PARTIAL" => {
                 let range = words
                     .next()
@@ -97,7 +99,9 @@ pub fn parse_return_options(words: &[String]) -> Result<SearchReturn, String> {
     if r.partial.is_some() && r.all {
         return Err("PARTIAL and ALL cannot be combined".into());
     }
-    if r.is_empty() && !r.save {
+    // SAVE alone answers nothing (RFC 5182 §2.1), but a live result needs the client to have
+    // its starting point: with UPDATE, no result item still means ALL.
+    if r.is_empty() && (!r.save || r.update) {
         r.all = true;
     }
     Ok(r)
@@ -195,6 +199,12 @@ mod tests {
         assert!(parse_return_options(&[]).unwrap().all);
         let r = parse_return_options(&words("SAVE")).unwrap();
         assert!(r.save && !r.all);
+        let r = parse_return_options(&words("SAVE UPDATE")).unwrap();
+        assert!(r.save && r.update && r.all);
+        let r = parse_return_options(&words("context update")).unwrap();
+        assert!(r.context && r.update && r.all && !r.count);
+        let r = parse_return_options(&words("CONTEXT SAVE")).unwrap();
+        assert!(r.context && r.save && !r.all);
         let r = parse_return_options(&words("PARTIAL 1:10 COUNT")).unwrap();
         assert_eq!(r.partial, Some(PartialRange { first: 1, last: 10 }));
         let r = parse_return_options(&words("PARTIAL -1:-5")).unwrap();

@@ -606,10 +606,21 @@ impl ImapSession {
         let Some(mb) = self.selected.as_mut() else {
             return;
         };
-        if mb.sync(store, &account, allow_expunge, rep, out) == SyncOutcome::Gone {
+        // Expunges wait until the live results have said REMOVEFROM (RFC 5267 §4.3.4).
+        if mb.sync(store, &account, false, rep, out) == SyncOutcome::Gone {
             self.selected = None;
             self.state = State::Authenticated;
             out.extend_from_slice(b"* OK [CLOSED] The selected mailbox was deleted\r\n");
+            return;
+        }
+        self.update_contexts(store, out);
+        if let Some(mb) = self.selected.as_mut()
+            && allow_expunge
+            && !mb.pending_expunge.is_empty()
+        {
+            mb.announce_expunges(rep, out);
+            // Criteria on message numbers now mean other messages.
+            self.update_contexts(store, out);
         }
     }
 }

@@ -43,6 +43,11 @@ pub struct SelectedMailbox {
     recent_claims: Option<(Arc<RecentClaims>, String)>,
     /// SEARCHRES (RFC 5182): the UIDs `$` stands for; a new selection starts empty.
     pub saved_result: Vec<u32>,
+    /// CONTEXT=SEARCH/SORT (RFC 5267 §4.3): live results; they end with the selection.
+    pub contexts: Vec<super::context::UpdateContext>,
+    /// UIDs added to the view or whose flags changed in it since the contexts were last
+    /// brought up to date (kept only while there are contexts).
+    pub changed_uids: Vec<u32>,
 }
 
 /// What the client has enabled that changes how updates are reported.
@@ -83,6 +88,8 @@ impl SelectedMailbox {
             recent: HashSet::new(),
             recent_claims: None,
             saved_result: Vec::new(),
+            contexts: Vec::new(),
+            changed_uids: Vec::new(),
         };
         mb.announced_keywords = mb.keywords();
         mb
@@ -235,6 +242,9 @@ impl SelectedMailbox {
                 let fresh = &snap.messages[j];
                 let cur = &mut self.messages[i];
                 if cur.flags != fresh.flags || cur.modseq != fresh.modseq {
+                    if !self.contexts.is_empty() {
+                        self.changed_uids.push(uid);
+                    }
                     let changed_flags = cur.flags != fresh.flags;
                     cur.flags = fresh.flags.clone();
                     cur.modseq = fresh.modseq;
@@ -257,6 +267,10 @@ impl SelectedMailbox {
         self.uidnext = snap.uidnext.max(self.uidnext);
         self.highest_modseq = snap.highest_modseq.max(self.highest_modseq);
         if self.messages.len() != before {
+            if !self.contexts.is_empty() {
+                self.changed_uids
+                    .extend(self.messages[before..].iter().map(|m| m.uid));
+            }
             self.claim_recent(before);
             imap_w!(out, "* {} EXISTS\r\n", self.messages.len());
             if !rep.imap4rev2 && self.recent_claims.is_some() {
@@ -304,6 +318,9 @@ impl SelectedMailbox {
         let mut idx = Vec::with_capacity(changed.len());
         for (uid, flags, modseq) in changed {
             if let Some(i) = self.index_of(*uid) {
+                if !self.contexts.is_empty() {
+                    self.changed_uids.push(*uid);
+                }
                 self.messages[i].flags = flags.clone();
                 self.messages[i].modseq = *modseq;
                 self.highest_modseq = self.highest_modseq.max(*modseq);

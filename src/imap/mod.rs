@@ -18,8 +18,9 @@
 //! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
 //! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
-//! SEARCHRES (`searchres`), WITHIN. Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
-//! METADATA, QUOTA.
+//! SEARCHRES (`searchres`), WITHIN, CONTEXT=SEARCH and CONTEXT=SORT (`context`: PARTIAL, the
+//! CONTEXT hint, UPDATE with ADDTO/REMOVEFROM, CANCELUPDATE, NOUPDATE). Not supported:
+//! COMPRESS, NOTIFY, METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
@@ -29,6 +30,7 @@
 pub mod bodystructure;
 pub mod codec;
 mod commands;
+pub mod context;
 pub mod driver;
 pub mod esearch;
 pub mod fetch;
@@ -89,6 +91,8 @@ pub struct ImapLimits {
     pub mailboxes: MailboxLimits,
     /// Deepest nesting of OR, NOT and parentheses in SEARCH criteria.
     pub max_search_depth: usize,
+    /// SEARCH/SORT results kept up to date with RETURN (UPDATE) per session (RFC 5267 §4.3.1).
+    pub max_update_contexts: usize,
     /// Autologout before authentication: how long after accept a connection may go on
     /// without logging in (RFC 9051 §5.4 asks for 30 minutes only after login).
     pub prelogin_timeout: Duration,
@@ -99,6 +103,7 @@ impl Default for ImapLimits {
         ImapLimits {
             mailboxes: MailboxLimits::DEFAULT,
             max_search_depth: 100,
+            max_update_contexts: 8,
             prelogin_timeout: Duration::from_secs(60),
         }
     }
@@ -109,6 +114,7 @@ impl ImapLimits {
         ImapLimits {
             mailboxes: l.mailboxes(),
             max_search_depth: l.imap_max_search_depth,
+            max_update_contexts: l.imap_max_update_contexts,
             prelogin_timeout: Duration::from_secs(l.imap_prelogin_timeout_secs.max(1)),
         }
     }

@@ -207,7 +207,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
         );
         out.extend_from_slice(
             b" SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES THREAD=REFS \
-SEARCHRES WITHIN",
+SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
     }
@@ -459,6 +459,24 @@ SEARCHRES WITHIN",
 
     fn handle_command(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Option<ImapEvent> {
         let tag = tag_of(bytes);
+        // CONTEXT=SEARCH/SORT: imap-codec does not know CANCELUPDATE; it needs no store.
+        if let Some(parsed) = super::context::parse_cancel_update(bytes) {
+            return match parsed {
+                Err(msg) => self.bad(&tag, msg, out),
+                Ok(_) if self.state != State::Selected => {
+                    let msg = if self.state == State::Authenticated {
+                        "No mailbox selected"
+                    } else {
+                        "Not authenticated"
+                    };
+                    self.bad(&tag, msg, out)
+                }
+                Ok(tags) => {
+                    self.cancel_update(&tag, &tags, out);
+                    None
+                }
+            };
+        }
         // SEARCHRES: `$` is written out before anything parses the command.
         let substituted = super::searchres::substitute_dollar(bytes, self.selected.as_ref());
         let bytes: &[u8] = &substituted;

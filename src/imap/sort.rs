@@ -228,10 +228,18 @@ impl ImapSession {
             }
             return Err(e);
         }
+        let update = ret.as_ref().is_some_and(|r| r.update);
+        let live_key = if update {
+            self.check_update_tag(tag)?;
+            Some(super::context::combine(keys.clone())?)
+        } else {
+            None
+        };
         let found = self.matching(store, keys)?;
         if found.mentions_modseq {
             self.reporting.condstore = true;
         }
+        let live_key = live_key.filter(|_| self.room_for_context(tag, out));
         let account = self.account.clone().unwrap_or_default();
         let mb = self
             .selected
@@ -270,6 +278,9 @@ impl ImapSession {
         }
         if let Some(r) = ret.as_ref().filter(|r| r.save) {
             self.save_result(r, &order);
+        }
+        if let Some(key) = live_key {
+            self.start_context(tag, uid, key, Some(criteria.to_vec()), &order);
         }
         self.sync_selected(store, uid, out);
         imap_w!(out, "{tag} OK SORT completed\r\n");

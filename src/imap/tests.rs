@@ -4,6 +4,8 @@ use super::*;
 use crate::auth::AuthOutcome;
 use crate::store::{Flags, LogStore, MailStore, NewMessage, StoreConfig};
 
+#[path = "context_tests.rs"]
+mod context_tests;
 #[path = "sort_tests.rs"]
 mod sort_tests;
 
@@ -746,6 +748,9 @@ const FRAGMENTS: &[&[u8]] = &[
     b"SELECT INBOX (QRESYNC (1 1))",
     b"ENABLE QRESYNC\r\n",
     b"STARTTLS\r\n",
+    b"CANCELUPDATE ",
+    b"RETURN (UPDATE PARTIAL 1:2) ",
+    b"SORT (ARRIVAL) UTF-8 ",
     b"x",
 ];
 
@@ -924,6 +929,9 @@ fn random_command_sequences_against_the_store() {
             "UID EXPUNGE {s}",
             "SEARCH {s} NOT DELETED",
             "UID SEARCH RETURN (MIN MAX COUNT) TEXT hello",
+            "SEARCH RETURN (UPDATE COUNT) {s} UNSEEN",
+            "UID SORT RETURN (UPDATE PARTIAL -1:-3) (REVERSE ARRIVAL) UTF-8 {s}",
+            "CANCELUPDATE \"t1\" \"t2\"",
             "COPY {s} Archive",
             "UID MOVE {s} Archive",
             "APPEND INBOX {5+}\r\nhello",

@@ -10,9 +10,10 @@ use imap_codec::imap_types::{
 
 use super::{mailbox_name, to_flags};
 use crate::imap::codec::SearchReturn;
+use crate::imap::context;
 use crate::imap::esearch;
 use crate::imap::mailbox::write_flags_fetch;
-use crate::imap::search::{self, SearchMessage};
+use crate::imap::search;
 use crate::imap::sequence;
 use crate::imap::session::{ImapSession, Step};
 use crate::imap::{ImapError, ImapResult};
@@ -57,7 +58,7 @@ impl ImapSession {
             .collect();
         if !deleted.is_empty() {
             let gone = store.expunge(&account, &mb.name, &deleted).await?;
-            mb.expunged_here(&gone, rep, out);
+            self.expunged_here(store, &gone, out);
         }
         self.sync_selected(store, true, out);
         let highest = self.selected.as_ref().map_or(0, |m| m.highest_modseq);
@@ -81,11 +82,19 @@ impl ImapSession {
         ret: Option<SearchReturn>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
+        let update = ret.as_ref().is_some_and(|r| r.update);
+        let live_key = if update {
+            self.check_update_tag(tag)?;
+            Some(context::combine(keys.clone())?)
+        } else {
+            None
+        };
         let found = self.matching(store, keys)?;
         if found.mentions_modseq {
             // The first CONDSTORE-enabling command reports HIGHESTMODSEQ (RFC 7162 §3.1).
             self.enable_condstore(out);
         }
+        let live_key = live_key.filter(|_| self.room_for_context(tag, out));
         let mb = self
             .selected
             .as_ref()
@@ -126,6 +135,9 @@ impl ImapSession {
         if let Some(r) = ret.as_ref().filter(|r| r.save) {
             self.save_result(r, &found.indices);
         }
+        if let Some(key) = live_key {
+            self.start_context(tag, uid, key, None, &found.indices);
+        }
         self.sync_selected(store, uid, out);
         imap_w!(out, "{tag} OK SEARCH completed\r\n");
         Ok(Step::Done)
@@ -143,32 +155,25 @@ impl ImapSession {
             .selected
             .as_ref()
             .ok_or_else(|| ImapError::bad("No mailbox selected"))?;
-        let key = if keys.len() == 1 {
-            keys.into_iter().next().unwrap_or(SearchKey::All)
-        } else {
-            SearchKey::And(
-                keys.try_into()
-                    .map_err(|_| ImapError::bad("Empty search"))?,
-            )
-        };
-        let mentions_modseq = search::mentions_modseq(&key);
-        let exists = mb.exists();
-        let max_uid = mb.max_uid();
-        let mut loader = |u: u32| store.read(&account, &mb.name, u).ok();
-        let mut found = Matching {
-            indices: Vec::new(),
-            max_modseq: 0,
-            mentions_modseq,
-        };
-        for (i, meta) in mb.messages.iter().enumerate() {
-            let mut m = SearchMessage::new(i as u32 + 1, meta, exists, max_uid, &mut loader);
-            m.recent = mb.is_recent(meta.uid, self.reporting);
-            if search::matches(&key, &mut m) {
-                found.indices.push(i);
-                found.max_modseq = found.max_modseq.max(meta.modseq);
-            }
-        }
-        Ok(found)
+        let key = context::combine(keys)?;
+        let indices = context::matching_among(
+            store,
+            &account,
+            mb,
+            self.reporting,
+            &key,
+            0..mb.messages.len(),
+        );
+        let max_modseq = indices
+            .iter()
+            .map(|&i| mb.messages[i].modseq)
+            .max()
+            .unwrap_or(0);
+        Ok(Matching {
+            indices,
+            max_modseq,
+            mentions_modseq: search::mentions_modseq(&key),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -288,7 +293,6 @@ impl ImapSession {
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
         let account = self.account_name();
-        let rep = self.reporting;
         let dest = mailbox_name(dest, self.rev2)?;
         let dest_info = self.target_mailbox(store, &dest)?;
         let mb = self
@@ -316,7 +320,7 @@ impl ImapSession {
             imap_w!(out, "* OK [{copyuid}] Moved\r\n");
             let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
             let gone = store.expunge(&account, &mb.name, &moved).await?;
-            mb.expunged_here(&gone, rep, out);
+            self.expunged_here(store, &gone, out);
             self.sync_selected(store, true, out);
             imap_w!(out, "{tag} OK MOVE completed\r\n");
         } else {
