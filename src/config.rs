@@ -193,6 +193,8 @@ pub struct Limits {
     pub read_buffer: usize,
     /// IMAP autologout before LOGIN/AUTHENTICATE, counted from connect.
     pub imap_prelogin_timeout_secs: u64,
+    /// Offer IMAP COMPRESS=DEFLATE (RFC 4978) after login.
+    pub imap_compress: bool,
     /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
     pub imap_max_search_depth: usize,
     /// Longest IMAP command line (literals excluded) after login; before login
@@ -520,13 +522,14 @@ mod tests {
         // RFC 7162 §4 asks for 8192; Dovecot's 64 KiB after login is the default.
         assert_eq!(c.limits.imap_max_command_line_authenticated, 65536);
         let c = Config::from_toml(
-            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\n",
+            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\nimap_compress = false\n",
         )
         .unwrap();
         let l = crate::imap::ImapLimits::from_config(&c.limits);
         assert_eq!(l.mailboxes.max_mailboxes, 5);
         assert_eq!(l.max_search_depth, 7);
         assert_eq!(l.prelogin_timeout, std::time::Duration::from_secs(2));
+        assert!(!l.compress);
         for bad in [
             "[limits]\nmax_mailboxes = 0\n",
             "[limits]\nmax_mailboxes = 1000000\n",

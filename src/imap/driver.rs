@@ -15,6 +15,7 @@ use monoio::net::TcpStream;
 use super::session::State;
 use super::{ImapConfig, ImapEvent, ImapSession, Step};
 use crate::net::conn::Pusher;
+use crate::net::deflate::DEFAULT_LEVEL as DEFLATE_LEVEL;
 use crate::net::{Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts};
 use crate::runtime::{Core, Protocol};
 use crate::store::{ChangeReceiver, LogStore};
@@ -197,6 +198,12 @@ impl SessionDriver for ImapDriver<'_> {
                     pending = self.session.auth_result(outcome, conn.output());
                 }
                 ImapEvent::StartTls => return conn.finish(Flow::StartTls).await,
+                ImapEvent::Compress => {
+                    if conn.start_compression(DEFLATE_LEVEL).await.is_err() {
+                        return Flow::Closed;
+                    }
+                    self.session.compression_started();
+                }
                 ImapEvent::Close => return conn.finish(Flow::Closed).await,
             }
         }

@@ -18,8 +18,8 @@
 //! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
 //! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
-//! SEARCHRES (`searchres`), WITHIN. Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
-//! METADATA, QUOTA.
+//! SEARCHRES (`searchres`), WITHIN, COMPRESS=DEFLATE (`compress`; the connection layer
+//! compresses). Not supported: CONTEXT=SEARCH/SORT, NOTIFY, METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
@@ -29,6 +29,7 @@
 pub mod bodystructure;
 pub mod codec;
 mod commands;
+pub mod compress;
 pub mod driver;
 pub mod esearch;
 pub mod fetch;
@@ -92,6 +93,8 @@ pub struct ImapLimits {
     /// Autologout before authentication: how long after accept a connection may go on
     /// without logging in (RFC 9051 §5.4 asks for 30 minutes only after login).
     pub prelogin_timeout: Duration,
+    /// Offer COMPRESS=DEFLATE after login.
+    pub compress: bool,
 }
 
 impl Default for ImapLimits {
@@ -100,6 +103,7 @@ impl Default for ImapLimits {
             mailboxes: MailboxLimits::DEFAULT,
             max_search_depth: 100,
             prelogin_timeout: Duration::from_secs(60),
+            compress: true,
         }
     }
 }
@@ -110,6 +114,7 @@ impl ImapLimits {
             mailboxes: l.mailboxes(),
             max_search_depth: l.imap_max_search_depth,
             prelogin_timeout: Duration::from_secs(l.imap_prelogin_timeout_secs.max(1)),
+            compress: l.imap_compress,
         }
     }
 }
