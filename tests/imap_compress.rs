@@ -269,3 +269,77 @@ fn compress_before_login_is_refused_in_clear_text_too() {
         (vec![], "z BAD Not authenticated".into())
     );
 }
+
+/// Interoperability: Python's imaplib (which has no COMPRESS) with zlib's raw DEFLATE
+/// (`wbits=-15`) swapped in under it after STARTTLS, login and COMPRESS.
+#[test]
+fn python_imaplib_with_zlib_after_starttls() {
+    let server = TestServer::start(&[ALICE], "");
+    let script = r#"
+import imaplib, smtplib, ssl, sys, zlib
+smtp_port, imap_port, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+body = "".join("Line %d: the quarterly report for region %d is attached.\r\n" % (i, i % 7) for i in range(600))
+with smtplib.SMTP("127.0.0.1", smtp_port) as s:
+    s.sendmail("py@r.test", ["alice@example.test"], "Subject: zlib\r\n\r\n" + body)
+
+class Compressing(imaplib.IMAP4):
+    z = False
+    def compress(self):
+        typ, data = self._simple_command("COMPRESS", "DEFLATE")
+        assert typ == "OK" and data == [b"DEFLATE active"], (typ, data)
+        self.c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.d = zlib.decompressobj(-15)
+        self.buf, self.wire, self.plain, self.z = b"", 0, 0, True
+    def send(self, data):
+        if self.z:
+            data = self.c.compress(data) + self.c.flush(zlib.Z_SYNC_FLUSH)
+        super().send(data)
+    def _fill(self):
+        raw = self.sock.recv(65536)
+        if not raw:
+            raise EOFError("server closed")
+        out = self.d.decompress(raw)
+        self.wire += len(raw); self.plain += len(out); self.buf += out
+    def read(self, size):
+        if not self.z:
+            return super().read(size)
+        while len(self.buf) < size:
+            self._fill()
+        out, self.buf = self.buf[:size], self.buf[size:]
+        return out
+    def readline(self):
+        if not self.z:
+            return super().readline()
+        while b"\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\n") + 1
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+imaplib.Commands["COMPRESS"] = ("AUTH", "SELECTED")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = Compressing("127.0.0.1", imap_port)
+m.starttls(ctx)
+m.login("alice@example.test", password)
+assert "COMPRESS=DEFLATE" not in m.capabilities, m.capabilities
+typ, data = m.capability()
+assert data[0].endswith(b" COMPRESS=DEFLATE"), data
+m.compress()
+typ, data = m._simple_command("COMPRESS", "DEFLATE")
+assert typ == "NO", (typ, data)
+typ, data = m.select("INBOX")
+assert typ == "OK" and data[0] == b"1", data
+typ, data = m.fetch("1", "(BODY[TEXT])")
+assert typ == "OK" and data[0][1] == body.encode(), data[0][0]
+assert m.wire * 3 < m.plain, (m.wire, m.plain)
+msg = "Subject: appended\r\n\r\n" + body[:5000]
+typ, data = m.append("INBOX", None, None, msg.encode())
+assert typ == "OK", data
+typ, data = m.fetch("2", "(RFC822)")
+assert data[0][1] == msg.encode(), data
+assert m.noop()[0] == "OK"
+assert m.logout()[0] == "BYE"
+print("python-ok", m.wire, m.plain)
+"#;
+    run_python_client(script, &server, "imap");
+}
