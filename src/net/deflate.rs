@@ -42,12 +42,7 @@ impl DeflateLayer {
     /// read buffer size).
     pub fn new(raw_capacity: usize, level: u32) -> Self {
         DeflateLayer {
-            inflater: Inflater {
-                decompress: Decompress::new(false),
-                raw: Vec::with_capacity(raw_capacity),
-                raw_start: 0,
-                ended: false,
-            },
+            inflater: Inflater::new(raw_capacity),
             deflater: Deflater {
                 compress: Compress::new(Compression::new(level), false),
                 zout: Vec::new(),
@@ -81,6 +76,15 @@ fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
 }
 
 impl Inflater {
+    pub fn new(raw_capacity: usize) -> Self {
+        Inflater {
+            decompress: Decompress::new(false),
+            raw: Vec::with_capacity(raw_capacity),
+            raw_start: 0,
+            ended: false,
+        }
+    }
+
     /// Queues compressed bytes that arrived before the layer existed: what a client sent right
     /// after its COMPRESS command, read together with it.
     pub fn push_raw(&mut self, bytes: &[u8]) {
