@@ -22,3 +22,30 @@ for kind in text mixed; do
         done
     done
 done
+# Memory: N logged-in clear-text connections, server RSS before and after each sends COMPRESS
+# (and one NOOP through it, so both directions have run).
+python3 - "$(surel_port 143)" "$SUREL_PID" "${CONNS:-200}" <<'PY'
+import socket, sys, zlib
+port, pid, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+def rss():
+    return int(next(l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")).split()[1])
+def until(s, end):
+    buf = b""
+    while not buf.endswith(end):
+        buf += s.recv(65536)
+conns = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port)); until(s, b"\r\n")
+    s.sendall(b'l LOGIN user0001@example.test "password"\r\n'); until(s, b"] Logged in\r\n")
+    conns.append(s)
+before = rss()
+for s in conns:
+    s.sendall(b"z COMPRESS DEFLATE\r\n"); until(s, b"z OK DEFLATE active\r\n")
+    c, d = zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15)
+    s.sendall(c.compress(b"n NOOP\r\n") + c.flush(zlib.Z_SYNC_FLUSH))
+    buf = b""
+    while not buf.endswith(b"n OK NOOP completed\r\n"):
+        buf += d.decompress(s.recv(65536))
+after = rss()
+print(f'{{"connections": {n}, "rss_kib_before": {before}, "rss_kib_after": {after}, "kib_per_compressed_connection": {(after - before) / n:.0f}}}')
+PY
