@@ -61,7 +61,7 @@ fn prose(rng: &mut Rng, len: usize) -> String {
         let w = WORDS[(rng.next() % WORDS.len() as u64) as usize];
         s.push_str(w);
         col += w.len() + 1;
-        if rng.next() % 11 == 0 {
+        if rng.next().is_multiple_of(11) {
             s.push('.');
         }
         if col > 68 {

@@ -464,12 +464,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
             self.output = Vec::new();
         }
         let (mut reader, mut writer) = self.stream.take().expect("stream present").into_split();
-        let (mut inflater, mut deflater) = match self.compression.as_deref_mut() {
+        let (inflater, mut deflater) = match self.compression.as_deref_mut() {
             Some(c) => (Some(&mut c.inflater), Some(&mut c.deflater)),
             None => (None, None),
         };
         let outcome = {
-            let read = read_input(&mut reader, inflater.as_deref_mut(), buf);
+            let read = read_input(&mut reader, inflater, buf);
             let mut read = std::pin::pin!(read);
             let deadline = monoio::time::sleep(limit);
             let mut deadline = std::pin::pin!(deadline);
