@@ -195,6 +195,8 @@ pub struct Limits {
     pub imap_prelogin_timeout_secs: u64,
     /// Offer IMAP COMPRESS=DEFLATE (RFC 4978) after login.
     pub imap_compress: bool,
+    /// Its DEFLATE level, 1 (fastest) to 9.
+    pub imap_compress_level: u32,
     /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
     pub imap_max_search_depth: usize,
     /// Longest IMAP command line (literals excluded) after login; before login
@@ -315,6 +317,11 @@ impl Config {
             return Err(ConfigError(format!(
                 "limits: imap_max_search_depth must be between 1 and {max}"
             )));
+        }
+        if !(1..=9).contains(&l.imap_compress_level) {
+            return Err(ConfigError(
+                "limits: imap_compress_level must be between 1 and 9".into(),
+            ));
         }
         if l.imap_prelogin_timeout_secs == 0 {
             return Err(ConfigError(
@@ -522,7 +529,7 @@ mod tests {
         // RFC 7162 §4 asks for 8192; Dovecot's 64 KiB after login is the default.
         assert_eq!(c.limits.imap_max_command_line_authenticated, 65536);
         let c = Config::from_toml(
-            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\nimap_compress = false\n",
+            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\nimap_compress = false\nimap_compress_level = 6\n",
         )
         .unwrap();
         let l = crate::imap::ImapLimits::from_config(&c.limits);
@@ -530,6 +537,7 @@ mod tests {
         assert_eq!(l.max_search_depth, 7);
         assert_eq!(l.prelogin_timeout, std::time::Duration::from_secs(2));
         assert!(!l.compress);
+        assert_eq!(l.compress_level, 6);
         for bad in [
             "[limits]\nmax_mailboxes = 0\n",
             "[limits]\nmax_mailboxes = 1000000\n",
@@ -537,6 +545,8 @@ mod tests {
             "[limits]\nmax_mailbox_depth = 0\n",
             "[limits]\nimap_max_search_depth = 100000\n",
             "[limits]\nimap_prelogin_timeout_secs = 0\n",
+            "[limits]\nimap_compress_level = 0\n",
+            "[limits]\nimap_compress_level = 10\n",
             "[limits]\nimap_max_command_line_authenticated = 4096\n",
             "[limits]\nimap_max_command_line_authenticated = 100000000\n",
         ] {

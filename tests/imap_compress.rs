@@ -181,7 +181,8 @@ fn deflate(compress: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn compressed_commands_pipelined_after_compress_are_not_lost() {
-    let server = TestServer::start(&[ALICE], "");
+    // Also a level other than the default: the client cannot tell, it only has to inflate.
+    let server = TestServer::start(&[ALICE], "[limits]\nimap_compress_level = 9\n");
     let mut c = login_tls_as(&server, ALICE);
     // The client does not wait for the OK: its next command, compressed, goes in the same
     // write, so the server reads it together with the COMPRESS line.

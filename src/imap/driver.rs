@@ -15,7 +15,6 @@ use monoio::net::TcpStream;
 use super::session::State;
 use super::{ImapConfig, ImapEvent, ImapSession, Step};
 use crate::net::conn::Pusher;
-use crate::net::deflate::DEFAULT_LEVEL as DEFLATE_LEVEL;
 use crate::net::{Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts};
 use crate::runtime::{Core, Protocol};
 use crate::store::{ChangeReceiver, LogStore};
@@ -199,7 +198,8 @@ impl SessionDriver for ImapDriver<'_> {
                 }
                 ImapEvent::StartTls => return conn.finish(Flow::StartTls).await,
                 ImapEvent::Compress => {
-                    if conn.start_compression(DEFLATE_LEVEL).await.is_err() {
+                    let level = self.session.config.limits.compress_level;
+                    if conn.start_compression(level).await.is_err() {
                         return Flow::Closed;
                     }
                     self.session.compression_started();

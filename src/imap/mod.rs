@@ -95,6 +95,8 @@ pub struct ImapLimits {
     pub prelogin_timeout: Duration,
     /// Offer COMPRESS=DEFLATE after login.
     pub compress: bool,
+    /// DEFLATE level of the server's side, 1 to 9.
+    pub compress_level: u32,
 }
 
 impl Default for ImapLimits {
@@ -104,6 +106,7 @@ impl Default for ImapLimits {
             max_search_depth: 100,
             prelogin_timeout: Duration::from_secs(60),
             compress: true,
+            compress_level: crate::net::deflate::DEFAULT_LEVEL,
         }
     }
 }
@@ -115,6 +118,7 @@ impl ImapLimits {
             max_search_depth: l.imap_max_search_depth,
             prelogin_timeout: Duration::from_secs(l.imap_prelogin_timeout_secs.max(1)),
             compress: l.imap_compress,
+            compress_level: l.imap_compress_level,
         }
     }
 }
