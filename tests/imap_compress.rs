@@ -132,10 +132,16 @@ fn a_whole_session_over_tls_then_deflate() {
     assert_eq!(c.line().as_deref(), Some("* 2 EXISTS"));
     assert_eq!(c.line().as_deref(), Some("* 2 RECENT"));
     assert!(Instant::now() < deadline);
-    c.send("DONE\r\n");
+    // DONE and the next command in one compressed write: the command must not wait in the
+    // inflater while the connection goes back to reading the socket.
+    c.send("DONE\r\nn0 NOOP\r\n");
     assert_eq!(
         collect(&mut c, "i1"),
         (vec![], "i1 OK IDLE terminated".into())
+    );
+    assert_eq!(
+        collect(&mut c, "n0"),
+        (vec![], "n0 OK NOOP completed".into())
     );
 
     assert_eq!(
