@@ -193,6 +193,10 @@ pub struct Limits {
     pub read_buffer: usize,
     /// IMAP autologout before LOGIN/AUTHENTICATE, counted from connect.
     pub imap_prelogin_timeout_secs: u64,
+    /// Offer IMAP COMPRESS=DEFLATE (RFC 4978) after login.
+    pub imap_compress: bool,
+    /// Its DEFLATE level, 1 (fastest) to 9.
+    pub imap_compress_level: u32,
     /// Deepest nesting of OR, NOT and parentheses in an IMAP SEARCH.
     pub imap_max_search_depth: usize,
     /// Live SEARCH/SORT results (RETURN (UPDATE), RFC 5267) one IMAP session may keep.
@@ -320,6 +324,11 @@ impl Config {
         if l.imap_max_update_contexts == 0 || l.imap_max_update_contexts > 1000 {
             return Err(ConfigError(
                 "limits: imap_max_update_contexts must be between 1 and 1000".into(),
+            ));
+        }
+        if !(1..=9).contains(&l.imap_compress_level) {
+            return Err(ConfigError(
+                "limits: imap_compress_level must be between 1 and 9".into(),
             ));
         }
         if l.imap_prelogin_timeout_secs == 0 {
@@ -528,13 +537,15 @@ mod tests {
         // RFC 7162 §4 asks for 8192; Dovecot's 64 KiB after login is the default.
         assert_eq!(c.limits.imap_max_command_line_authenticated, 65536);
         let c = Config::from_toml(
-            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\n",
+            "[limits]\nmax_mailboxes = 5\nimap_max_search_depth = 7\nimap_prelogin_timeout_secs = 2\nimap_compress = false\nimap_compress_level = 6\n",
         )
         .unwrap();
         let l = crate::imap::ImapLimits::from_config(&c.limits);
         assert_eq!(l.mailboxes.max_mailboxes, 5);
         assert_eq!(l.max_search_depth, 7);
         assert_eq!(l.prelogin_timeout, std::time::Duration::from_secs(2));
+        assert!(!l.compress);
+        assert_eq!(l.compress_level, 6);
         for bad in [
             "[limits]\nmax_mailboxes = 0\n",
             "[limits]\nmax_mailboxes = 1000000\n",
@@ -543,6 +554,8 @@ mod tests {
             "[limits]\nimap_max_search_depth = 100000\n",
             "[limits]\nimap_prelogin_timeout_secs = 0\n",
             "[limits]\nimap_max_update_contexts = 0\n",
+            "[limits]\nimap_compress_level = 0\n",
+            "[limits]\nimap_compress_level = 10\n",
             "[limits]\nimap_max_command_line_authenticated = 4096\n",
             "[limits]\nimap_max_command_line_authenticated = 100000000\n",
         ] {

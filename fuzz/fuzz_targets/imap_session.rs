@@ -266,6 +266,8 @@ fuzz_target!(|data: &[u8]| {
                     buf.clear();
                     s.tls_started();
                 }
+                // Later input would be compressed; the session's side is what is fuzzed.
+                Some(ImapEvent::Compress) => s.compression_started(),
                 Some(ImapEvent::Close) => break 'input,
             }
         }

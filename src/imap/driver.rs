@@ -203,6 +203,13 @@ impl SessionDriver for ImapDriver<'_> {
                     pending = self.session.auth_result(outcome, conn.output());
                 }
                 ImapEvent::StartTls => return conn.finish(Flow::StartTls).await,
+                ImapEvent::Compress => {
+                    let level = self.session.config.limits.compress_level;
+                    if conn.start_compression(level).await.is_err() {
+                        return Flow::Closed;
+                    }
+                    self.session.compression_started();
+                }
                 ImapEvent::Close => return conn.finish(Flow::Closed).await,
             }
         }

@@ -19,8 +19,8 @@
 //! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
 //! SEARCHRES (`searchres`), WITHIN, CONTEXT=SEARCH and CONTEXT=SORT (`context`: PARTIAL, the
-//! CONTEXT hint, UPDATE with ADDTO/REMOVEFROM, CANCELUPDATE, NOUPDATE). Not supported:
-//! COMPRESS, NOTIFY, METADATA, QUOTA.
+//! CONTEXT hint, UPDATE with ADDTO/REMOVEFROM, CANCELUPDATE, NOUPDATE), COMPRESS=DEFLATE
+//! (`compress`; the connection layer compresses). Not supported: NOTIFY, METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
@@ -30,6 +30,7 @@
 pub mod bodystructure;
 pub mod codec;
 mod commands;
+pub mod compress;
 pub mod context;
 pub mod driver;
 pub mod esearch;
@@ -96,6 +97,10 @@ pub struct ImapLimits {
     /// Autologout before authentication: how long after accept a connection may go on
     /// without logging in (RFC 9051 §5.4 asks for 30 minutes only after login).
     pub prelogin_timeout: Duration,
+    /// Offer COMPRESS=DEFLATE after login.
+    pub compress: bool,
+    /// DEFLATE level of the server's side, 1 to 9.
+    pub compress_level: u32,
 }
 
 impl Default for ImapLimits {
@@ -105,6 +110,8 @@ impl Default for ImapLimits {
             max_search_depth: 100,
             max_update_contexts: 8,
             prelogin_timeout: Duration::from_secs(60),
+            compress: true,
+            compress_level: crate::net::deflate::DEFAULT_LEVEL,
         }
     }
 }
@@ -116,6 +123,8 @@ impl ImapLimits {
             max_search_depth: l.imap_max_search_depth,
             max_update_contexts: l.imap_max_update_contexts,
             prelogin_timeout: Duration::from_secs(l.imap_prelogin_timeout_secs.max(1)),
+            compress: l.imap_compress,
+            compress_level: l.imap_compress_level,
         }
     }
 }

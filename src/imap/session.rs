@@ -40,6 +40,9 @@
 //!      return [`ImapEvent::Close`] after too many failures).
 //!    * [`ImapEvent::StartTls`]: flush `out`, drop all unconsumed input, handshake, then
 //!      [`ImapSession::tls_started`].
+//!    * [`ImapEvent::Compress`]: flush `out` as it is, then deflate everything written and
+//!      inflate everything read from the next octet on, unconsumed input included; then
+//!      [`ImapSession::compression_started`].
 //!    * [`ImapEvent::Close`]: flush `out` and close.
 //!
 //!    Do not call `feed` while an event is outstanding (it consumes nothing then).
@@ -78,6 +81,9 @@ pub enum ImapEvent {
     Authenticate { username: String, password: String },
     /// Flush, discard buffered input, start TLS, then call [`ImapSession::tls_started`].
     StartTls,
+    /// Flush, then compress both directions (RFC 4978), buffered input included; then call
+    /// [`ImapSession::compression_started`].
+    Compress,
     /// Flush and close the connection.
     Close,
 }
@@ -142,6 +148,8 @@ pub struct ImapSession {
     pub(crate) errors: u32,
     pub(crate) inbox_checked: bool,
     pub(crate) fetch_job: Option<super::fetch::FetchJob>,
+    /// COMPRESS DEFLATE was accepted.
+    pub(crate) compressed: bool,
     reader: CommandReader,
 }
 
@@ -164,6 +172,7 @@ impl ImapSession {
             errors: 0,
             inbox_checked: false,
             fetch_job: None,
+            compressed: false,
             reader,
         }
     }
@@ -210,6 +219,9 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
 SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
+        if self.offers_compress() {
+            out.extend_from_slice(b" COMPRESS=DEFLATE");
+        }
     }
 
     /// Memory held by a command still arriving (an APPEND's literal).
@@ -289,6 +301,13 @@ SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
         self.state = State::Logout;
     }
 
+    /// The driver has carried out an event that needs no other report.
+    pub(crate) fn end_event(&mut self) {
+        if self.mode == Mode::Busy {
+            self.mode = Mode::Normal;
+        }
+    }
+
     /// TLS is up (after [`ImapEvent::StartTls`]).
     pub fn tls_started(&mut self) {
         self.tls = true;
@@ -340,7 +359,7 @@ SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
         None
     }
 
-    fn bad(&mut self, tag: &str, msg: &str, out: &mut Vec<u8>) -> Option<ImapEvent> {
+    pub(crate) fn bad(&mut self, tag: &str, msg: &str, out: &mut Vec<u8>) -> Option<ImapEvent> {
         ImapError::bad(msg).write_tagged(tag, out);
         self.count_error(out)
     }
@@ -476,6 +495,9 @@ SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
                     None
                 }
             };
+        }
+        if let Some(request) = super::compress::parse_compress(bytes) {
+            return self.compress(tag, request, out);
         }
         // SEARCHRES: `$` is written out before anything parses the command.
         let substituted = super::searchres::substitute_dollar(bytes, self.selected.as_ref());

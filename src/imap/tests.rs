@@ -107,6 +107,8 @@ impl Client {
                     }
                 }
                 Some(ImapEvent::StartTls) => self.s.tls_started(),
+                // The script's bytes stay plain: only the session's side is exercised here.
+                Some(ImapEvent::Compress) => self.s.compression_started(),
                 Some(ImapEvent::Close) => {
                     self.closed = true;
                     break;
@@ -790,6 +792,7 @@ fn random_input_never_panics() {
                     s.auth_result(AuthOutcome::Accepted("alice".into()), &mut out);
                 }
                 Some(ImapEvent::StartTls) => s.tls_started(),
+                Some(ImapEvent::Compress) => s.compression_started(),
                 Some(ImapEvent::Close) => break,
                 Some(ImapEvent::Command(_)) => {
                     // Pretend it ran.

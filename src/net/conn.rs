@@ -12,6 +12,10 @@
 //! allows for its size, however the bytes are spread; every write must make progress within
 //! [`Timeouts::write`]; and the memory held by all sessions' unfinished messages together is
 //! bounded by a [`TransferBudget`].
+//!
+//! Once a session asks for it (IMAP COMPRESS), a [`DeflateLayer`] sits between the stream and
+//! the two buffers: the read buffer receives inflated bytes, within its fixed capacity, and
+//! every write is deflated and ends in a sync flush.
 
 use std::io;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 
 use super::budget::TransferBudget;
+use super::deflate::{DEFLATE_CHUNK, DeflateLayer, Deflater, Inflater};
 use super::shutdown::ShutdownSignal;
 
 /// A protocol state machine over bytes (SMTP, POP3, IMAP).
@@ -135,6 +140,8 @@ pub struct Connection<S> {
     budget: Arc<TransferBudget>,
     /// What this connection holds of `budget`.
     reserved: usize,
+    /// Set by [`Connection::start_compression`]; boxed, as most connections never compress.
+    compression: Option<Box<DeflateLayer>>,
 }
 
 impl<S> Drop for Connection<S> {
@@ -155,7 +162,30 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             unit: None,
             budget: settings.budget.clone(),
             reserved: 0,
+            compression: None,
         }
+    }
+
+    /// From the next byte on, both directions are raw DEFLATE (RFC 4978). Whatever is queued
+    /// for the client (the command's tagged OK) goes out uncompressed first; input already
+    /// buffered after the command was compressed by the client and is inflated from here on.
+    pub async fn start_compression(&mut self, level: u32) -> io::Result<()> {
+        self.flush().await?;
+        let mut layer = Box::new(DeflateLayer::new(self.capacity, level));
+        layer.inflater.push_raw(&self.input[self.consumed..]);
+        self.input.clear();
+        self.consumed = 0;
+        self.compression = Some(layer);
+        Ok(())
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        self.compression.is_some()
+    }
+
+    /// Octets in and out so far, compressed and not, if compression is on.
+    pub fn compression_totals(&self) -> Option<(u64, u64, u64, u64)> {
+        self.compression.as_ref().map(|c| c.totals())
     }
 
     /// Unprocessed input.
@@ -224,16 +254,27 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         }
         let buf = std::mem::take(&mut self.output);
         let limit = self.write_timeout;
-        let mut buf = write_all_timed(self.stream(), buf, limit).await?;
+        let stream = self.stream.as_mut().expect("stream present");
+        let deflater = self.compression.as_deref_mut().map(|c| &mut c.deflater);
+        let mut buf = write_out(stream, deflater, buf, limit).await?;
         buf.clear();
         self.output = buf;
         Ok(())
     }
 
-    /// Writes `bytes` after whatever is queued, without copying them into the reply buffer.
-    pub async fn write_owned<B: IoBuf>(&mut self, bytes: B) -> io::Result<B> {
-        self.flush().await?;
+    /// Writes `bytes` after whatever is queued, without copying them into the reply buffer
+    /// (when compressing, the compressor reads them in place).
+    pub async fn write_owned<B: IoBuf + AsRef<[u8]>>(&mut self, bytes: B) -> io::Result<B> {
         let limit = self.write_timeout;
+        let stream = self.stream.as_mut().expect("stream present");
+        if let Some(layer) = self.compression.as_deref_mut() {
+            // One sync flush at the end: the queued replies and the body go out as one stream.
+            write_deflated(stream, &mut layer.deflater, &self.output, false, limit).await?;
+            self.output.clear();
+            write_deflated(stream, &mut layer.deflater, bytes.as_ref(), true, limit).await?;
+            return Ok(bytes);
+        }
+        self.flush().await?;
         write_all_timed(self.stream(), bytes, limit).await
     }
 
@@ -257,7 +298,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         self.compact()?;
         let buf = std::mem::take(&mut self.input);
         let stream = self.stream.as_mut().expect("stream present");
-        let (res, buf) = read_more(stream, buf).await;
+        let inflater = self.compression.as_deref_mut().map(|c| &mut c.inflater);
+        let (res, buf) = read_input(stream, inflater, buf).await;
         self.input = buf;
         res
     }
@@ -396,10 +438,20 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         shutdown: &ShutdownSignal,
     ) -> Result<usize, Ended> {
         self.compact()?;
+        // Compressed input already received may hold the client's DONE: inflate it before
+        // waiting for more.
+        if let Some(layer) = self.compression.as_deref_mut() {
+            let n = layer.inflater.inflate_into(&mut self.input)?;
+            if n > 0 {
+                return Ok(n);
+            }
+        }
         // An idle client sends a few bytes (`DONE`) after a long wait: thousands of idle
         // connections should not each keep a full read buffer, nor a reply buffer grown by
         // an earlier large FETCH.
-        let idle_read = self.input.is_empty();
+        // Inflated input needs the whole read buffer's room (a compressed DONE can come with
+        // more pipelined after it).
+        let idle_read = self.input.is_empty() && self.compression.is_none();
         let buf = if idle_read {
             Vec::with_capacity(IDLE_READ_BUFFER)
         } else {
@@ -412,8 +464,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
             self.output = Vec::new();
         }
         let (mut reader, mut writer) = self.stream.take().expect("stream present").into_split();
+        let (inflater, mut deflater) = match self.compression.as_deref_mut() {
+            Some(c) => (Some(&mut c.inflater), Some(&mut c.deflater)),
+            None => (None, None),
+        };
         let outcome = {
-            let read = read_more(&mut reader, buf);
+            let read = read_input(&mut reader, inflater, buf);
             let mut read = std::pin::pin!(read);
             let deadline = monoio::time::sleep(limit);
             let mut deadline = std::pin::pin!(deadline);
@@ -423,7 +479,8 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
                     _ = pusher.ready() => {
                         pusher.push(&mut self.output);
                         let out = std::mem::take(&mut self.output);
-                        match write_all_timed(&mut writer, out, self.write_timeout).await {
+                        let deflater = deflater.as_deref_mut();
+                        match write_out(&mut writer, deflater, out, self.write_timeout).await {
                             Ok(mut out) => {
                                 out.clear();
                                 self.output = out;
@@ -499,6 +556,90 @@ async fn write_all_timed<W: AsyncWriteRent, B: IoBuf>(
         }
     }
     Ok(buf)
+}
+
+/// Writes `buf`, deflated and sync-flushed when compressing. Gives `buf` back for reuse.
+async fn write_out<W: AsyncWriteRent>(
+    writer: &mut W,
+    deflater: Option<&mut Deflater>,
+    buf: Vec<u8>,
+    limit: Duration,
+) -> io::Result<Vec<u8>> {
+    match deflater {
+        Some(deflater) => {
+            write_deflated(writer, deflater, &buf, true, limit).await?;
+            Ok(buf)
+        }
+        None => write_all_timed(writer, buf, limit).await,
+    }
+}
+
+/// Deflates `data` a chunk at a time, writing the compressed output as it reaches a chunk's
+/// size, so that the compressed buffer stays small however long `data` is. `sync`: end with
+/// a sync flush and write everything out; otherwise some output may stay queued for the next
+/// write.
+async fn write_deflated<W: AsyncWriteRent>(
+    writer: &mut W,
+    deflater: &mut Deflater,
+    data: &[u8],
+    sync: bool,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut chunks = data.chunks(DEFLATE_CHUNK).peekable();
+    if data.is_empty() && !sync {
+        return Ok(());
+    }
+    loop {
+        let chunk = chunks.next().unwrap_or(&[]);
+        let last = chunks.peek().is_none();
+        deflater.deflate(chunk, sync && last)?;
+        if (sync && last) || deflater.pending() >= DEFLATE_CHUNK {
+            let z = deflater.take_output();
+            let z = write_all_timed(writer, z, limit).await?;
+            deflater.restore_output(z, 2 * DEFLATE_CHUNK);
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads more input into the spare capacity of `input`: straight from the stream, or through
+/// the inflater (reading compressed bytes until at least one plain byte comes out). Returns
+/// the number of new bytes, 0 when the peer closed.
+async fn read_input<R: AsyncReadRent>(
+    reader: &mut R,
+    inflater: Option<&mut Inflater>,
+    mut input: Vec<u8>,
+) -> (io::Result<usize>, Vec<u8>) {
+    let Some(inflater) = inflater else {
+        return read_more(reader, input).await;
+    };
+    loop {
+        match inflater.inflate_into(&mut input) {
+            Ok(0) => {}
+            Ok(n) => return (Ok(n), input),
+            Err(e) => return (Err(e), input),
+        }
+        let raw = inflater.take_raw();
+        if raw.len() == raw.capacity() {
+            // A whole buffer of compressed input that yields nothing: no honest compressor
+            // sends that.
+            inflater.restore_raw(raw);
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                "compressed input makes no progress",
+            );
+            return (Err(e), input);
+        }
+        let (res, raw) = read_more(reader, raw).await;
+        inflater.restore_raw(raw);
+        match res {
+            Ok(0) => return (Ok(0), input),
+            Ok(_) => {}
+            Err(e) => return (Err(e), input),
+        }
+    }
 }
 
 /// Reads into the spare capacity of `buf`, keeping what it holds.

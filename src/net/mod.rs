@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod conn;
+pub mod deflate;
 pub mod sasl;
 pub mod shutdown;
 pub mod tls;

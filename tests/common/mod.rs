@@ -75,6 +75,10 @@ impl TestServer {
         server
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -346,7 +350,89 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// After IMAP COMPRESS DEFLATE (RFC 4978), over either of the others.
+    Deflate(Box<DeflateStream>),
     Empty,
+}
+
+/// A client's side of RFC 4978: raw DEFLATE both ways, each flush of a command a sync flush.
+pub struct DeflateStream {
+    inner: Stream,
+    compress: flate2::Compress,
+    decompress: flate2::Decompress,
+    input: Vec<u8>,
+    input_pos: usize,
+}
+
+impl Read for DeflateStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use flate2::FlushDecompress;
+        loop {
+            // Called even with no input waiting: the decompressor may hold inflated bytes.
+            let (in_before, out_before) = (self.decompress.total_in(), self.decompress.total_out());
+            self.decompress
+                .decompress(&self.input[self.input_pos..], buf, FlushDecompress::None)
+                .map_err(std::io::Error::other)?;
+            self.input_pos += (self.decompress.total_in() - in_before) as usize;
+            let produced = (self.decompress.total_out() - out_before) as usize;
+            if produced > 0 || buf.is_empty() {
+                return Ok(produced);
+            }
+            if self.input_pos < self.input.len() && self.decompress.total_in() != in_before {
+                continue;
+            }
+            self.input.drain(..self.input_pos);
+            self.input_pos = 0;
+            let have = self.input.len();
+            self.input.resize(have + 16384, 0);
+            let n = self.inner.read(&mut self.input[have..])?;
+            self.input.truncate(have + n);
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl DeflateStream {
+    fn deflate(&mut self, data: &[u8], flush: flate2::FlushCompress) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let mut pos = 0;
+        loop {
+            let before = self.compress.total_in();
+            self.compress
+                .compress_vec(&data[pos..], &mut out, flush)
+                .map_err(std::io::Error::other)?;
+            pos += (self.compress.total_in() - before) as usize;
+            if pos == data.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity().max(1024));
+        }
+        self.inner.write_all(&out)
+    }
+}
+
+impl Write for DeflateStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.deflate(buf, flate2::FlushCompress::None)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.deflate(&[], flate2::FlushCompress::Sync)?;
+        self.inner.flush()
+    }
+}
+
+impl Stream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(&s.sock),
+            Stream::Deflate(s) => s.inner.tcp(),
+            Stream::Empty => None,
+        }
+    }
 }
 
 impl Read for Stream {
@@ -354,6 +440,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Deflate(s) => s.read(buf),
             Stream::Empty => Ok(0),
         }
     }
@@ -364,6 +451,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Deflate(s) => s.write(buf),
             Stream::Empty => Ok(0),
         }
     }
@@ -371,6 +459,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
+            Stream::Deflate(s) => s.flush(),
             Stream::Empty => Ok(()),
         }
     }
@@ -421,11 +510,7 @@ impl Client {
     }
 
     fn tcp(&self) -> Option<&TcpStream> {
-        match self.reader.get_ref() {
-            Stream::Plain(s) => Some(s),
-            Stream::Tls(s) => Some(&s.sock),
-            Stream::Empty => None,
-        }
+        self.reader.get_ref().tcp()
     }
 
     /// How long a read may wait; past it [`Client::try_line`] returns the timeout error.
@@ -456,6 +541,33 @@ impl Client {
             panic!("already TLS")
         };
         self.reader = BufReader::new(Stream::Tls(Box::new(tls_wrap(tcp))));
+    }
+
+    /// Compresses both directions from here on (after the server's OK to COMPRESS DEFLATE).
+    pub fn start_deflate(&mut self) {
+        self.start_deflate_with(flate2::Compress::new(flate2::Compression::default(), false));
+    }
+
+    /// The same, continuing a compressed stream the test has already begun sending by hand.
+    /// Whatever was read past the OK is compressed and goes to the inflater.
+    pub fn start_deflate_with(&mut self, compress: flate2::Compress) {
+        let input = self.reader.buffer().to_vec();
+        let inner = std::mem::replace(self.reader.get_mut(), Stream::Empty);
+        self.reader = BufReader::new(Stream::Deflate(Box::new(DeflateStream {
+            inner,
+            compress,
+            decompress: flate2::Decompress::new(false),
+            input,
+            input_pos: 0,
+        })));
+    }
+
+    /// Octets received on the wire and after inflating, when compressing.
+    pub fn deflate_totals(&self) -> Option<(u64, u64)> {
+        match self.reader.get_ref() {
+            Stream::Deflate(d) => Some((d.decompress.total_in(), d.decompress.total_out())),
+            _ => None,
+        }
     }
 
     pub fn send(&mut self, data: &str) {
