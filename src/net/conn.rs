@@ -108,8 +108,12 @@ impl Unit {
     }
 }
 
-/// Read buffer used while a session idles (IMAP IDLE), where only a short line is expected.
+/// Read buffer used while a session idles (between commands, IMAP IDLE), where only a short
+/// line is expected; it grows to the full read buffer when a read fills it.
 const IDLE_READ_BUFFER: usize = 256;
+
+/// A reply buffer grown past this by a large response is given back while the session idles.
+const IDLE_WRITE_BUFFER: usize = 1024;
 
 /// Pushes server-initiated updates while the client is expected to talk next (IMAP IDLE).
 #[allow(async_fn_in_trait)]
@@ -124,10 +128,12 @@ pub trait Pusher {
 pub struct Connection<S> {
     /// Only `None` inside [`Connection::read_while_pushing`], which always puts it back.
     stream: Option<S>,
-    /// Received bytes; `input[consumed..]` is not yet processed. Allocated once per connection.
+    /// Received bytes; `input[consumed..]` is not yet processed. Small while the session idles,
+    /// grown up to `capacity` when a read fills it, and reused while the session works.
     input: Vec<u8>,
     consumed: usize,
     output: Vec<u8>,
+    /// The most `input` may hold.
     capacity: usize,
     write_timeout: Duration,
     /// The unit of input in progress, if any.
@@ -147,9 +153,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
     pub fn new(stream: S, settings: &ConnectionSettings) -> Self {
         Connection {
             stream: Some(stream),
-            input: Vec::with_capacity(settings.read_buffer),
+            input: Vec::with_capacity(IDLE_READ_BUFFER.min(settings.read_buffer)),
             consumed: 0,
-            output: Vec::with_capacity(1024),
+            output: Vec::with_capacity(IDLE_WRITE_BUFFER),
             capacity: settings.read_buffer,
             write_timeout: settings.write_timeout,
             unit: None,
@@ -247,9 +253,28 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             self.consumed = 0;
         }
         if self.input.len() == self.input.capacity() {
-            return Err(io::Error::other("read buffer full"));
+            if self.input.capacity() >= self.capacity {
+                return Err(io::Error::other("read buffer full"));
+            }
+            // A read filled the small idle buffer: more is likely on its way (a pipelined
+            // burst, a message), so grow straight to the full size.
+            self.input.reserve_exact(self.capacity - self.input.len());
         }
         Ok(())
+    }
+
+    /// Gives back what a silent session does not need. Between commands a client may stay
+    /// silent for minutes (in IMAP IDLE, for hours): thousands of such connections should each
+    /// keep a short-line buffer, not a full read buffer nor a reply buffer grown by an earlier
+    /// large response. Only called with all input consumed.
+    fn shrink_for_idle(&mut self) {
+        if self.input.capacity() > IDLE_READ_BUFFER {
+            self.input = Vec::with_capacity(IDLE_READ_BUFFER.min(self.capacity));
+            self.consumed = 0;
+        }
+        if self.output.is_empty() && self.output.capacity() > IDLE_WRITE_BUFFER {
+            self.output = Vec::new();
+        }
     }
 
     /// Reads more input. Returns the number of new bytes (0 = peer closed).
@@ -302,6 +327,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                 return Err(Ended::Stalled);
             }
             let idle = session.is_idle();
+            if idle && self.consumed == self.input.len() {
+                self.shrink_for_idle();
+            }
             let mut limit = if idle {
                 timeouts.idle
             } else {
@@ -336,7 +364,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             };
             match outcome {
                 None => {
-                    self.input = Vec::with_capacity(self.capacity);
+                    self.input = Vec::new();
                     self.consumed = 0;
                     return self.end_for_shutdown(session).await;
                 }
@@ -365,7 +393,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         &mut self,
         session: &mut P,
     ) -> Result<P::Event, Ended> {
-        self.input = Vec::with_capacity(self.capacity);
+        self.input = Vec::new();
         self.consumed = 0;
         session.on_timeout(&mut self.output);
         let _ = self.flush().await;
@@ -396,21 +424,11 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         shutdown: &ShutdownSignal,
     ) -> Result<usize, Ended> {
         self.compact()?;
-        // An idle client sends a few bytes (`DONE`) after a long wait: thousands of idle
-        // connections should not each keep a full read buffer, nor a reply buffer grown by
-        // an earlier large FETCH.
-        let idle_read = self.input.is_empty();
-        let buf = if idle_read {
-            Vec::with_capacity(IDLE_READ_BUFFER)
-        } else {
-            std::mem::take(&mut self.input)
-        };
-        if idle_read {
-            self.input = Vec::new();
+        // An idle client sends a few bytes (`DONE`) after a long wait.
+        if self.consumed == self.input.len() {
+            self.shrink_for_idle();
         }
-        if self.output.capacity() > IDLE_READ_BUFFER {
-            self.output = Vec::new();
-        }
+        let buf = std::mem::take(&mut self.input);
         let (mut reader, mut writer) = self.stream.take().expect("stream present").into_split();
         let outcome = {
             let read = read_more(&mut reader, buf);
@@ -443,18 +461,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         );
         match outcome {
             Ok((res, buf)) => {
-                if idle_read {
-                    let mut full = Vec::with_capacity(self.capacity.max(buf.len()));
-                    full.extend_from_slice(&buf);
-                    self.input = full;
-                } else {
-                    self.input = buf;
-                }
+                self.input = buf;
                 Ok(res?)
             }
             Err(ended) => {
                 // The read was abandoned with its buffer; the connection is closing anyway.
-                self.input = Vec::with_capacity(self.capacity);
+                self.input = Vec::new();
                 self.consumed = 0;
                 Err(ended)
             }

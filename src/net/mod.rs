@@ -6,9 +6,11 @@ pub mod conn;
 pub mod sasl;
 pub mod shutdown;
 pub mod tls;
+pub mod tls_stream;
 pub mod upgrade;
 
 pub use budget::TransferBudget;
 pub use conn::{Connection, ConnectionSettings, Ended, ProtocolSession, Timeouts};
 pub use shutdown::ShutdownSignal;
+pub use tls_stream::{TlsAcceptor, TlsStream};
 pub use upgrade::{Flow, SessionDriver, TlsSetup, serve_connection};
