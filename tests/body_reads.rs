@@ -130,8 +130,6 @@ fn pending_read_leaves_the_core_responsive(env: &[(&str, &str)]) {
     slow_imap.send("f UID FETCH 1 (BODY.PEEK[])\r\n");
     let mut slow_pop = pop3_login(&server, SLOW);
     slow_pop.send("RETR 1\r\n");
-    // The +OK line goes out before the body is read.
-    assert!(line_within(&mut slow_pop, "RETR").starts_with("+OK"));
 
     // Meanwhile the core serves everyone else: new TLS handshakes, logins, FETCHes.
     let started = Instant::now();
@@ -159,10 +157,17 @@ fn pending_read_leaves_the_core_responsive(env: &[(&str, &str)]) {
         "the held FETCH answered before its read was released"
     );
     slow_imap.set_read_timeout(Duration::from_secs(30));
+    slow_pop.set_read_timeout(Duration::from_millis(200));
+    assert!(
+        slow_pop.try_line().is_err(),
+        "the held RETR answered before its read was released"
+    );
+    slow_pop.set_read_timeout(Duration::from_secs(30));
 
     // Release the "disk": both complete, byte-exact.
     std::fs::write(&release, b"").unwrap();
     let fetched = slow_imap.raw_until(b"f OK FETCH completed\r\n");
+    assert!(line_within(&mut slow_pop, "RETR").starts_with("+OK"));
     let retr = slow_pop.raw_until(b"\r\n.\r\n");
     ok(&mut other, "c", "NOOP");
     server.stop();

@@ -242,7 +242,6 @@ impl Write for SocketIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read as _, Write as _};
     use std::time::Duration;
 
     fn configs(
@@ -413,8 +412,17 @@ mod tests {
                     got.extend_from_slice(&buf);
                 }
                 assert_eq!(got, b"late\r\n");
+                // Not a clean end (Ok(0)): a truncation, or a reset when the client closed
+                // with our session tickets unread.
                 let (res, _) = stream.read(Vec::with_capacity(64)).await;
-                assert_eq!(res.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+                let kind = res.unwrap_err().kind();
+                assert!(
+                    matches!(
+                        kind,
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ),
+                    "{kind:?}"
+                );
             },
             |mut c, go| {
                 go.recv().unwrap();
