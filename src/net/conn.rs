@@ -112,8 +112,8 @@ impl Unit {
 /// line is expected; it grows to the full read buffer when a read fills it.
 const IDLE_READ_BUFFER: usize = 256;
 
-/// A reply buffer grown past this by a large response is given back while the session idles.
-const IDLE_WRITE_BUFFER: usize = 1024;
+/// What the reply buffer starts a command with; an idle session holds none.
+const REPLY_BUFFER: usize = 1024;
 
 /// Pushes server-initiated updates while the client is expected to talk next (IMAP IDLE).
 #[allow(async_fn_in_trait)]
@@ -155,7 +155,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             stream: Some(stream),
             input: Vec::with_capacity(IDLE_READ_BUFFER.min(settings.read_buffer)),
             consumed: 0,
-            output: Vec::with_capacity(IDLE_WRITE_BUFFER),
+            output: Vec::new(),
             capacity: settings.read_buffer,
             write_timeout: settings.write_timeout,
             unit: None,
@@ -171,6 +171,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
 
     /// Lets the session process the buffered input once, replies going to the write buffer.
     pub fn feed<P: ProtocolSession>(&mut self, session: &mut P) -> Option<P::Event> {
+        if self.output.capacity() == 0 {
+            // Most replies fit: one allocation instead of the doubling steps from zero.
+            self.output.reserve(REPLY_BUFFER);
+        }
         let (used, event) = session.feed(&self.input[self.consumed..], &mut self.output);
         self.consumed += used;
         // An event ends the unit: the driver's work (a password check, a delivery) is not the
@@ -265,14 +269,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
 
     /// Gives back what a silent session does not need. Between commands a client may stay
     /// silent for minutes (in IMAP IDLE, for hours): thousands of such connections should each
-    /// keep a short-line buffer, not a full read buffer nor a reply buffer grown by an earlier
-    /// large response. Only called with all input consumed.
+    /// keep a short-line buffer, and no reply buffer (it may have grown for an earlier large
+    /// response). Only called with all input consumed.
     fn shrink_for_idle(&mut self) {
         if self.input.capacity() > IDLE_READ_BUFFER {
             self.input = Vec::with_capacity(IDLE_READ_BUFFER.min(self.capacity));
             self.consumed = 0;
         }
-        if self.output.is_empty() && self.output.capacity() > IDLE_WRITE_BUFFER {
+        if self.output.is_empty() {
             self.output = Vec::new();
         }
     }

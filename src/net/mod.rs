@@ -1,5 +1,6 @@
-//! Networking shared by every protocol: the buffered connection and session loop, TLS set-up,
-//! and shutdown notification.
+//! Networking shared by every protocol: the buffered connection and session loop, TLS set-up
+//! and the server TLS stream (no fixed ciphertext buffers, so idle connections stay small), and
+//! shutdown notification.
 
 pub mod budget;
 pub mod conn;

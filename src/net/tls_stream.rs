@@ -208,7 +208,14 @@ fn check(ret: isize) -> io::Result<usize> {
 impl Read for SocketIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-        check(unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+        check(unsafe {
+            libc::recv(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
     }
 }
 
@@ -403,7 +410,11 @@ mod tests {
             &rustls::version::TLS13,
             |mut stream, go| async move {
                 let wait = stream.read(Vec::with_capacity(64));
-                assert!(monoio::time::timeout(Duration::from_millis(50), wait).await.is_err());
+                assert!(
+                    monoio::time::timeout(Duration::from_millis(50), wait)
+                        .await
+                        .is_err()
+                );
                 go.send(()).unwrap();
                 let mut got = Vec::new();
                 while got.len() < 6 {

@@ -64,10 +64,7 @@ pub async fn serve_connection<D: SessionDriver>(
     }
 }
 
-async fn handshake(
-    stream: TcpStream,
-    tls: &TlsSetup<'_>,
-) -> Option<TlsStream> {
+async fn handshake(stream: TcpStream, tls: &TlsSetup<'_>) -> Option<TlsStream> {
     match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {

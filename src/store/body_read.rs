@@ -24,7 +24,12 @@ const READER_THREADS: usize = 4;
 
 /// Reads `len` bytes at `offset` of `file` without blocking the calling core's event loop.
 /// `account` only matters to the test hook.
-pub async fn read_at(file: Arc<File>, offset: u64, len: u32, account: &str) -> StoreResult<Vec<u8>> {
+pub async fn read_at(
+    file: Arc<File>,
+    offset: u64,
+    len: u32,
+    account: &str,
+) -> StoreResult<Vec<u8>> {
     let len = len as usize;
     let hook = test_hook_for(account);
     if monoio::utils::is_legacy() {
@@ -43,7 +48,9 @@ pub async fn read_at(file: Arc<File>, offset: u64, len: u32, account: &str) -> S
     // A descriptor of its own: monoio closes what it wraps, and the store keeps its `File`.
     let own = monoio::fs::File::from_std(file.try_clone()?)?;
     let buf = Vec::with_capacity(len);
-    let (res, buf) = own.read_exact_at(monoio::buf::IoBufMut::slice_mut(buf, 0..len), offset).await;
+    let (res, buf) = own
+        .read_exact_at(monoio::buf::IoBufMut::slice_mut(buf, 0..len), offset)
+        .await;
     res?;
     Ok(buf.into_inner())
 }
@@ -129,7 +136,9 @@ async fn read_on_pool(
         .map_err(|_| StoreError::Io(io::Error::other("body reader threads are gone")))?;
     match result.await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(StoreError::Io(io::Error::other("body reader dropped a read"))),
+        Err(_) => Err(StoreError::Io(io::Error::other(
+            "body reader dropped a read",
+        ))),
     }
 }
 

@@ -40,7 +40,8 @@
 //! verifies a store offline (`surel store check`).
 //!
 //! Readers look a message's segment file up under the same index lock as its location, so a
-//! compaction that moves bodies never pairs an old offset with a new file.
+//! compaction that moves bodies never pairs an old offset with a new file. Bodies for FETCH and
+//! RETR are then read without blocking the core's event loop on the disk ([`body_read`]).
 
 pub mod body_read;
 pub mod check;
