@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                 # all scenarios
 #   MSGS=5000 RUNS=1 scripts/bench.sh
+#   FETCH_ONLY=1 SESSIONS=1000 NO_BUILD=1 scripts/bench.sh   # POP3/IMAP fetch only, no build
 #
 # Scenarios: SMTP delivery with a new connection per message and with 100 messages per
 # connection (4 KB, 32 connections, 1000 recipients' accounts), then POP3 and IMAP fetch of
@@ -14,17 +15,21 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap surel_stop EXIT
 
-build
-surel_start
-SERVER_PID=$SUREL_PID
+[ -n "${NO_BUILD:-}" ] || build
 SMTP=127.0.0.1:$(surel_port 25)
 COMMON=(--users "$USERS" --size "$SIZE")
-
-run surel-smtp-new-conn smtp --target "$SMTP" --connections "$CONC" --count "$MSGS" "${COMMON[@]}"
-run surel-smtp-reuse smtp --target "$SMTP" --connections "$CONC" --count "$MSGS" --msgs-per-conn 100 "${COMMON[@]}"
+DELIVERY=(surel-smtp-new-conn surel-smtp-reuse)
+if [ -z "${FETCH_ONLY:-}" ]; then
+    surel_start
+    SERVER_PID=$SUREL_PID
+    run surel-smtp-new-conn smtp --target "$SMTP" --connections "$CONC" --count "$MSGS" "${COMMON[@]}"
+    run surel-smtp-reuse smtp --target "$SMTP" --connections "$CONC" --count "$MSGS" --msgs-per-conn 100 "${COMMON[@]}"
+    surel_stop
+else
+    DELIVERY=()
+fi
 
 # Fetch runs: a fresh store with exactly PER_USER messages in each mailbox.
-surel_stop
 surel_start
 SERVER_PID=$SUREL_PID
 "$LOADGEN" seed --target "$SMTP" --users "$USERS" --per-user "$PER_USER" --size "$SIZE" --quiet >/dev/null
@@ -40,5 +45,5 @@ fi
 echo
 echo "surel on $(nproc) cores, $(uname -r); $MSGS messages of $SIZE B per delivery run, $CONC connections;"
 echo "fetch: $SESSIONS sessions, $FETCH_CONC at a time, $PER_USER messages per mailbox; median of $RUNS runs"
-report surel-smtp-new-conn surel-smtp-reuse surel-pop3s-fetch surel-imaps-fetch surel-imaps-headers
+report "${DELIVERY[@]}" surel-pop3s-fetch surel-imaps-fetch surel-imaps-headers
 echo "(results and per-run JSON in $RESULTS)"

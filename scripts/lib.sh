@@ -2,8 +2,8 @@
 # run loadgen scenarios several times and report medians. Source it; don't run it.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SUREL="$ROOT/target/release/surel"
-LOADGEN="$ROOT/target/release/loadgen"
+SUREL=${SUREL:-"$ROOT/target/release/surel"}      # override to compare builds
+LOADGEN=${LOADGEN:-"$ROOT/target/release/loadgen"}
 
 USERS=${USERS:-1000}          # accounts user0001..userNNNN@example.test, password "password"
 MSGS=${MSGS:-20000}           # messages per delivery run

@@ -498,11 +498,15 @@ impl ImapSession {
             flags_for,
             missing: false,
         });
-        Ok(self.continue_fetch(store, out))
+        Ok(self.continue_fetch(store, out).await)
     }
 
     /// Write the next chunk of the FETCH in progress.
-    pub(crate) fn continue_fetch<S: MailStore>(&mut self, store: &S, out: &mut Vec<u8>) -> Step {
+    pub(crate) async fn continue_fetch<S: MailStore>(
+        &mut self,
+        store: &S,
+        out: &mut Vec<u8>,
+    ) -> Step {
         let Some(mut job) = self.fetch_job.take() else {
             return Step::Done;
         };
@@ -526,7 +530,10 @@ impl ImapSession {
                 structure = cached_structure(cache, meta.uid, None);
             }
             if needs_raw || (needs_structure && structure.is_none()) {
-                match store.read(&account, &mb.name, meta.uid) {
+                // Awaited: a cold body read must not hold up the core's other sessions. The
+                // selected mailbox cannot change meanwhile: this session runs one command at a
+                // time.
+                match store.read_body(&account, &mb.name, meta.uid).await {
                     Ok(bytes) => raw = Some(bytes),
                     Err(e) => {
                         tracing::debug!(uid = meta.uid, error = %e, "imap: fetch of a vanished message");

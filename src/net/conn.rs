@@ -113,8 +113,12 @@ impl Unit {
     }
 }
 
-/// Read buffer used while a session idles (IMAP IDLE), where only a short line is expected.
+/// Read buffer used while a session idles (between commands, IMAP IDLE), where only a short
+/// line is expected; it grows to the full read buffer when a read fills it.
 const IDLE_READ_BUFFER: usize = 256;
+
+/// What the reply buffer starts a command with; an idle session holds none.
+const REPLY_BUFFER: usize = 1024;
 
 /// Pushes server-initiated updates while the client is expected to talk next (IMAP IDLE).
 #[allow(async_fn_in_trait)]
@@ -129,10 +133,12 @@ pub trait Pusher {
 pub struct Connection<S> {
     /// Only `None` inside [`Connection::read_while_pushing`], which always puts it back.
     stream: Option<S>,
-    /// Received bytes; `input[consumed..]` is not yet processed. Allocated once per connection.
+    /// Received bytes; `input[consumed..]` is not yet processed. Small while the session idles,
+    /// grown up to `capacity` when a read fills it, and reused while the session works.
     input: Vec<u8>,
     consumed: usize,
     output: Vec<u8>,
+    /// The most `input` may hold.
     capacity: usize,
     write_timeout: Duration,
     /// The unit of input in progress, if any.
@@ -154,9 +160,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
     pub fn new(stream: S, settings: &ConnectionSettings) -> Self {
         Connection {
             stream: Some(stream),
-            input: Vec::with_capacity(settings.read_buffer),
+            input: Vec::with_capacity(IDLE_READ_BUFFER.min(settings.read_buffer)),
             consumed: 0,
-            output: Vec::with_capacity(1024),
+            output: Vec::new(),
             capacity: settings.read_buffer,
             write_timeout: settings.write_timeout,
             unit: None,
@@ -195,6 +201,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
 
     /// Lets the session process the buffered input once, replies going to the write buffer.
     pub fn feed<P: ProtocolSession>(&mut self, session: &mut P) -> Option<P::Event> {
+        if self.output.capacity() == 0 {
+            // Most replies fit: one allocation instead of the doubling steps from zero.
+            self.output.reserve(REPLY_BUFFER);
+        }
         let (used, event) = session.feed(&self.input[self.consumed..], &mut self.output);
         self.consumed += used;
         // An event ends the unit: the driver's work (a password check, a delivery) is not the
@@ -288,9 +298,28 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             self.consumed = 0;
         }
         if self.input.len() == self.input.capacity() {
-            return Err(io::Error::other("read buffer full"));
+            if self.input.capacity() >= self.capacity {
+                return Err(io::Error::other("read buffer full"));
+            }
+            // A read filled the small idle buffer: more is likely on its way (a pipelined
+            // burst, a message), so grow straight to the full size.
+            self.input.reserve_exact(self.capacity - self.input.len());
         }
         Ok(())
+    }
+
+    /// Gives back what a silent session does not need. Between commands a client may stay
+    /// silent for minutes (in IMAP IDLE, for hours): thousands of such connections should each
+    /// keep a short-line buffer, and no reply buffer (it may have grown for an earlier large
+    /// response). Only called with all input consumed.
+    fn shrink_for_idle(&mut self) {
+        if self.input.capacity() > IDLE_READ_BUFFER {
+            self.input = Vec::with_capacity(IDLE_READ_BUFFER.min(self.capacity));
+            self.consumed = 0;
+        }
+        if self.output.is_empty() {
+            self.output = Vec::new();
+        }
     }
 
     /// Reads more input. Returns the number of new bytes (0 = peer closed).
@@ -344,6 +373,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
                 return Err(Ended::Stalled);
             }
             let idle = session.is_idle();
+            if idle && self.consumed == self.input.len() {
+                self.shrink_for_idle();
+            }
             let mut limit = if idle {
                 timeouts.idle
             } else {
@@ -378,7 +410,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
             };
             match outcome {
                 None => {
-                    self.input = Vec::with_capacity(self.capacity);
+                    self.input = Vec::new();
                     self.consumed = 0;
                     return self.end_for_shutdown(session).await;
                 }
@@ -407,7 +439,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Connection<S> {
         &mut self,
         session: &mut P,
     ) -> Result<P::Event, Ended> {
-        self.input = Vec::with_capacity(self.capacity);
+        self.input = Vec::new();
         self.consumed = 0;
         session.on_timeout(&mut self.output);
         let _ = self.flush().await;
@@ -446,23 +478,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
                 return Ok(n);
             }
         }
-        // An idle client sends a few bytes (`DONE`) after a long wait: thousands of idle
-        // connections should not each keep a full read buffer, nor a reply buffer grown by
-        // an earlier large FETCH.
-        // Inflated input needs the whole read buffer's room (a compressed DONE can come with
-        // more pipelined after it).
-        let idle_read = self.input.is_empty() && self.compression.is_none();
-        let buf = if idle_read {
-            Vec::with_capacity(IDLE_READ_BUFFER)
-        } else {
-            std::mem::take(&mut self.input)
-        };
-        if idle_read {
-            self.input = Vec::new();
+        // An idle client sends a few bytes (`DONE`) after a long wait. (Inflated input that
+        // fills the small buffer makes `compact` grow it back, as plain input does.)
+        if self.consumed == self.input.len() {
+            self.shrink_for_idle();
         }
-        if self.output.capacity() > IDLE_READ_BUFFER {
-            self.output = Vec::new();
-        }
+        let buf = std::mem::take(&mut self.input);
         let (mut reader, mut writer) = self.stream.take().expect("stream present").into_split();
         let (inflater, mut deflater) = match self.compression.as_deref_mut() {
             Some(c) => (Some(&mut c.inflater), Some(&mut c.deflater)),
@@ -500,18 +521,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split> Connection<S> {
         );
         match outcome {
             Ok((res, buf)) => {
-                if idle_read {
-                    let mut full = Vec::with_capacity(self.capacity.max(buf.len()));
-                    full.extend_from_slice(&buf);
-                    self.input = full;
-                } else {
-                    self.input = buf;
-                }
+                self.input = buf;
                 Ok(res?)
             }
             Err(ended) => {
                 // The read was abandoned with its buffer; the connection is closing anyway.
-                self.input = Vec::with_capacity(self.capacity);
+                self.input = Vec::new();
                 self.consumed = 0;
                 Err(ended)
             }

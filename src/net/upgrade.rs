@@ -6,6 +6,7 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
+use super::tls_stream::{TlsAcceptor, TlsStream};
 use super::{Connection, ConnectionSettings};
 
 /// How a protocol driver's run over one stream ended.
@@ -29,7 +30,7 @@ pub trait SessionDriver {
 }
 
 pub struct TlsSetup<'a> {
-    pub acceptor: &'a monoio_rustls::TlsAcceptor,
+    pub acceptor: &'a TlsAcceptor,
     pub handshake_timeout: Duration,
     pub connection: &'a ConnectionSettings,
 }
@@ -63,10 +64,7 @@ pub async fn serve_connection<D: SessionDriver>(
     }
 }
 
-async fn handshake(
-    stream: TcpStream,
-    tls: &TlsSetup<'_>,
-) -> Option<monoio_rustls::ServerTlsStream<TcpStream>> {
+async fn handshake(stream: TcpStream, tls: &TlsSetup<'_>) -> Option<TlsStream> {
     match monoio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {

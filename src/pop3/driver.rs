@@ -149,7 +149,8 @@ impl Pop3Driver<'_> {
             .core
             .services
             .store
-            .read(&maildrop.account, "INBOX", uid)
+            .read_body(&maildrop.account, "INBOX", uid)
+            .await
         {
             Ok(b) => b,
             Err(e) => {

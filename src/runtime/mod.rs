@@ -59,7 +59,8 @@ pub struct Services {
     pub pipeline: Pipeline<LogStore, DkimSigner>,
     /// Routes, DNS and client settings for mail leaving through the queue.
     pub outbound: Arc<Outbound>,
-    /// Debug builds started with `SUREL_TEST_HOOKS=1`: enables [`TEST_PANIC_USER`].
+    /// Debug builds started with `SUREL_TEST_HOOKS=1`: enables [`TEST_PANIC_USER`] and
+    /// [`TEST_RELEASE_READS`].
     pub test_hooks: bool,
 }
 
@@ -67,13 +68,18 @@ pub struct Services {
 /// connection's task (to test that a panic stays inside its connection).
 pub const TEST_PANIC_USER: &str = "panic@test-hook.invalid";
 
+/// With `SUREL_TEST_HOOKS=1` (debug builds), body reads of
+/// [`crate::store::body_read::TEST_SLOW_READ_ACCOUNT`] wait, off the event loop, until this
+/// file exists in the data directory: a test holds a FETCH or RETR in a "slow disk" read.
+pub const TEST_RELEASE_READS: &str = "test-hook-release-reads";
+
 /// Per-core state, owned by the core's thread.
 pub struct Core {
     /// This core's number; also the store shard whose outbound queue it works.
     pub index: usize,
     pub services: Arc<Services>,
     pub shutdown: ShutdownSignal,
-    pub tls: monoio_rustls::TlsAcceptor,
+    pub tls: crate::net::TlsAcceptor,
 }
 
 impl Core {
@@ -303,6 +309,11 @@ impl Services {
         let outbound = Arc::new(
             Outbound::from_config(&config, &hostname).map_err(|e| ServerError(e.to_string()))?,
         );
+        let test_hooks = cfg!(debug_assertions)
+            && std::env::var_os("SUREL_TEST_HOOKS").is_some_and(|v| v == "1");
+        if test_hooks {
+            crate::store::body_read::enable_test_hook(data_dir.join(TEST_RELEASE_READS));
+        }
         Ok(Arc::new(Services {
             config,
             hostname,
@@ -320,8 +331,7 @@ impl Services {
             relay_networks,
             pipeline,
             outbound,
-            test_hooks: cfg!(debug_assertions)
-                && std::env::var_os("SUREL_TEST_HOOKS").is_some_and(|v| v == "1"),
+            test_hooks,
         }))
     }
 }
@@ -498,7 +508,7 @@ fn run_core(
     runtime.block_on(async move {
         let core = Rc::new(Core {
             index,
-            tls: monoio_rustls::TlsAcceptor::from(services.tls.clone()),
+            tls: crate::net::TlsAcceptor::from(services.tls.clone()),
             services,
             shutdown: ShutdownSignal::new(),
         });

@@ -40,8 +40,10 @@
 //! verifies a store offline (`surel store check`).
 //!
 //! Readers look a message's segment file up under the same index lock as its location, so a
-//! compaction that moves bodies never pairs an old offset with a new file.
+//! compaction that moves bodies never pairs an old offset with a new file. Bodies for FETCH and
+//! RETR are then read without blocking the core's event loop on the disk ([`body_read`]).
 
+pub mod body_read;
 pub mod check;
 mod checkpoint;
 mod compact;
@@ -275,8 +277,12 @@ pub trait MailStore: Clone + Send + Sync + 'static {
     async fn append(&self, messages: Vec<NewMessage>) -> StoreResult<Vec<Appended>>;
     /// The current state of one mailbox.
     fn snapshot(&self, account: &str, mailbox: &str) -> StoreResult<MailboxSnapshot>;
-    /// The exact stored bytes of one message.
+    /// The exact stored bytes of one message, read synchronously: for callers that need a
+    /// few messages at once off the hot path (SORT, THREAD). A cold read blocks the caller.
     fn read(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<Vec<u8>>;
+    /// The exact stored bytes of one message, read without stalling the calling core while the
+    /// disk works (FETCH, RETR): see [`body_read`].
+    async fn read_body(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<Vec<u8>>;
     /// Where the bytes of one message are, for sendfile/splice.
     fn locate(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<MessageLocation>;
     /// Change flags of the given UIDs (absent UIDs are ignored). Returns (uid, new flags, modseq)
@@ -774,6 +780,13 @@ impl MailStore for LogStore {
         let (file, loc) = self.body_at(account, mailbox, uid)?;
         // The index lock is released here: the pread runs lock-free on the shared file.
         segment::read_exact_at(&file, loc.offset, loc.len)
+    }
+
+    async fn read_body(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<Vec<u8>> {
+        let (file, loc) = self.body_at(account, mailbox, uid)?;
+        // Like `read`, lock-free: the `Arc<File>` keeps the segment open even if compaction
+        // retires it meanwhile.
+        body_read::read_at(file, loc.offset, loc.len, account).await
     }
 
     fn locate(&self, account: &str, mailbox: &str, uid: u32) -> StoreResult<MessageLocation> {

@@ -329,7 +329,7 @@ impl ImapSession {
 
     /// Continue after [`Step::Flush`].
     pub async fn resume<S: MailStore>(&mut self, store: &S, out: &mut Vec<u8>) -> Step {
-        self.continue_fetch(store, out)
+        self.continue_fetch(store, out).await
     }
 
     /// During IDLE: a change notification arrived (the driver took one from
