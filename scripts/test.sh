@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite. Besides cargo, the end-to-end tests drive real peers: Python's smtplib/
-# poplib/imaplib as clients, dnsmasq as the DNS server the relay resolves MX records from, and
-# Postfix (its smtp-sink, and a Postfix instance as a receiving MTA). Missing Debian packages
-# are installed when running as root; otherwise the script says what to install.
+# poplib/imaplib and swaks as clients, dnsmasq as the DNS server the relay resolves MX records
+# from, Postfix (its smtp-sink, and a Postfix instance as a receiving MTA) and fail2ban-regex.
+# Missing Debian packages are installed when running as root; otherwise the script says what
+# to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ command -v openssl >/dev/null || need+=(openssl)
 { command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ]; } || need+=(dnsmasq-base)
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v fail2ban-regex >/dev/null || need+=(fail2ban)
+command -v swaks >/dev/null || need+=(swaks)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
