@@ -15,8 +15,9 @@
 //! store), STARTTLS/LOGINDISABLED, AUTH=PLAIN/LOGIN with SASL-IR, LITERAL+, ID, ENABLE,
 //! NAMESPACE, IDLE, UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, ESEARCH (MIN/MAX/COUNT/ALL; ESEARCH
 //! replaces SEARCH once IMAP4rev2 is enabled), MULTIAPPEND, CONDSTORE, QRESYNC (VANISHED,
-//! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
-//! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
+//! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED,
+//! CHILDREN (`children`: also `\NonExistent` levels and subscriptions that outlive DELETE),
+//! APPENDLIMIT, BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
 //! SEARCHRES (`searchres`), WITHIN. Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
 //! METADATA, QUOTA.
@@ -27,6 +28,7 @@
 //! (`BODY[section]<partial>`), `search`, `sequence`.
 
 pub mod bodystructure;
+pub mod children;
 pub mod codec;
 mod commands;
 pub mod driver;
