@@ -1,5 +1,6 @@
 //! IMAP extensions end to end over TLS against the real binary and its store on disk:
-//! CHILDREN and the LIST/LSUB details of names without a mailbox (kept across a restart).
+//! CHILDREN and the LIST/LSUB details of names without a mailbox (kept across a restart),
+//! PREVIEW.
 
 mod common;
 
@@ -71,5 +72,63 @@ fn children_and_subscriptions_of_deleted_mailboxes_survive_a_restart() {
     assert_eq!(
         ok(&mut c, "c3", "LIST (SUBSCRIBED) \"\" Projects/*"),
         ["* LIST (\\HasNoChildren \\Subscribed) \"/\" Projects/Done"]
+    );
+}
+
+fn append(c: &mut Client, tag: &str, mailbox: &str, message: &str) -> String {
+    c.send(&format!("{tag} APPEND {mailbox} {{{}}}\r\n", message.len()));
+    let go_ahead = c.line().expect("continuation");
+    assert!(go_ahead.starts_with('+'), "{go_ahead}");
+    c.send(message);
+    c.send("\r\n");
+    let (_, status) = collect(c, tag);
+    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
+    status
+}
+
+#[test]
+fn preview_of_plain_html_and_attachment_only_messages() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls_as(&server, ALICE);
+    assert!(capabilities(&mut c).iter().any(|w| w == "PREVIEW"));
+    let alternative = "From: a@example.test\r\nSubject: alt\r\n\
+Content-Type: multipart/alternative; boundary=XX\r\n\r\n\
+--XX\r\nContent-Type: text/html\r\n\r\n<b>Bold</b> news\r\n\
+--XX\r\nContent-Type: text/plain\r\n\r\nPlain news,\r\n  in two lines.\r\n\
+--XX--\r\n";
+    append(&mut c, "m1", "INBOX", alternative);
+    append(
+        &mut c,
+        "m2",
+        "INBOX",
+        "From: a@example.test\r\nSubject: html\r\nContent-Type: text/html\r\n\r\n\
+<html><head><title>T</title></head><body><div>Only&nbsp;HTML &lt;here&gt;</div></body></html>\r\n",
+    );
+    append(
+        &mut c,
+        "m3",
+        "INBOX",
+        "From: a@example.test\r\nSubject: file\r\nContent-Type: application/pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n",
+    );
+    ok(&mut c, "s", "SELECT INBOX");
+    assert_eq!(
+        ok(&mut c, "f1", "UID FETCH 1:3 (PREVIEW (LAZY))"),
+        [
+            "* 1 FETCH (UID 1 PREVIEW \"Plain news, in two lines.\")",
+            "* 2 FETCH (UID 2 PREVIEW \"Only HTML <here>\")",
+            "* 3 FETCH (UID 3 PREVIEW \"\")",
+        ]
+    );
+    assert_eq!(
+        imap(&mut c, "f2", "FETCH 1 (PREVIEW (SOON))"),
+        (vec![], "f2 BAD Unknown PREVIEW modifier".to_string())
+    );
+    assert_eq!(
+        ok(&mut c, "f3", "FETCH 1 (PREVIEW RFC822.SIZE)"),
+        [format!(
+            "* 1 FETCH (RFC822.SIZE {} PREVIEW \"Plain news, in two lines.\")",
+            alternative.len()
+        )]
     );
 }

@@ -5,7 +5,7 @@
 //! continuation for synchronizing literals and refuses oversized literals *before* their bytes
 //! arrive. Only complete commands reach imap-codec's decoder, so the decoder never sees a
 //! partial command. A few extension syntaxes imap-codec does not parse (ESEARCH `RETURN (...)`,
-//! LIST-EXTENDED selection/return options) are cut out of the command text first and returned
+//! LIST-EXTENDED selection/return options, FETCH PREVIEW) are cut out of the command text first and returned
 //! beside it as [`CommandExtras`].
 //!
 //! Responses are written by hand straight into the output buffer: big literals (BODY[]) are
@@ -350,6 +350,8 @@ pub struct CommandExtras {
     pub list: Option<ListOptions>,
     /// Messages 2..n of a MULTIAPPEND (the first is in the APPEND command itself).
     pub more_appends: Vec<AppendMessage>,
+    /// FETCH PREVIEW (RFC 8970), see [`super::preview`].
+    pub preview: Option<super::preview::PreviewRequest>,
 }
 
 /// MULTIAPPEND: imap-codec parses only single-message APPEND, so split
@@ -435,6 +437,16 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
         verb_at += 4;
     }
     let verb = &cmd[verb_at..];
+    if upper_starts(verb, b"FETCH ") {
+        let set_at = verb_at + b"FETCH ".len();
+        if let Some(sp) = memchr::memchr(b' ', &cmd[set_at..])
+            && let Some((rewritten, request)) =
+                super::preview::extract_preview(cmd, set_at + sp + 1)?
+        {
+            extras.preview = Some(request);
+            return Ok((rewritten.into(), extras));
+        }
+    }
     if upper_starts(verb, b"SEARCH RETURN ") {
         let opts_at = verb_at + b"SEARCH RETURN ".len();
         let (words, end) = paren_words(cmd, opts_at)?;

@@ -1178,5 +1178,6 @@ fn search_nests_as_deep_as_configured() {
 }
 
 mod list_children;
+mod preview;
 /// RFC 3501 / 9051 details checked against Dovecot's behaviour.
 mod rfc;

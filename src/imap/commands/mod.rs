@@ -272,6 +272,7 @@ impl ImapSession {
                     &macro_or_item_names,
                     uid,
                     &modifiers,
+                    extras.preview,
                     out,
                 )
                 .await
