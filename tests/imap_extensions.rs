@@ -1,6 +1,6 @@
 //! IMAP extensions end to end over TLS against the real binary and its store on disk:
 //! CHILDREN and the LIST/LSUB details of names without a mailbox (kept across a restart),
-//! PREVIEW.
+//! PREVIEW, REPLACE.
 
 mod common;
 
@@ -130,5 +130,59 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n",
             "* 1 FETCH (RFC822.SIZE {} PREVIEW \"Plain news, in two lines.\")",
             alternative.len()
         )]
+    );
+}
+
+/// A command ending in a synchronizing literal: waits for the continuation, then collects.
+fn with_literal(c: &mut Client, tag: &str, command: &str, message: &str) -> (Vec<String>, String) {
+    c.send(&format!("{tag} {command} {{{}}}\r\n", message.len()));
+    let go_ahead = c.line().expect("continuation");
+    assert!(go_ahead.starts_with('+'), "{go_ahead}");
+    c.send(message);
+    c.send("\r\n");
+    collect(c, tag)
+}
+
+#[test]
+fn replace_a_draft_and_find_only_the_new_one_after_a_restart() {
+    let mut server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls_as(&server, ALICE);
+    assert!(capabilities(&mut c).iter().any(|w| w == "REPLACE"));
+    let v1 = "From: alice@example.test\r\nSubject: draft\r\n\r\nDear Bob,\r\n";
+    let v2 = "From: alice@example.test\r\nSubject: draft\r\n\r\nDear Bob, see you.\r\n";
+    let status = append(&mut c, "a", "Drafts (\\Draft)", v1);
+    let uidvalidity: u32 = status
+        .split("APPENDUID ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("APPENDUID");
+    ok(&mut c, "s", "SELECT Drafts");
+    assert_eq!(
+        with_literal(&mut c, "r", "REPLACE 1 Drafts (\\Draft \\Seen)", v2),
+        (
+            vec![
+                format!("* OK [APPENDUID {uidvalidity} 2] Replacement Message ready"),
+                "* 2 EXISTS".to_string(),
+                "* 2 RECENT".to_string(),
+                "* 1 EXPUNGE".to_string(),
+            ],
+            "r OK REPLACE completed".to_string()
+        )
+    );
+    // The old UID is gone: UID REPLACE of it fails and changes nothing.
+    assert_eq!(
+        with_literal(&mut c, "u", "UID REPLACE 1 Drafts", v1),
+        (vec![], "u NO No such message".to_string())
+    );
+    drop(c);
+    server.restart();
+    let mut c = login_tls_as(&server, ALICE);
+    ok(&mut c, "s", "SELECT Drafts");
+    assert_eq!(
+        ok(&mut c, "f", "FETCH 1:* (UID FLAGS BODY.PEEK[TEXT])"),
+        [
+            "* 1 FETCH (UID 2 FLAGS (\\Seen \\Draft \\Recent) BODY[TEXT] {20}\r\nDear Bob, see you.\r\n)"
+        ]
     );
 }

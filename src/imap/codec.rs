@@ -5,7 +5,7 @@
 //! continuation for synchronizing literals and refuses oversized literals *before* their bytes
 //! arrive. Only complete commands reach imap-codec's decoder, so the decoder never sees a
 //! partial command. A few extension syntaxes imap-codec does not parse (ESEARCH `RETURN (...)`,
-//! LIST-EXTENDED selection/return options, FETCH PREVIEW) are cut out of the command text first and returned
+//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE) are cut out of the command text first and returned
 //! beside it as [`CommandExtras`].
 //!
 //! Responses are written by hand straight into the output buffer: big literals (BODY[]) are
@@ -352,6 +352,9 @@ pub struct CommandExtras {
     pub more_appends: Vec<AppendMessage>,
     /// FETCH PREVIEW (RFC 8970), see [`super::preview`].
     pub preview: Option<super::preview::PreviewRequest>,
+    /// REPLACE (RFC 8508): the command was rewritten into an APPEND; this is the message it
+    /// replaces, see [`super::replace`].
+    pub replace: Option<super::replace::ReplaceTarget>,
 }
 
 /// MULTIAPPEND: imap-codec parses only single-message APPEND, so split
@@ -437,6 +440,12 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
         verb_at += 4;
     }
     let verb = &cmd[verb_at..];
+    if let Some((rewritten, target)) =
+        super::replace::extract_replace(cmd, after_tag, verb_at, verb_at != after_tag)?
+    {
+        extras.replace = Some(target);
+        return Ok((rewritten.into(), extras));
+    }
     if upper_starts(verb, b"FETCH ") {
         let set_at = verb_at + b"FETCH ".len();
         if let Some(sp) = memchr::memchr(b' ', &cmd[set_at..])

@@ -19,7 +19,8 @@
 //! CHILDREN (`children`: also `\NonExistent` levels and subscriptions that outlive DELETE),
 //! APPENDLIMIT, BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
-//! SEARCHRES (`searchres`), WITHIN, PREVIEW (`preview`). Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
+//! SEARCHRES (`searchres`), WITHIN, PREVIEW (`preview`),
+//! REPLACE (`replace`). Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
 //! METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
@@ -39,6 +40,7 @@ pub mod message_fields;
 pub mod mime;
 pub mod preview;
 pub mod recent;
+pub mod replace;
 pub mod search;
 pub mod search_criteria;
 pub mod searchres;

@@ -207,7 +207,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED CHILDREN BINARY",
         );
         out.extend_from_slice(
             b" SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES THREAD=REFS \
-SEARCHRES WITHIN PREVIEW",
+SEARCHRES WITHIN PREVIEW REPLACE",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
     }
@@ -624,6 +624,10 @@ SEARCHRES WITHIN PREVIEW",
                     "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{tag} OK NAMESPACE completed\r\n"
                 );
                 None
+            }
+            // REPLACE reached here as the APPEND it was rewritten into; it needs a selection.
+            CommandBody::Append { .. } if extras.replace.is_some() && !selected => {
+                self.bad(&tag, "No mailbox selected", out)
             }
             body @ (CommandBody::Select { .. }
             | CommandBody::Examine { .. }

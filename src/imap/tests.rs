@@ -1179,5 +1179,6 @@ fn search_nests_as_deep_as_configured() {
 
 mod list_children;
 mod preview;
+mod replace;
 /// RFC 3501 / 9051 details checked against Dovecot's behaviour.
 mod rfc;

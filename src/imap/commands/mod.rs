@@ -168,19 +168,25 @@ impl ImapSession {
                 date,
                 message,
             } => {
-                let mut messages = vec![(
+                let first = (
                     to_flags(&flags),
                     date.map(|d| d.as_ref().timestamp()),
                     literal_bytes(message),
-                )];
-                for m in extras.more_appends {
-                    messages.push((
-                        to_flags(&m.flags),
-                        m.date.map(|d| d.as_ref().timestamp()),
-                        literal_bytes(m.message),
-                    ));
+                );
+                if let Some(target) = extras.replace {
+                    self.replace(store, &tag, target, &mailbox, first, out)
+                        .await
+                } else {
+                    let mut messages = vec![first];
+                    for m in extras.more_appends {
+                        messages.push((
+                            to_flags(&m.flags),
+                            m.date.map(|d| d.as_ref().timestamp()),
+                            literal_bytes(m.message),
+                        ));
+                    }
+                    self.append(store, &tag, &mailbox, messages, out).await
                 }
-                self.append(store, &tag, &mailbox, messages, out).await
             }
             CommandBody::Idle => {
                 self.sync_selected(store, true, out);
@@ -368,7 +374,7 @@ impl ImapSession {
 
     /// This session changed the selected mailbox itself: re-read it at the next sync rather
     /// than wait for the store's notification.
-    fn mark_dirty_if_selected(&mut self, name: &str) {
+    pub(crate) fn mark_dirty_if_selected(&mut self, name: &str) {
         if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
             mb.mark_dirty();
         }
@@ -382,7 +388,11 @@ impl ImapSession {
     /// CREATE could make it (the store's own name rules, with the same limits); otherwise the
     /// client would loop on CREATE, so `NO [CANNOT]`. An existing mailbox stays writable even
     /// if the limits have shrunk since it was made.
-    fn target_mailbox<S: MailStore>(&self, store: &S, name: &str) -> ImapResult<MailboxInfo> {
+    pub(crate) fn target_mailbox<S: MailStore>(
+        &self,
+        store: &S,
+        name: &str,
+    ) -> ImapResult<MailboxInfo> {
         match self.find_mailbox(store, name) {
             Some(info) => Ok(info),
             None => {
