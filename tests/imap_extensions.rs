@@ -1,6 +1,6 @@
 //! IMAP extensions end to end over TLS against the real binary and its store on disk:
 //! CHILDREN and the LIST/LSUB details of names without a mailbox (kept across a restart),
-//! PREVIEW, REPLACE.
+//! PREVIEW, REPLACE, I18NLEVEL=1.
 
 mod common;
 
@@ -184,5 +184,38 @@ fn replace_a_draft_and_find_only_the_new_one_after_a_restart() {
         [
             "* 1 FETCH (UID 2 FLAGS (\\Seen \\Draft \\Recent) BODY[TEXT] {20}\r\nDear Bob, see you.\r\n)"
         ]
+    );
+}
+
+#[test]
+fn unicode_casemap_search_and_sort() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls_as(&server, ALICE);
+    assert!(capabilities(&mut c).iter().any(|w| w == "I18NLEVEL=1"));
+    for (tag, subject) in [
+        ("m1", "=?utf-8?q?=C3=89t=C3=A9_report?="),
+        ("m2", "=?utf-8?q?E=CC=81TE=CC=81?="),
+        ("m3", "ete"),
+        ("m4", "_misc"),
+    ] {
+        append(
+            &mut c,
+            tag,
+            "INBOX",
+            &format!("From: a@example.test\r\nSubject: {subject}\r\n\r\nx\r\n"),
+        );
+    }
+    ok(&mut c, "s", "SELECT INBOX");
+    // "été" in NFC as a literal: matches the precomposed and the decomposed subject, not "ete".
+    assert_eq!(
+        with_literal(&mut c, "f", "SEARCH CHARSET UTF-8 SUBJECT", "\u{e9}t\u{e9}"),
+        (
+            vec!["* SEARCH 1 2".to_string()],
+            "f OK SEARCH completed".to_string()
+        )
+    );
+    assert_eq!(
+        ok(&mut c, "o", "SORT (SUBJECT) UTF-8 ALL"),
+        ["* SORT 3 2 1 4"]
     );
 }

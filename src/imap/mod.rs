@@ -20,7 +20,8 @@
 //! APPENDLIMIT, BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
 //! SEARCHRES (`searchres`), WITHIN, PREVIEW (`preview`),
-//! REPLACE (`replace`). Not supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
+//! REPLACE (`replace`), I18NLEVEL=1 (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not
+//! supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
 //! METADATA, QUOTA.
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
@@ -35,6 +36,7 @@ mod commands;
 pub mod driver;
 pub mod esearch;
 pub mod fetch;
+pub mod i18nlevel;
 pub mod mailbox;
 pub mod message_fields;
 pub mod mime;
