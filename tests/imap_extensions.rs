@@ -1,6 +1,6 @@
 //! IMAP extensions end to end over TLS against the real binary and its store on disk:
 //! CHILDREN and the LIST/LSUB details of names without a mailbox (kept across a restart),
-//! PREVIEW, REPLACE, I18NLEVEL=1.
+//! PREVIEW, REPLACE, I18NLEVEL=1, CATENATE.
 
 mod common;
 
@@ -217,5 +217,48 @@ fn unicode_casemap_search_and_sort() {
     assert_eq!(
         ok(&mut c, "o", "SORT (SUBJECT) UTF-8 ALL"),
         ["* SORT 3 2 1 4"]
+    );
+}
+
+#[test]
+fn catenate_with_a_synchronizing_text_literal_and_a_section_url() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls_as(&server, ALICE);
+    assert!(capabilities(&mut c).iter().any(|w| w == "CATENATE"));
+    let original = "From: a@example.test\r\nSubject: quoted\r\n\r\nThe text to quote.\r\n";
+    append(&mut c, "m", "INBOX", original);
+    let header = "From: alice@example.test\r\nSubject: Re: quoted\r\n\r\n> ";
+    // The TEXT literal is synchronizing: the server asks for it in the middle of the list.
+    c.send(&format!(
+        "a APPEND Drafts CATENATE (TEXT {{{}}}\r\n",
+        header.len()
+    ));
+    let go_ahead = c.line().expect("continuation");
+    assert!(go_ahead.starts_with('+'), "{go_ahead}");
+    c.send(&format!(
+        "{header} URL \"/INBOX/;UID=1/;SECTION=TEXT\")\r\n"
+    ));
+    let (untagged, status) = collect(&mut c, "a");
+    assert!(untagged.is_empty(), "{untagged:?}");
+    assert!(
+        status.starts_with("a OK [APPENDUID ") && status.ends_with(" 1] APPEND completed"),
+        "{status}"
+    );
+    ok(&mut c, "s", "SELECT Drafts");
+    let built = format!("{header}The text to quote.\r\n");
+    assert_eq!(
+        ok(&mut c, "f", "FETCH 1 BODY.PEEK[]"),
+        [format!("* 1 FETCH (BODY[] {{{}}}\r\n{built})", built.len())]
+    );
+    assert_eq!(
+        imap(
+            &mut c,
+            "b",
+            "APPEND Drafts CATENATE (URL \"/INBOX/;UID=2\")"
+        ),
+        (
+            vec![],
+            "b NO [BADURL /INBOX/;UID=2] URL not found".to_string()
+        )
     );
 }

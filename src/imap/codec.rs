@@ -5,7 +5,7 @@
 //! continuation for synchronizing literals and refuses oversized literals *before* their bytes
 //! arrive. Only complete commands reach imap-codec's decoder, so the decoder never sees a
 //! partial command. A few extension syntaxes imap-codec does not parse (ESEARCH `RETURN (...)`,
-//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE) are cut out of the command text first and returned
+//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE, CATENATE) are cut out of the command text first and returned
 //! beside it as [`CommandExtras`].
 //!
 //! Responses are written by hand straight into the output buffer: big literals (BODY[]) are
@@ -355,6 +355,8 @@ pub struct CommandExtras {
     /// REPLACE (RFC 8508): the command was rewritten into an APPEND; this is the message it
     /// replaces, see [`super::replace`].
     pub replace: Option<super::replace::ReplaceTarget>,
+    /// APPEND CATENATE (RFC 4469): the parts of the message, see [`super::catenate`].
+    pub catenate: Option<Vec<super::catenate::CatPart>>,
 }
 
 /// MULTIAPPEND: imap-codec parses only single-message APPEND, so split
@@ -444,6 +446,12 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
         super::replace::extract_replace(cmd, after_tag, verb_at, verb_at != after_tag)?
     {
         extras.replace = Some(target);
+        return Ok((rewritten.into(), extras));
+    }
+    if verb_at == after_tag
+        && let Some((rewritten, parts)) = super::catenate::extract_catenate(cmd, verb_at)?
+    {
+        extras.catenate = Some(parts);
         return Ok((rewritten.into(), extras));
     }
     if upper_starts(verb, b"FETCH ") {

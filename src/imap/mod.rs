@@ -20,7 +20,8 @@
 //! APPENDLIMIT, BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
 //! SEARCHRES (`searchres`), WITHIN, PREVIEW (`preview`),
-//! REPLACE (`replace`), I18NLEVEL=1 (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not
+//! REPLACE (`replace`), CATENATE (`catenate`: TEXT parts and URLs of this account's messages),
+//! I18NLEVEL=1 (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not
 //! supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
 //! METADATA, QUOTA.
 //!
@@ -30,6 +31,7 @@
 //! (`BODY[section]<partial>`), `search`, `sequence`.
 
 pub mod bodystructure;
+pub mod catenate;
 pub mod children;
 pub mod codec;
 mod commands;

@@ -1177,6 +1177,7 @@ fn search_nests_as_deep_as_configured() {
     });
 }
 
+mod catenate;
 mod i18nlevel;
 mod list_children;
 mod preview;

@@ -168,11 +168,31 @@ impl ImapSession {
                 date,
                 message,
             } => {
-                let first = (
+                let mut first = (
                     to_flags(&flags),
                     date.map(|d| d.as_ref().timestamp()),
                     literal_bytes(message),
                 );
+                if let Some(parts) = &extras.catenate {
+                    // The literal imap-codec parsed only stood in for the CATENATE list.
+                    match self.catenated(store, parts) {
+                        Ok(bytes) if bytes.len() > self.config.max_literal as usize => {
+                            let e = ImapError::no_code("TOOBIG", "Message too large");
+                            e.write_tagged(&tag, out);
+                            return Step::Done;
+                        }
+                        Ok(bytes) => first.2 = bytes,
+                        Err(url) => {
+                            // RFC 4469 §5: the URL goes back in the response code.
+                            let url: String = url
+                                .chars()
+                                .filter(|c| !matches!(c, ']' | '\r' | '\n'))
+                                .collect();
+                            imap_w!(out, "{tag} NO [BADURL {url}] URL not found\r\n");
+                            return Step::Done;
+                        }
+                    }
+                }
                 if let Some(target) = extras.replace {
                     self.replace(store, &tag, target, &mailbox, first, out)
                         .await
