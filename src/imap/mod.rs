@@ -21,9 +21,8 @@
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
 //! SEARCHRES (`searchres`), WITHIN, PREVIEW (`preview`),
 //! REPLACE (`replace`), CATENATE (`catenate`: TEXT parts and URLs of this account's messages),
-//! I18NLEVEL=1 (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not
-//! supported: CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY,
-//! METADATA, QUOTA.
+//! I18NLEVEL=1 (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not supported:
+//! CONTEXT=SEARCH/SORT, COMPRESS, NOTIFY, METADATA, QUOTA, I18NLEVEL=2 (COMPARATOR).
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
