@@ -43,15 +43,19 @@ fn state(s: &LogStore, account: &str) -> State {
             (m.name, t)
         })
         .collect();
+    let mailboxes = dump(s, account);
+    let lost_subscriptions = s.lost_subscriptions(account);
+    // Read last and alone: taking the index lock again while holding it deadlocks as soon as
+    // a background compaction step waits to write (std's RwLock lets the writer go first).
     let ix = s.inner.shards[s.shard_of(account)]
         .shared
         .index
         .read()
         .unwrap();
     State {
-        mailboxes: dump(s, account),
+        mailboxes,
         tombstones,
-        lost_subscriptions: s.lost_subscriptions(account),
+        lost_subscriptions,
         next_mailbox_id: ix.next_mailbox_id,
         last_uidvalidity: ix.last_uidvalidity,
     }
