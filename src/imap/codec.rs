@@ -5,7 +5,7 @@
 //! continuation for synchronizing literals and refuses oversized literals *before* their bytes
 //! arrive. Only complete commands reach imap-codec's decoder, so the decoder never sees a
 //! partial command. A few extension syntaxes imap-codec does not parse (ESEARCH `RETURN (...)`,
-//! LIST-EXTENDED selection/return options) are cut out of the command text first and returned
+//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE, CATENATE) are cut out of the command text first and returned
 //! beside it as [`CommandExtras`].
 //!
 //! Responses are written by hand straight into the output buffer: big literals (BODY[]) are
@@ -406,6 +406,13 @@ pub struct CommandExtras {
     pub list: Option<ListOptions>,
     /// Messages 2..n of a MULTIAPPEND (the first is in the APPEND command itself).
     pub more_appends: Vec<AppendMessage>,
+    /// FETCH PREVIEW (RFC 8970), see [`super::preview`].
+    pub preview: Option<super::preview::PreviewRequest>,
+    /// REPLACE (RFC 8508): the command was rewritten into an APPEND; this is the message it
+    /// replaces, see [`super::replace`].
+    pub replace: Option<super::replace::ReplaceTarget>,
+    /// APPEND CATENATE (RFC 4469): the parts of the message, see [`super::catenate`].
+    pub catenate: Option<Vec<super::catenate::CatPart>>,
 }
 
 /// MULTIAPPEND: imap-codec parses only single-message APPEND, so split
@@ -491,6 +498,28 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
         verb_at += 4;
     }
     let verb = &cmd[verb_at..];
+    if let Some((rewritten, target)) =
+        super::replace::extract_replace(cmd, after_tag, verb_at, verb_at != after_tag)?
+    {
+        extras.replace = Some(target);
+        return Ok((rewritten.into(), extras));
+    }
+    if verb_at == after_tag
+        && let Some((rewritten, parts)) = super::catenate::extract_catenate(cmd, verb_at)?
+    {
+        extras.catenate = Some(parts);
+        return Ok((rewritten.into(), extras));
+    }
+    if upper_starts(verb, b"FETCH ") {
+        let set_at = verb_at + b"FETCH ".len();
+        if let Some(sp) = memchr::memchr(b' ', &cmd[set_at..])
+            && let Some((rewritten, request)) =
+                super::preview::extract_preview(cmd, set_at + sp + 1)?
+        {
+            extras.preview = Some(request);
+            return Ok((rewritten.into(), extras));
+        }
+    }
     if upper_starts(verb, b"SEARCH RETURN ") {
         let opts_at = verb_at + b"SEARCH RETURN ".len();
         let (words, end) = paren_words(cmd, opts_at)?;

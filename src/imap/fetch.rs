@@ -20,8 +20,9 @@ use imap_codec::imap_types::{
 };
 
 use super::bodystructure::RenderedStructure;
-use super::codec::{write_internal_date, write_literal};
+use super::codec::{write_internal_date, write_literal, write_string};
 use super::mailbox::{SyncOutcome, write_flags};
+use super::preview::PreviewRequest;
 use super::section::{self, SectionKind, SectionSpec};
 use super::sequence::{self, format_sorted};
 use super::session::{ImapSession, State, Step};
@@ -62,6 +63,8 @@ pub enum FetchItem {
     BinarySize {
         path: Vec<u32>,
     },
+    /// RFC 8970, see [`super::preview`].
+    Preview,
 }
 
 impl FetchItem {
@@ -74,7 +77,10 @@ impl FetchItem {
     fn needs_raw(&self) -> bool {
         matches!(
             self,
-            FetchItem::Section { .. } | FetchItem::Binary { .. } | FetchItem::BinarySize { .. }
+            FetchItem::Section { .. }
+                | FetchItem::Binary { .. }
+                | FetchItem::BinarySize { .. }
+                | FetchItem::Preview
         )
     }
     fn needs_structure(&self) -> bool {
@@ -381,6 +387,12 @@ pub fn write_fetch_response(
                     .unwrap_or(0);
                 imap_w!(out, "BINARY.SIZE[{}] {n}", path_name(path));
             }
+            FetchItem::Preview => {
+                let Some(raw) = raw else { continue };
+                sep(out);
+                out.extend_from_slice(b"PREVIEW ");
+                write_string(out, super::preview::preview(raw).as_bytes());
+            }
         }
     }
     if with_flags && !items.contains(&FetchItem::Flags) {
@@ -409,6 +421,7 @@ impl ImapSession {
         names: &MacroOrMessageDataItemNames<'_>,
         uid: bool,
         modifiers: &[FetchModifier],
+        preview: Option<PreviewRequest>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
         let account = self.account.clone().unwrap_or_default();
@@ -418,6 +431,13 @@ impl ImapSession {
             .as_mut()
             .ok_or_else(|| ImapError::bad("No mailbox selected"))?;
         let mut items = items_from(names);
+        if let Some(request) = preview {
+            if request.alone {
+                // UID only stood in for PREVIEW in the command imap-codec parsed.
+                items.retain(|i| *i != FetchItem::Uid);
+            }
+            items.push(FetchItem::Preview);
+        }
         // UID FETCH, and every FETCH once QRESYNC is on (RFC 7162 §3.2.4), carries the UID.
         if (uid || rep.qresync) && !items.contains(&FetchItem::Uid) {
             items.insert(0, FetchItem::Uid);

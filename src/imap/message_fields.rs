@@ -116,14 +116,10 @@ fn display_name(a: Option<&Address<'_>>) -> String {
     }
 }
 
-/// The comparator's case mapping: i;ascii-casemap for ASCII (what RFC 5256 requires), simple
-/// Unicode lower-casing beyond it (i;unicode-casemap without its NFKD decomposition).
+/// The comparator's key: i;unicode-casemap (I18NLEVEL=1, see [`super::i18nlevel`]), which on
+/// ASCII is i;ascii-casemap, RFC 5256's default.
 pub fn casemap(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
-    } else {
-        s.to_lowercase()
-    }
+    super::i18nlevel::casemap(s)
 }
 
 /// RFC 5256 §2.1 base subject of an already RFC 2047-decoded subject, and whether extraction
@@ -393,13 +389,13 @@ Date: Tue, 14 Nov 2023 10:00:00 +0100\r\n\
 Message-ID: <a@b>\r\nIn-Reply-To: <z@b> <y@b>\r\n\r\nbody";
         let f = MessageFields::from_header(h, 5);
         assert_eq!(f.sent_date, 1_699_952_400);
-        assert_eq!(&*f.base_subject, "café [fwd: x]");
+        assert_eq!(&*f.base_subject, "CAFE\u{301} [FWD: X]");
         assert!(f.subject_is_reply);
-        assert_eq!(&*f.from_mailbox, "renee");
-        assert_eq!(&*f.to_mailbox, "bob");
+        assert_eq!(&*f.from_mailbox, "RENEE");
+        assert_eq!(&*f.to_mailbox, "BOB");
         assert_eq!(&*f.cc_mailbox, "");
-        assert_eq!(&*f.display_from, "renée");
-        assert_eq!(&*f.display_to, "bob@example.com");
+        assert_eq!(&*f.display_from, "RENE\u{301}E");
+        assert_eq!(&*f.display_to, "BOB@EXAMPLE.COM");
         assert_eq!(f.message_id.as_deref(), Some("a@b"));
         assert_eq!(&*f.references, &["z@b".into()] as &[Box<str>]);
         let f = MessageFields::from_header(b"Date: garbage\r\nReferences: <1@x> <2@x>\r\n\r\n", 77);

@@ -15,12 +15,16 @@
 //! store), STARTTLS/LOGINDISABLED, AUTH=PLAIN/LOGIN with SASL-IR, LITERAL+, ID, ENABLE,
 //! NAMESPACE, IDLE, UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, ESEARCH (MIN/MAX/COUNT/ALL; ESEARCH
 //! replaces SEARCH once IMAP4rev2 is enabled), MULTIAPPEND, CONDSTORE, QRESYNC (VANISHED,
-//! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED, APPENDLIMIT,
-//! BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
+//! SELECT QRESYNC without seq-match data), STATUS=SIZE, LIST-STATUS, LIST-EXTENDED,
+//! CHILDREN (`children`: also `\NonExistent` levels and subscriptions that outlive DELETE),
+//! APPENDLIMIT, BINARY fetch, SORT, SORT=DISPLAY, ESORT (`sort`, `esearch`), THREAD=ORDEREDSUBJECT,
 //! THREAD=REFERENCES, THREAD=REFS (`thread`, over the cached fields of `message_fields`),
 //! SEARCHRES (`searchres`), WITHIN, CONTEXT=SEARCH and CONTEXT=SORT (`context`: PARTIAL, the
 //! CONTEXT hint, UPDATE with ADDTO/REMOVEFROM, CANCELUPDATE, NOUPDATE), COMPRESS=DEFLATE
-//! (`compress`; the connection layer compresses). Not supported: NOTIFY, METADATA, QUOTA.
+//! (`compress`; the connection layer compresses), PREVIEW (`preview`), REPLACE (`replace`),
+//! CATENATE (`catenate`: TEXT parts and URLs of this account's messages), I18NLEVEL=1
+//! (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not supported: NOTIFY, METADATA,
+//! QUOTA, I18NLEVEL=2 (COMPARATOR).
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
 //! `mailbox` (the selected mailbox view), `commands` (store commands), `fetch`, `mime` (MIME
@@ -28,6 +32,8 @@
 //! (`BODY[section]<partial>`), `search`, `sequence`.
 
 pub mod bodystructure;
+pub mod catenate;
+pub mod children;
 pub mod codec;
 mod commands;
 pub mod compress;
@@ -35,10 +41,13 @@ pub mod context;
 pub mod driver;
 pub mod esearch;
 pub mod fetch;
+pub mod i18nlevel;
 pub mod mailbox;
 pub mod message_fields;
 pub mod mime;
+pub mod preview;
 pub mod recent;
+pub mod replace;
 pub mod search;
 pub mod search_criteria;
 pub mod searchres;

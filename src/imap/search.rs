@@ -3,13 +3,15 @@
 //! Flag, size, date, UID and sequence keys use only the index metadata; header keys load and
 //! decode the header (mail-parser decodes RFC 2047 words, so `SUBJECT café` finds
 //! `=?utf-8?q?caf=C3=A9?=`); BODY/TEXT decode the MIME parts (transfer encoding and charset)
-//! to UTF-8. All string matching is case-insensitive substring matching. The message bytes are
+//! to UTF-8. All string matching is substring matching of i;unicode-casemap keys (I18NLEVEL=1,
+//! see [`super::i18nlevel`]): case, accents' encoding and compatibility forms do not matter. The message bytes are
 //! loaded at most once per message, and only if a key needs them.
 
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::{HeaderValue, MessageParser, PartType};
 
 use super::codec::{days_from_civil, days_from_iso};
+use super::i18nlevel::casemap;
 use super::mime;
 use super::sequence;
 use crate::store::{MessageMeta, SystemFlags};
@@ -64,7 +66,7 @@ impl<'a> SearchMessage<'a> {
         Some(&raw[h])
     }
 
-    /// Lower-cased decoded text of all text parts (recursively through message/rfc822).
+    /// Case-mapped decoded text of all text parts (recursively through message/rfc822).
     fn body_text(&mut self) -> &str {
         if self.body_text.is_none() {
             let mut text = String::new();
@@ -73,12 +75,12 @@ impl<'a> SearchMessage<'a> {
             {
                 collect_text(&msg, &mut text, 0);
             }
-            self.body_text = Some(text.to_lowercase());
+            self.body_text = Some(casemap(&text));
         }
         self.body_text.as_deref().unwrap_or("")
     }
 
-    /// Lower-cased raw header plus the decoded value of every field (for TEXT).
+    /// Case-mapped raw header plus the decoded value of every field (for TEXT).
     fn header_text(&mut self) -> &str {
         if self.header_text.is_none() {
             let mut text = String::new();
@@ -91,12 +93,12 @@ impl<'a> SearchMessage<'a> {
                     }
                 }
             }
-            self.header_text = Some(text.to_lowercase());
+            self.header_text = Some(casemap(&text));
         }
         self.header_text.as_deref().unwrap_or("")
     }
 
-    /// Raw and decoded values of the header fields named `name`, lower-cased.
+    /// Raw and decoded values of the header fields named `name`, case-mapped.
     fn header_values(&mut self, name: &str) -> Vec<String> {
         let Some(header) = self.header() else {
             return vec![];
@@ -104,7 +106,7 @@ impl<'a> SearchMessage<'a> {
         let mut out: Vec<String> = mime::fields(header)
             .into_iter()
             .filter(|(n, _, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, _, v)| String::from_utf8_lossy(&mime::unfold(v)).to_lowercase())
+            .map(|(_, _, v)| casemap(&String::from_utf8_lossy(&mime::unfold(v))))
             .collect();
         if out.is_empty() {
             return out;
@@ -114,7 +116,7 @@ impl<'a> SearchMessage<'a> {
                 if h.name.as_str().eq_ignore_ascii_case(name) {
                     let mut s = String::new();
                     value_text(&h.value, &mut s);
-                    out.push(s.to_lowercase());
+                    out.push(casemap(&s));
                 }
             }
         }
@@ -173,7 +175,7 @@ fn value_text(v: &HeaderValue<'_>, out: &mut String) {
 }
 
 fn astr(a: &impl AsRef<[u8]>) -> String {
-    String::from_utf8_lossy(a.as_ref()).to_lowercase()
+    casemap(&String::from_utf8_lossy(a.as_ref()))
 }
 
 fn day_of(date: &impl std::fmt::Debug) -> i64 {

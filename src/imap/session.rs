@@ -212,11 +212,11 @@ impl ImapSession {
         }
         out.extend_from_slice(
             b" LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS MOVE UNSELECT SPECIAL-USE ESEARCH MULTIAPPEND \
-CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED BINARY",
+CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED CHILDREN BINARY",
         );
         out.extend_from_slice(
             b" SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES THREAD=REFS \
-SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
+SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT PREVIEW REPLACE I18NLEVEL=1 CATENATE",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
         if self.offers_compress() {
@@ -681,6 +681,10 @@ SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT",
                     "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{tag} OK NAMESPACE completed\r\n"
                 );
                 None
+            }
+            // REPLACE reached here as the APPEND it was rewritten into; it needs a selection.
+            CommandBody::Append { .. } if extras.replace.is_some() && !selected => {
+                self.bad(&tag, "No mailbox selected", out)
             }
             body @ (CommandBody::Select { .. }
             | CommandBody::Examine { .. }

@@ -1188,5 +1188,10 @@ fn search_nests_as_deep_as_configured() {
     });
 }
 
+mod catenate;
+mod i18nlevel;
+mod list_children;
+mod preview;
+mod replace;
 /// RFC 3501 / 9051 details checked against Dovecot's behaviour.
 mod rfc;

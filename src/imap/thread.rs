@@ -496,7 +496,7 @@ mod tests {
         let (base, reply) = super::super::message_fields::base_subject(subject);
         Rc::new(MessageFields {
             sent_date: date,
-            base_subject: base.to_lowercase().into(),
+            base_subject: super::super::message_fields::casemap(&base).into(),
             subject_is_reply: reply,
             message_id: (!id.is_empty()).then(|| id.into()),
             references: refs.iter().map(|r| (*r).into()).collect(),

@@ -448,6 +448,12 @@ fn index_differences(expected: &ShardIndex, actual: &ShardIndex) -> Vec<String> 
             say(format!("account {key:?} only on one side"));
             continue;
         };
+        if a.lost_subscriptions != b.lost_subscriptions {
+            say(format!(
+                "{key}: subscriptions without mailbox: checkpoint has {:?}; log has {:?}",
+                a.lost_subscriptions, b.lost_subscriptions
+            ));
+        }
         let mut ids: Vec<&u64> = a.mailboxes.keys().chain(b.mailboxes.keys()).collect();
         ids.sort();
         ids.dedup();

@@ -1,7 +1,7 @@
 //! Checkpoints: the shard index (metadata only) plus the log position it covers, so start-up
 //! replays only the log written after it.
 //!
-//! File layout: `b"SURELCP2"`, crc32c u32 LE of the body, body length u64 LE, body. The body
+//! File layout: `b"SURELCP3"`, crc32c u32 LE of the body, body length u64 LE, body. The body
 //! starts with the position and the length of every *sealed* segment (those before the
 //! position's segment) at the time of writing.
 //!
@@ -12,7 +12,8 @@
 //! wrong bytes: recovery therefore uses a checkpoint only if the sealed segments on disk are
 //! exactly the ones it lists, with the same lengths. A compacted segment is always strictly
 //! shorter than the file it replaced (or gone), so a length names one version of a segment.
-//! (Version 1 files, which had no segment list, are ignored: one full replay after upgrading.)
+//! (Version 1 files, which had no segment list, and version 2 files, which had no subscriptions
+//! without mailbox, are ignored: one full replay after upgrading.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -23,7 +24,7 @@ use super::index::{Account, BodyLoc, Mailbox, Message, ShardIndex};
 use super::record::{Dec, DecodeError, Enc, special_use_code, special_use_from};
 use super::{MessageMeta, StoreResult};
 
-const MAGIC: &[u8; 8] = b"SURELCP2";
+const MAGIC: &[u8; 8] = b"SURELCP3";
 pub const FILE_NAME: &str = "checkpoint";
 
 /// Log position a checkpoint covers: everything before (segment, offset) is in it.
@@ -76,6 +77,10 @@ pub fn encode(index: &ShardIndex, pos: Position, sealed: &SealedLengths) -> Vec<
                 e.u32(*uid);
                 e.u64(*modseq);
             }
+        }
+        e.u32(acc.lost_subscriptions.len() as u32);
+        for name in &acc.lost_subscriptions {
+            e.str(name);
         }
     }
     let mut out = Vec::with_capacity(body.len() + 20);
@@ -182,6 +187,9 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint, DecodeError> {
                     expunged,
                 },
             );
+        }
+        for _ in 0..d.u32()? {
+            acc.lost_subscriptions.insert(d.string()?);
         }
         index.accounts.insert(key, acc);
     }

@@ -35,6 +35,7 @@
 //!   change below its successor, an expunged message's records below its expunge).
 //! * `MailboxCreate`: kept iff the mailbox is alive (its UIDVALIDITY lives in it). The create of
 //!   a deleted mailbox is dropped, and then so is every other record of that mailbox in `S`.
+//! * `Subscription` (a name without mailbox): always kept.
 //! * `MailboxRename`, `Subscribe`, `MailboxDelete`: kept unless their mailbox's create was
 //!   dropped in this pass. (If the create is in another segment, the mailbox still exists at
 //!   that point of a replay and its renames must be replayed to keep names from colliding.)
@@ -322,6 +323,8 @@ impl Job {
             | Record::Subscribe {
                 account, mailbox, ..
             } => !dropped(self, account, mailbox),
+            // A name's subscription outlives its mailbox: always needed (and tiny).
+            Record::Subscription { .. } => true,
             Record::MessageAppend {
                 account,
                 mailbox,

@@ -11,7 +11,7 @@
 //! counters it proves (UIDNEXT, HIGHESTMODSEQ, the tombstone of an expunge), so a replay of a
 //! compacted log folds to the same index as the log it came from.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::queue::SegmentUse;
 use super::record::Record;
@@ -126,6 +126,9 @@ pub struct Account {
     pub mailboxes: HashMap<u64, Mailbox>,
     /// Canonical name (see [`canonical_name`]) → id.
     pub by_name: HashMap<String, u64>,
+    /// Subscribed canonical names with no mailbox (a mailbox's own subscription is its
+    /// `subscribed` flag). A mailbox created or renamed onto one of them takes it over.
+    pub lost_subscriptions: BTreeSet<String>,
 }
 
 impl Account {
@@ -305,13 +308,15 @@ impl ShardIndex {
                 }
                 let acc = self.accounts.entry(account.clone()).or_default();
                 acc.by_name.insert(key.clone(), *mailbox);
+                // A subscription the name kept without a mailbox now belongs to this one.
+                let subscribed = acc.lost_subscriptions.remove(&key) || *subscribed;
                 acc.mailboxes.insert(
                     *mailbox,
                     Mailbox {
                         id: *mailbox,
                         name: key,
                         special_use: *special_use,
-                        subscribed: *subscribed,
+                        subscribed,
                         uidvalidity: *uidvalidity,
                         uidnext: 1,
                         highest_modseq: 1,
@@ -355,6 +360,9 @@ impl ShardIndex {
                     .ok_or_else(|| format!("rename of unknown mailbox {mailbox}"))?;
                 acc.by_name.remove(&mb.name);
                 acc.by_name.insert(key.clone(), *mailbox);
+                if acc.lost_subscriptions.remove(&key) {
+                    mb.subscribed = true;
+                }
                 mb.name = key;
             }
             Record::Subscribe {
@@ -363,6 +371,23 @@ impl ShardIndex {
                 subscribed,
             } => {
                 self.mailbox_mut(account, *mailbox)?.subscribed = *subscribed;
+            }
+            Record::Subscription {
+                account,
+                name,
+                subscribed,
+            } => {
+                let acc = self.accounts.entry(account.clone()).or_default();
+                let key = canonical_name(name).into_owned();
+                if let Some(id) = acc.by_name.get(&key) {
+                    if let Some(mb) = acc.mailboxes.get_mut(id) {
+                        mb.subscribed = *subscribed;
+                    }
+                } else if *subscribed {
+                    acc.lost_subscriptions.insert(key);
+                } else {
+                    acc.lost_subscriptions.remove(&key);
+                }
             }
             Record::MessageAppend {
                 account,

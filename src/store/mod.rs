@@ -307,6 +307,8 @@ pub trait MailStore: Clone + Send + Sync + 'static {
         uids: &[u32],
     ) -> StoreResult<Vec<(u32, u32)>>;
     fn list_mailboxes(&self, account: &str) -> Vec<MailboxInfo>;
+    /// Subscribed names that have no mailbox (deleted since, or never created), sorted.
+    fn lost_subscriptions(&self, account: &str) -> Vec<String>;
     async fn create_mailbox(&self, account: &str, name: &str) -> StoreResult<()>;
     async fn delete_mailbox(&self, account: &str, name: &str) -> StoreResult<()>;
     /// RFC 3501 semantics: renaming INBOX moves its messages to the new name and leaves INBOX empty.
@@ -866,6 +868,18 @@ impl MailStore for LogStore {
         drop(ix);
         out.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
         out
+    }
+
+    fn lost_subscriptions(&self, account: &str) -> Vec<String> {
+        let ix = self
+            .shard(account)
+            .shared
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        ix.account(account)
+            .map(|acc| acc.lost_subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn create_mailbox(&self, account: &str, name: &str) -> StoreResult<()> {

@@ -23,6 +23,7 @@ const KIND_MESSAGE_APPEND: u8 = 6;
 const KIND_FLAGS_SET: u8 = 7;
 const KIND_EXPUNGE: u8 = 8;
 const KIND_SHARD_STATE: u8 = 9;
+const KIND_SUBSCRIPTION: u8 = 10;
 /// Kind byte of a `MessageAppend` frame: compaction streams large ones without decoding them whole.
 pub const KIND_APPEND: u8 = KIND_MESSAGE_APPEND;
 
@@ -48,6 +49,15 @@ pub enum Record {
     Subscribe {
         account: String,
         mailbox: u64,
+        subscribed: bool,
+    },
+    /// A subscription to a name that has no mailbox (RFC 9051 §6.3.9: it survives DELETE, and
+    /// a client may subscribe before the mailbox exists). Subscriptions of existing mailboxes
+    /// stay `Subscribe` records; replay turns this one into the mailbox's flag if a mailbox of
+    /// that name exists or is created later.
+    Subscription {
+        account: String,
+        name: String,
         subscribed: bool,
     },
     MessageAppend {
@@ -316,6 +326,7 @@ impl Record {
             | Record::MailboxDelete { account, .. }
             | Record::MailboxRename { account, .. }
             | Record::Subscribe { account, .. }
+            | Record::Subscription { account, .. }
             | Record::MessageAppend { account, .. }
             | Record::FlagsSet { account, .. }
             | Record::Expunge { account, .. } => account,
@@ -333,7 +344,7 @@ impl Record {
             | Record::MessageAppend { mailbox, .. }
             | Record::FlagsSet { mailbox, .. }
             | Record::Expunge { mailbox, .. } => Some(*mailbox),
-            Record::ShardState { .. } => None,
+            Record::ShardState { .. } | Record::Subscription { .. } => None,
         }
     }
 
@@ -352,6 +363,7 @@ impl Record {
             Record::FlagsSet { .. } => KIND_FLAGS_SET,
             Record::Expunge { .. } => KIND_EXPUNGE,
             Record::ShardState { .. } => KIND_SHARD_STATE,
+            Record::Subscription { .. } => KIND_SUBSCRIPTION,
         }
     }
 
@@ -397,6 +409,15 @@ impl Record {
                 } => {
                     e.str(account);
                     e.u64(*mailbox);
+                }
+                Record::Subscription {
+                    account,
+                    name,
+                    subscribed,
+                } => {
+                    e.str(account);
+                    e.str(name);
+                    e.u8(*subscribed as u8);
                 }
                 Record::MessageAppend {
                     account,
@@ -465,6 +486,7 @@ impl Record {
                     account, new_name, ..
                 } => s(account) + 8 + s(new_name),
                 Record::Subscribe { account, .. } => s(account) + 8,
+                Record::Subscription { account, name, .. } => s(account) + s(name) + 1,
                 Record::MessageAppend {
                     account,
                     flags,
@@ -502,6 +524,7 @@ impl LogRecord for Record {
         KIND_FLAGS_SET,
         KIND_EXPUNGE,
         KIND_SHARD_STATE,
+        KIND_SUBSCRIPTION,
     ];
     fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Self, usize), DecodeError> {
         decode_payload(kind, crc, payload)
@@ -567,6 +590,11 @@ pub fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Record, usi
             account: d.string()?,
             mailbox: d.u64()?,
             subscribed: kind == KIND_SUBSCRIBE,
+        },
+        KIND_SUBSCRIPTION => Record::Subscription {
+            account: d.string()?,
+            name: d.string()?,
+            subscribed: d.bool()?,
         },
         KIND_MESSAGE_APPEND => {
             let account = d.string()?;
@@ -723,6 +751,11 @@ mod tests {
             Record::ShardState {
                 next_mailbox_id: 12,
                 last_uidvalidity: 1_700_000_001,
+            },
+            Record::Subscription {
+                account: "a".into(),
+                name: "Gone/Sub".into(),
+                subscribed: true,
             },
         ]
     }

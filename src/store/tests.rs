@@ -245,6 +245,65 @@ fn uidnext_survives_expunge_of_last_and_reopen() {
 }
 
 #[test]
+fn subscriptions_outlive_their_mailbox_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = |s: &LogStore| {
+        let subscribed: Vec<String> = s
+            .list_mailboxes("e")
+            .into_iter()
+            .filter(|m| m.subscribed && m.name.starts_with('p'))
+            .map(|m| m.name)
+            .collect();
+        (subscribed, s.lost_subscriptions("e"))
+    };
+    {
+        let s = LogStore::open(config(dir.path(), 1)).unwrap();
+        block_on(async {
+            s.create_mailbox("e", "p/a").await.unwrap();
+            s.create_mailbox("e", "p/b").await.unwrap();
+            s.set_subscribed("e", "p/a", true).await.unwrap();
+            s.set_subscribed("e", "p/b", true).await.unwrap();
+            // A name that never had a mailbox may be subscribed too, once.
+            s.set_subscribed("e", "p/later", true).await.unwrap();
+            s.set_subscribed("e", "p/later", true).await.unwrap();
+            s.delete_mailbox("e", "p/a").await.unwrap();
+            s.delete_mailbox("e", "p/b").await.unwrap();
+            s.set_subscribed("e", "p/b", false).await.unwrap();
+            assert!(matches!(
+                s.set_subscribed("e", "p/b", false).await,
+                Err(StoreError::NoSuchMailbox)
+            ));
+            // Invalid names are refused before anything is written.
+            assert!(matches!(
+                s.set_subscribed("e", "p//x", true).await,
+                Err(StoreError::NotAllowed(_))
+            ));
+        });
+        assert_eq!(names(&s), (vec![], vec!["p/a".into(), "p/later".into()]));
+        s.close();
+    }
+    for drop_checkpoint in [true, false] {
+        if drop_checkpoint {
+            let _ = std::fs::remove_file(recovery::shard_dir(dir.path(), 0).join("checkpoint"));
+        }
+        let s = LogStore::open(config(dir.path(), 1)).unwrap();
+        assert_eq!(
+            names(&s),
+            (vec![], vec!["p/a".into(), "p/later".into()]),
+            "checkpoint dropped: {drop_checkpoint}"
+        );
+        s.close();
+    }
+    let s = LogStore::open(config(dir.path(), 1)).unwrap();
+    block_on(s.create_mailbox("e", "p/later")).unwrap();
+    block_on(s.rename_mailbox("e", "p", "q")).unwrap();
+    block_on(s.create_mailbox("e", "x")).unwrap();
+    block_on(s.rename_mailbox("e", "x", "p/a")).unwrap();
+    assert_eq!(names(&s), (vec!["p/a".into()], vec![]));
+    s.close();
+}
+
+#[test]
 fn restart_preserves_everything() {
     let dir = tempfile::tempdir().unwrap();
     let accounts = ["ann", "Ben", "cy@x.org", "dee"];

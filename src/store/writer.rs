@@ -1226,13 +1226,28 @@ impl Writer {
         }
         let key = account_key(account);
         let id = self.mailbox_id(&key, name)?;
+        let mb = self.mailbox(&key, id)?;
+        let kept_subscription = mb.subscribed.then(|| mb.name.clone());
         self.emit(
             Record::MailboxDelete {
-                account: key,
+                account: key.clone(),
                 mailbox: id,
             },
             Some(MailboxChange::Gone),
-        )
+        )?;
+        // RFC 9051 §6.3.9: DELETE does not unsubscribe; the name stays subscribed without
+        // its mailbox (LIST (SUBSCRIBED) shows it \NonExistent).
+        if let Some(name) = kept_subscription {
+            self.emit(
+                Record::Subscription {
+                    account: key,
+                    name,
+                    subscribed: true,
+                },
+                None,
+            )?;
+        }
+        Ok(())
     }
 
     fn rename(&mut self, account: &str, from: &str, to: &str) -> StoreResult<()> {
@@ -1291,7 +1306,9 @@ impl Writer {
 
     fn subscribe(&mut self, account: &str, name: &str, subscribed: bool) -> StoreResult<()> {
         let key = account_key(account);
-        let id = self.mailbox_id(&key, name)?;
+        let Ok(id) = self.mailbox_id(&key, name) else {
+            return self.subscribe_name(&key, name, subscribed);
+        };
         if self.mailbox(&key, id)?.subscribed == subscribed {
             return Ok(());
         }
@@ -1299,6 +1316,46 @@ impl Writer {
             Record::Subscribe {
                 account: key,
                 mailbox: id,
+                subscribed,
+            },
+            None,
+        )
+    }
+}
+
+impl Writer {
+    /// SUBSCRIBE/UNSUBSCRIBE of a name that has no mailbox (RFC 9051 §6.3.7 lets a client
+    /// subscribe to a name before it exists).
+    fn subscribe_name(&mut self, key: &str, name: &str, subscribed: bool) -> StoreResult<()> {
+        let canonical = canonical_name(name).into_owned();
+        let held = self
+            .private
+            .accounts
+            .get(key)
+            .map(|a| &a.lost_subscriptions);
+        let known = held.is_some_and(|set| set.contains(&canonical));
+        if !subscribed {
+            if !known {
+                return Err(StoreError::NoSuchMailbox);
+            }
+        } else {
+            if known {
+                return Ok(());
+            }
+            self.validate_name(name)?;
+            // The set is bounded like the mailboxes themselves: each entry costs memory and a
+            // checkpoint line.
+            if held.map_or(0, |set| set.len()) >= self.mailbox_limits.max_mailboxes {
+                return Err(StoreError::LimitReached(
+                    "too many subscriptions in the account",
+                ));
+            }
+            self.ensure_account(key)?;
+        }
+        self.emit(
+            Record::Subscription {
+                account: key.to_owned(),
+                name: canonical,
                 subscribed,
             },
             None,

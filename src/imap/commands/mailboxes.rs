@@ -1,7 +1,7 @@
 //! CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB (LIST-EXTENDED, LIST-STATUS)
 //! and STATUS.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use imap_codec::imap_types::{
     mailbox::{ListMailbox, Mailbox},
@@ -9,6 +9,7 @@ use imap_codec::imap_types::{
 };
 
 use super::{mailbox_name, special_use_attr, write_mailbox};
+use crate::imap::children::Hierarchy;
 use crate::imap::codec::{ListOptions, mutf7_decode};
 use crate::imap::session::{ImapSession, Step};
 use crate::imap::{ImapError, ImapResult};
@@ -211,85 +212,79 @@ impl ImapSession {
             full_patterns.push(full);
         }
         let matches_any = |name: &str| full_patterns.iter().any(|p| inbox_fold(p, name));
-        // The store lists INBOX first, then by name.
-        let boxes = store.list_mailboxes(&self.account_name());
-        // Every proper ancestor of a mailbox has children; ancestors of subscribed mailboxes
-        // have subscribed children (RECURSIVEMATCH / CHILDINFO).
-        let mut parents: HashSet<&str> = HashSet::new();
-        let mut subscribed_parents: HashSet<&str> = HashSet::new();
-        for b in &boxes {
-            for (i, _) in b.name.match_indices('/') {
-                parents.insert(&b.name[..i]);
-                if b.subscribed {
-                    subscribed_parents.insert(&b.name[..i]);
-                }
-            }
-        }
-        // RFC 3501 §6.3.9: LSUB with `%` shows an unsubscribed level that has subscribed
-        // descendants the pattern does not reach, as `\Noselect`, so the client can descend.
-        let mut lsub_levels: Vec<&str> = Vec::new();
-        if lsub {
-            let subscribed: HashSet<&str> = boxes
-                .iter()
-                .filter(|b| b.subscribed)
-                .map(|b| b.name.as_str())
-                .collect();
-            for b in boxes.iter().filter(|b| b.subscribed) {
-                for (i, _) in b.name.match_indices('/') {
-                    let level = &b.name[..i];
-                    if !subscribed.contains(level)
-                        && matches_any(level)
-                        && !matches_any(&b.name)
-                        && !lsub_levels.contains(&level)
-                    {
-                        lsub_levels.push(level);
-                    }
-                }
-            }
-        }
-        for b in &boxes {
-            if lsub_levels.contains(&b.name.as_str()) {
-                imap_w!(out, "* LSUB (\\Noselect) \"/\" ");
-                write_mailbox(out, &b.name, self.rev2);
-                out.extend_from_slice(b"\r\n");
-                lsub_levels.retain(|l| *l != b.name);
+        let account = self.account_name();
+        // The store lists INBOX first, then by name; the hierarchy keeps that order.
+        let boxes = store.list_mailboxes(&account);
+        let lost = store.lost_subscriptions(&account);
+        let tree = Hierarchy::new(
+            boxes.iter().map(|b| (b.name.as_str(), b.subscribed)),
+            lost.iter().map(String::as_str),
+        );
+        let info_of: HashMap<&str, &MailboxInfo> =
+            boxes.iter().map(|b| (b.name.as_str(), b)).collect();
+        // RFC 3501 knows only \Noselect; RFC 5258 and RFC 9051 name a name without a
+        // mailbox \NonExistent (which implies \Noselect).
+        let missing_attr = if self.rev2 || opts.extended {
+            "\\NonExistent"
+        } else {
+            "\\Noselect"
+        };
+        for (name, ni) in tree.names() {
+            if !matches_any(name) {
                 continue;
             }
-            if !matches_any(&b.name) {
-                continue;
-            }
-            let child_subscribed = subscribed_parents.contains(b.name.as_str());
-            if opts.select_subscribed
-                && !b.subscribed
-                && !(opts.recursive_match && child_subscribed)
-            {
-                continue;
-            }
-            if opts.select_special_use && b.special_use.is_none() {
-                continue;
-            }
-            let has_children = parents.contains(b.name.as_str());
-            let mut attrs: Vec<&str> = Vec::new();
-            if !lsub {
-                attrs.push(if has_children {
-                    "\\HasChildren"
+            if lsub {
+                // RFC 3501 §6.3.9: with `%`, an unsubscribed level that has subscribed
+                // descendants the pattern does not reach is shown as \Noselect, so the
+                // client can descend.
+                let attrs = if ni.subscribed && ni.exists {
+                    ""
+                } else if ni.subscribed
+                    || tree.subscribed_descendants(name).any(|d| !matches_any(d))
+                {
+                    "\\Noselect"
                 } else {
-                    "\\HasNoChildren"
-                });
-                if (opts.select_subscribed || opts.return_subscribed) && b.subscribed {
-                    attrs.push("\\Subscribed");
-                }
-                if let Some(su) = b.special_use {
-                    attrs.push(special_use_attr(su));
-                }
+                    continue;
+                };
+                imap_w!(out, "* LSUB ({attrs}) \"/\" ");
+                write_mailbox(out, name, self.rev2);
+                out.extend_from_slice(b"\r\n");
+                continue;
             }
-            imap_w!(out, "* {verb} ({}) \"/\" ", attrs.join(" "));
-            write_mailbox(out, &b.name, self.rev2);
-            if opts.recursive_match && opts.select_subscribed && !b.subscribed && child_subscribed {
+            let child_subscribed = tree.has_subscribed_descendant(name);
+            if opts.select_subscribed {
+                if !(ni.subscribed || opts.recursive_match && child_subscribed) {
+                    continue;
+                }
+            } else if !ni.exists && !tree.has_children(name) {
+                // A subscription alone (or a level above one) is no mailbox to list.
+                continue;
+            }
+            let info = info_of.get(name).copied();
+            let special_use = info.and_then(|b| b.special_use);
+            if opts.select_special_use && special_use.is_none() {
+                continue;
+            }
+            let mut attrs: Vec<&str> = Vec::new();
+            if !ni.exists {
+                attrs.push(missing_attr);
+            }
+            attrs.push(tree.child_attr(name));
+            if (opts.select_subscribed || opts.return_subscribed) && ni.subscribed {
+                attrs.push("\\Subscribed");
+            }
+            if let Some(su) = special_use {
+                attrs.push(special_use_attr(su));
+            }
+            imap_w!(out, "* LIST ({}) \"/\" ", attrs.join(" "));
+            write_mailbox(out, name, self.rev2);
+            if opts.recursive_match && opts.select_subscribed && !ni.subscribed && child_subscribed
+            {
                 out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
             }
             out.extend_from_slice(b"\r\n");
-            if let Some(items) = &opts.return_status {
+            // RFC 5819: no STATUS for a name that is not a mailbox.
+            if let (Some(items), Some(b)) = (&opts.return_status, info) {
                 let wants_recent = items.iter().any(|i| i == "RECENT");
                 let recent = if wants_recent {
                     self.recent_in(store, b)
@@ -298,12 +293,6 @@ impl ImapSession {
                 };
                 write_status(out, b, self.rev2, recent, items.iter().map(String::as_str));
             }
-        }
-        // Levels that are not mailboxes at all (only their descendants exist).
-        for level in lsub_levels {
-            imap_w!(out, "* LSUB (\\Noselect) \"/\" ");
-            write_mailbox(out, level, self.rev2);
-            out.extend_from_slice(b"\r\n");
         }
         self.sync_selected(store, true, out);
         imap_w!(out, "{tag} OK {verb} completed\r\n");

@@ -168,19 +168,45 @@ impl ImapSession {
                 date,
                 message,
             } => {
-                let mut messages = vec![(
+                let mut first = (
                     to_flags(&flags),
                     date.map(|d| d.as_ref().timestamp()),
                     literal_bytes(message),
-                )];
-                for m in extras.more_appends {
-                    messages.push((
-                        to_flags(&m.flags),
-                        m.date.map(|d| d.as_ref().timestamp()),
-                        literal_bytes(m.message),
-                    ));
+                );
+                if let Some(parts) = &extras.catenate {
+                    // The literal imap-codec parsed only stood in for the CATENATE list.
+                    match self.catenated(store, parts) {
+                        Ok(bytes) if bytes.len() > self.config.max_literal as usize => {
+                            let e = ImapError::no_code("TOOBIG", "Message too large");
+                            e.write_tagged(&tag, out);
+                            return Step::Done;
+                        }
+                        Ok(bytes) => first.2 = bytes,
+                        Err(url) => {
+                            // RFC 4469 §5: the URL goes back in the response code.
+                            let url: String = url
+                                .chars()
+                                .filter(|c| !matches!(c, ']' | '\r' | '\n'))
+                                .collect();
+                            imap_w!(out, "{tag} NO [BADURL {url}] URL not found\r\n");
+                            return Step::Done;
+                        }
+                    }
                 }
-                self.append(store, &tag, &mailbox, messages, out).await
+                if let Some(target) = extras.replace {
+                    self.replace(store, &tag, target, &mailbox, first, out)
+                        .await
+                } else {
+                    let mut messages = vec![first];
+                    for m in extras.more_appends {
+                        messages.push((
+                            to_flags(&m.flags),
+                            m.date.map(|d| d.as_ref().timestamp()),
+                            literal_bytes(m.message),
+                        ));
+                    }
+                    self.append(store, &tag, &mailbox, messages, out).await
+                }
             }
             CommandBody::Idle => {
                 self.sync_selected(store, true, out);
@@ -272,6 +298,7 @@ impl ImapSession {
                     &macro_or_item_names,
                     uid,
                     &modifiers,
+                    extras.preview,
                     out,
                 )
                 .await
@@ -367,7 +394,7 @@ impl ImapSession {
 
     /// This session changed the selected mailbox itself: re-read it at the next sync rather
     /// than wait for the store's notification.
-    fn mark_dirty_if_selected(&mut self, name: &str) {
+    pub(crate) fn mark_dirty_if_selected(&mut self, name: &str) {
         if let Some(mb) = self.selected.as_mut().filter(|m| m.name == name) {
             mb.mark_dirty();
         }
@@ -381,7 +408,11 @@ impl ImapSession {
     /// CREATE could make it (the store's own name rules, with the same limits); otherwise the
     /// client would loop on CREATE, so `NO [CANNOT]`. An existing mailbox stays writable even
     /// if the limits have shrunk since it was made.
-    fn target_mailbox<S: MailStore>(&self, store: &S, name: &str) -> ImapResult<MailboxInfo> {
+    pub(crate) fn target_mailbox<S: MailStore>(
+        &self,
+        store: &S,
+        name: &str,
+    ) -> ImapResult<MailboxInfo> {
         match self.find_mailbox(store, name) {
             Some(info) => Ok(info),
             None => {

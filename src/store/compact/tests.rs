@@ -28,6 +28,8 @@ fn sized(tag: &str, size: usize) -> String {
 struct State {
     mailboxes: Dump,
     tombstones: Vec<(String, Vec<u32>)>,
+    /// Subscribed names without a mailbox (they outlive DELETE).
+    lost_subscriptions: Vec<String>,
     next_mailbox_id: u64,
     last_uidvalidity: u32,
 }
@@ -41,14 +43,19 @@ fn state(s: &LogStore, account: &str) -> State {
             (m.name, t)
         })
         .collect();
+    let mailboxes = dump(s, account);
+    let lost_subscriptions = s.lost_subscriptions(account);
+    // Read last and alone: taking the index lock again while holding it deadlocks as soon as
+    // a background compaction step waits to write (std's RwLock lets the writer go first).
     let ix = s.inner.shards[s.shard_of(account)]
         .shared
         .index
         .read()
         .unwrap();
     State {
-        mailboxes: dump(s, account),
+        mailboxes,
         tombstones,
+        lost_subscriptions,
         next_mailbox_id: ix.next_mailbox_id,
         last_uidvalidity: ix.last_uidvalidity,
     }
@@ -151,7 +158,9 @@ fn compaction_drops_dead_records_and_keeps_live_bytes_and_counters() {
         assert_eq!(s.expunge(acc, "INBOX", &dead).await.unwrap(), dead);
     });
     let gone_uidvalidity = s.snapshot(acc, "Gone").unwrap().uidvalidity;
+    block_on(s.set_subscribed(acc, "Gone", true)).unwrap();
     block_on(s.delete_mailbox(acc, "Gone")).unwrap();
+    assert_eq!(s.lost_subscriptions(acc), ["Gone"]);
 
     let before_records = records(dir.path());
     let gone_id = before_records
@@ -178,6 +187,11 @@ fn compaction_drops_dead_records_and_keeps_live_bytes_and_counters() {
 
     // What clients see did not change, and every body is at its new place byte for byte.
     assert_eq!(state(&s, acc), before);
+    assert_eq!(
+        s.lost_subscriptions(acc),
+        ["Gone"],
+        "the subscription outlives the create"
+    );
     for (name, .., msgs) in &before.mailboxes {
         for (uid, _, _, bytes) in msgs {
             let loc = s.locate(acc, name, *uid).unwrap();
@@ -236,6 +250,13 @@ fn compaction_drops_dead_records_and_keeps_live_bytes_and_counters() {
     let s = LogStore::open(cfg.clone()).unwrap();
     block_on(s.create_mailbox(acc, "Gone")).unwrap();
     assert!(s.snapshot(acc, "Gone").unwrap().uidvalidity > gone_uidvalidity);
+    // The new mailbox takes over the name's subscription.
+    assert!(
+        s.list_mailboxes(acc)
+            .iter()
+            .any(|m| m.name == "Gone" && m.subscribed)
+    );
+    assert!(s.lost_subscriptions(acc).is_empty());
     s.close();
 }
 
