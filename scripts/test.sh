@@ -14,6 +14,8 @@ command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v fail2ban-regex >/dev/null || need+=(fail2ban)
 command -v swaks >/dev/null || need+=(swaks)
+# swaks speaks TLS through Net::SSLeay, only a recommendation of its package.
+perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive
