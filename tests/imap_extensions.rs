@@ -76,14 +76,7 @@ fn children_and_subscriptions_of_deleted_mailboxes_survive_a_restart() {
 }
 
 fn append(c: &mut Client, tag: &str, mailbox: &str, message: &str) -> String {
-    c.send(&format!("{tag} APPEND {mailbox} {{{}}}\r\n", message.len()));
-    let go_ahead = c.line().expect("continuation");
-    assert!(go_ahead.starts_with('+'), "{go_ahead}");
-    c.send(message);
-    c.send("\r\n");
-    let (_, status) = collect(c, tag);
-    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
-    status
+    append_ok(c, tag, mailbox, message)
 }
 
 #[test]

@@ -15,13 +15,7 @@ fn noop(c: &mut Client, tag: &str) -> Vec<String> {
 }
 
 fn append(c: &mut Client, tag: &str, message: &str) {
-    c.send(&format!("{tag} APPEND INBOX {{{}}}\r\n", message.len()));
-    let go_ahead = c.line().expect("continuation");
-    assert!(go_ahead.starts_with('+'), "{go_ahead}");
-    c.send(message);
-    c.send("\r\n");
-    let (_, status) = collect(c, tag);
-    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
+    append_ok(c, tag, "INBOX", message);
 }
 
 #[test]

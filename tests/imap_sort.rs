@@ -8,16 +8,7 @@ use common::*;
 const ALICE: &str = "alice@example.test";
 
 fn append(c: &mut Client, tag: &str, date: &str, message: &str) {
-    c.send(&format!(
-        "{tag} APPEND INBOX \"{date}\" {{{}}}\r\n",
-        message.len()
-    ));
-    let go_ahead = c.line().expect("continuation");
-    assert!(go_ahead.starts_with('+'), "{go_ahead}");
-    c.send(message);
-    c.send("\r\n");
-    let (_, status) = collect(c, tag);
-    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
+    append_ok(c, tag, &format!("INBOX \"{date}\""), message);
 }
 
 /// Four messages: a thread of three (the last one found only by In-Reply-To) and one alone.

@@ -684,6 +684,16 @@ impl LogStore {
         &self.inner.shards[self.shard_of(account)]
     }
 
+    /// The index of the shard that holds `account`, for reading (through a poisoned lock too,
+    /// as everywhere in the store).
+    fn read_index(&self, account: &str) -> std::sync::RwLockReadGuard<'_, index::ShardIndex> {
+        self.shard(account)
+            .shared
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn send(&self, shard: usize, op: Op) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
         let (reply, rx) = oneshot::channel();
         let guard = self.inner.shards[shard]
@@ -707,12 +717,7 @@ impl LogStore {
         mailbox: &str,
         f: impl FnOnce(&index::Mailbox) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let ix = self
-            .shard(account)
-            .shared
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let ix = self.read_index(account);
         f(ix.mailbox(account, mailbox)
             .ok_or(StoreError::NoSuchMailbox)?)
     }
@@ -855,12 +860,7 @@ impl MailStore for LogStore {
     }
 
     fn list_mailboxes(&self, account: &str) -> Vec<MailboxInfo> {
-        let ix = self
-            .shard(account)
-            .shared
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let ix = self.read_index(account);
         let Some(acc) = ix.account(account) else {
             return Vec::new();
         };
@@ -871,12 +871,7 @@ impl MailStore for LogStore {
     }
 
     fn lost_subscriptions(&self, account: &str) -> Vec<String> {
-        let ix = self
-            .shard(account)
-            .shared
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let ix = self.read_index(account);
         ix.account(account)
             .map(|acc| acc.lost_subscriptions.iter().cloned().collect())
             .unwrap_or_default()

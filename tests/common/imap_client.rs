@@ -56,3 +56,16 @@ pub fn login_tls_as(server: &TestServer, user: &str) -> Client {
     ok(&mut c, "l", &format!("LOGIN {user} \"{PASSWORD}\""));
     c
 }
+
+/// APPENDs `message` with a synchronizing literal; `target` is the mailbox and any flags or
+/// date (`INBOX (\\Seen) "date"`). Returns the tagged OK line.
+pub fn append_ok(c: &mut Client, tag: &str, target: &str, message: &str) -> String {
+    c.send(&format!("{tag} APPEND {target} {{{}}}\r\n", message.len()));
+    let go_ahead = c.line().expect("continuation");
+    assert!(go_ahead.starts_with('+'), "{go_ahead}");
+    c.send(message);
+    c.send("\r\n");
+    let (_, status) = collect(c, tag);
+    assert!(status.starts_with(&format!("{tag} OK")), "{status}");
+    status
+}
