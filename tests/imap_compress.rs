@@ -240,6 +240,34 @@ fn a_decompression_bomb_meets_the_line_limit_and_the_session_survives() {
     );
 }
 
+#[test]
+fn an_oversized_literal_over_compression_closes_instead_of_inflating_it() {
+    let server = TestServer::start(&[ALICE], "");
+    let mut c = login_tls_as(&server, ALICE);
+    assert_eq!(
+        imap(&mut c, "z", "COMPRESS DEFLATE"),
+        (vec![], "z OK DEFLATE active".into())
+    );
+    // A literal the server must refuse, sent anyway (LITERAL+), its bytes inflating 1000:1:
+    // skipping them would keep the server inflating for as long as the client likes.
+    let mut z = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut burst = deflate(&mut z, b"big APPEND INBOX {9999999999999999999+}\r\n");
+    for _ in 0..16 {
+        burst.extend(deflate(&mut z, &vec![0u8; 1 << 20]));
+    }
+    c.send_bytes(&burst);
+    c.start_deflate_with(z);
+    assert_eq!(
+        c.line().as_deref(),
+        Some("big NO [TOOBIG] Literal of 9999999999999999999 octets is too big")
+    );
+    assert_eq!(c.line().as_deref(), Some("* BYE Literal too big to skip"));
+    assert!(c.line().is_none(), "closed");
+    // Others are served.
+    let mut other = login_tls_as(&server, ALICE);
+    ok(&mut other, "n", "NOOP");
+}
+
 fn server_rss_kib(server: &TestServer) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
     status

@@ -34,6 +34,10 @@ pub enum Frame {
     Continue,
     /// A command was refused without being read completely (tag, reason).
     TooBig { tag: String, literal: u64 },
+    /// A non-synchronizing literal over the limit: the client sends its bytes anyway, and
+    /// skipping them could cost without bound (a length of up to 19 digits, or a compressed
+    /// stream inflating 1000:1), so the connection is to be closed, as Dovecot does.
+    TooBigSent { tag: String, literal: u64 },
     /// A line exceeded the limit; the rest of the line is discarded.
     LineTooLong { tag: String },
     /// A command whose literal was dropped mid-way ([`CommandReader::shed`]) has been read to
@@ -243,10 +247,14 @@ impl CommandReader {
                         self.clear();
                         match announced {
                             // The client sends these bytes anyway: skip them too.
-                            Some((len, false)) => {
+                            Some((len, false)) if len <= u64::from(self.max_literal) => {
                                 self.shed_tag = Some(tag);
                                 self.state = ReadState::Skip(len);
                                 continue;
+                            }
+                            Some((len, false)) => {
+                                self.state = ReadState::DiscardLine;
+                                return (pos, Some(Frame::TooBigSent { tag, literal: len }));
                             }
                             // Refusing instead of inviting the literal ends the command.
                             Some((_, true)) | None => return (pos, Some(Frame::Shed { tag })),
@@ -261,8 +269,8 @@ impl CommandReader {
                                 let tag = tag_of(&self.buf);
                                 self.clear();
                                 if !sync {
-                                    // The client sends the bytes anyway: skip them.
-                                    self.state = ReadState::Skip(len);
+                                    self.state = ReadState::DiscardLine;
+                                    return (pos, Some(Frame::TooBigSent { tag, literal: len }));
                                 }
                                 return (pos, Some(Frame::TooBig { tag, literal: len }));
                             }
@@ -1109,20 +1117,16 @@ mod tests {
             })
         );
         assert!(r.is_empty());
-        // Non-synchronizing: bytes skipped, then the rest of the line.
-        let mut input = b"a2 APPEND INBOX {200+}\r\n".to_vec();
-        input.extend_from_slice(&[b'x'; 200]);
-        input.extend_from_slice(b" trailing\r\na3 NOOP\r\n");
-        let frames = feed_all(&mut r, &input);
+        // Non-synchronizing: the client sends the bytes anyway; the session closes rather
+        // than skip a length it cannot bound.
+        let (n, f) = r.push(b"a2 APPEND INBOX {9999999999999999999+}\r\nxxxx");
+        assert_eq!(n, 40);
         assert_eq!(
-            frames,
-            vec![
-                Frame::TooBig {
-                    tag: "a2".into(),
-                    literal: 200
-                },
-                Frame::Command
-            ]
+            f,
+            Some(Frame::TooBigSent {
+                tag: "a2".into(),
+                literal: 9_999_999_999_999_999_999
+            })
         );
     }
 
@@ -1160,6 +1164,17 @@ mod tests {
         );
         assert!(r.is_empty());
         assert_eq!(feed_all(&mut r, b"a4 NOOP\r\n"), vec![Frame::Command]);
+        // A shed command may not announce more than a literal's limit to be skipped.
+        r.push(b"a6 APPEND INBOX {10+}\r\n0123");
+        r.shed();
+        assert_eq!(
+            feed_all(&mut r, b"456789 {200000+}\r\n"),
+            vec![Frame::TooBigSent {
+                tag: "a6".into(),
+                literal: 200_000
+            }]
+        );
+        r.reset();
         // Outside a literal there is nothing to shed.
         r.clear();
         r.push(b"a5 NO");

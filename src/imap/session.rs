@@ -390,6 +390,13 @@ SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT PREVIEW REPLACE I18NLEVEL=1 CATENAT
                     out.extend_from_slice(b"+ Ready for literal data\r\n");
                     None
                 }
+                Frame::TooBigSent { tag, literal } => {
+                    ImapError::no_code("TOOBIG", format!("Literal of {literal} octets is too big"))
+                        .write_tagged(&tag, out);
+                    out.extend_from_slice(b"* BYE Literal too big to skip\r\n");
+                    self.state = State::Logout;
+                    Some(ImapEvent::Close)
+                }
                 Frame::TooBig { tag, literal } => {
                     ImapError::no_code("TOOBIG", format!("Literal of {literal} octets is too big"))
                         .write_tagged(&tag, out);
@@ -881,6 +888,17 @@ mod tests {
         // Too many errors → BYE.
         let (out, ev) = run(&mut s, b"x\r\ny\r\nz\r\n");
         assert!(out.contains("* BYE Too many errors"), "{out}");
+        assert!(matches!(ev.last(), Some(ImapEvent::Close)));
+    }
+
+    #[test]
+    fn an_oversized_non_synchronizing_literal_closes_the_session() {
+        let mut s = session();
+        let (out, ev) = run(&mut s, b"a APPEND INBOX {99999+}\r\nxxxx");
+        assert_eq!(
+            out,
+            "a NO [TOOBIG] Literal of 99999 octets is too big\r\n* BYE Literal too big to skip\r\n"
+        );
         assert!(matches!(ev.last(), Some(ImapEvent::Close)));
     }
 
