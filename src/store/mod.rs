@@ -178,6 +178,8 @@ pub enum SpecialUse {
 
 #[derive(Clone, Debug)]
 pub struct MailboxInfo {
+    /// The store's id of the mailbox: never reused, kept by RENAME (RFC 8474 MAILBOXID).
+    pub id: u64,
     pub name: String,
     pub special_use: Option<SpecialUse>,
     pub subscribed: bool,
@@ -191,8 +193,18 @@ pub struct MailboxInfo {
     pub size: u64,
 }
 
+/// The store's identity of a message's content (RFC 8474 EMAILID): the mailbox and UID it was
+/// first saved under. Both are never reused (mailbox ids and UIDs only grow, across compaction
+/// too), so no two different messages share one, and a COPY or MOVE carries it along. Messages
+/// stored before ids were recorded get their own (mailbox, uid), which no later message can take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EmailId {
+    pub mailbox: u64,
+    pub uid: u32,
+}
+
 /// One message as the index knows it (no body bytes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MessageMeta {
     pub uid: u32,
     /// Exact octet count of the stored message.
@@ -203,11 +215,17 @@ pub struct MessageMeta {
     pub modseq: u64,
     /// True if some line of the message starts with '.', so POP3 must dot-stuff it.
     pub needs_dot_stuffing: bool,
+    pub email_id: EmailId,
+    /// Unix seconds it was saved into this mailbox (RFC 8514); `None` for messages stored
+    /// before save times were recorded.
+    pub saved: Option<i64>,
 }
 
 /// A consistent view of one mailbox at one moment; messages are in UID order.
 #[derive(Clone, Debug)]
 pub struct MailboxSnapshot {
+    /// See [`MailboxInfo::id`].
+    pub id: u64,
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highest_modseq: u64,
