@@ -519,8 +519,7 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
         if let Some(sp) = memchr::memchr(b' ', &cmd[set_at..]) {
             let items_at = set_at + sp + 1;
             let mut cur: std::borrow::Cow<'_, [u8]> = cmd.into();
-            if let Some((rewritten, items)) =
-                super::objectid::extract_fetch_items(&cur, items_at)?
+            if let Some((rewritten, items)) = super::objectid::extract_fetch_items(&cur, items_at)?
             {
                 extras.fetch_items = Some(items);
                 cur = rewritten.into();

@@ -182,9 +182,8 @@ pub fn parse_search_key(
         }
         Ok(String::from_utf8_lossy(a).into_owned())
     };
-    let date = |a: Option<&[u8]>| -> Result<i64, &'static str> {
-        a.and_then(&day).ok_or("Invalid date")
-    };
+    let date =
+        |a: Option<&[u8]>| -> Result<i64, &'static str> { a.and_then(&day).ok_or("Invalid date") };
     Ok(match name.as_slice() {
         b"EMAILID" => ExtensionKey::EmailId(id(arg)?),
         b"THREADID" => ExtensionKey::ThreadId(id(arg)?),
@@ -260,7 +259,10 @@ mod tests {
         };
         assert_eq!(
             cut("a FETCH 1 EMAILID\r\n"),
-            Ok(Some(("a FETCH 1 UID\r\n".into(), items(true, false, false, true))))
+            Ok(Some((
+                "a FETCH 1 UID\r\n".into(),
+                items(true, false, false, true)
+            )))
         );
         assert_eq!(
             cut("a UID FETCH 1 (emailid FLAGS ThreadId SAVEDATE) (CHANGEDSINCE 3)\r\n"),
@@ -271,10 +273,16 @@ mod tests {
         );
         assert_eq!(
             cut("a FETCH 1 (SAVEDATE THREADID)\r\n"),
-            Ok(Some(("a FETCH 1 (UID)\r\n".into(), items(false, true, true, true))))
+            Ok(Some((
+                "a FETCH 1 (UID)\r\n".into(),
+                items(false, true, true, true)
+            )))
         );
         assert_eq!(cut("a FETCH 1 (FLAGS EMAILIDS)\r\n"), Ok(None));
-        assert_eq!(cut("a FETCH 1 (EMAILID\r\n"), Err("Unbalanced parentheses".into()));
+        assert_eq!(
+            cut("a FETCH 1 (EMAILID\r\n"),
+            Err("Unbalanced parentheses".into())
+        );
     }
 
     #[test]

@@ -135,16 +135,16 @@ pub fn parse_criteria(
                 at = leaf_end;
                 Some(carrier_key(&key)?)
             } else {
-            let mut leaf_end = end;
-            for _ in 0..leaf_arguments(word, &s[end..]) {
-                if s.get(leaf_end) != Some(&b' ') {
-                    return Err(CriteriaError::Syntax("Missing search key argument"));
+                let mut leaf_end = end;
+                for _ in 0..leaf_arguments(word, &s[end..]) {
+                    if s.get(leaf_end) != Some(&b' ') {
+                        return Err(CriteriaError::Syntax("Missing search key argument"));
+                    }
+                    leaf_end = token_end(s, leaf_end + 1)?;
                 }
-                leaf_end = token_end(s, leaf_end + 1)?;
-            }
-            let leaf = decode_leaf(&s[at..leaf_end])?;
-            at = leaf_end;
-            Some(leaf)
+                let leaf = decode_leaf(&s[at..leaf_end])?;
+                at = leaf_end;
+                Some(leaf)
             }
         };
         // A key is complete: attach it, close the groups that end here, and find what follows.

@@ -352,7 +352,13 @@ mod tests {
         );
         assert_eq!(
             (mb.messages[1].meta.email_id, mb.messages[1].meta.saved),
-            (EmailId { mailbox: 9, uid: 22 }, Some(5002))
+            (
+                EmailId {
+                    mailbox: 9,
+                    uid: 22
+                },
+                Some(5002)
+            )
         );
         assert_eq!(back.next_mailbox_id, 5);
 

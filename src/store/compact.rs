@@ -494,8 +494,8 @@ impl Job {
         }
         let head_len = u64::from(len).min(APPEND_HEAD_MAX);
         let prefix = self.read_at(frame_start + HEADER_LEN as u64, head_len)?;
-        let head =
-            record::decode_append_head(kind, &prefix).map_err(|e| damaged(self.seg, frame_start, e))?;
+        let head = record::decode_append_head(kind, &prefix)
+            .map_err(|e| damaged(self.seg, frame_start, e))?;
         if head.body_at as u64 + u64::from(head.body_len) != u64::from(len) {
             return Err(damaged(self.seg, frame_start, "body length"));
         }

@@ -1382,7 +1382,10 @@ fn messages_stored_before_origins_keep_stable_ids() {
         );
         block_on(async {
             s.create_mailbox("ann", "Kept").await.unwrap();
-            assert_eq!(s.copy("ann", "INBOX", "Kept", &[2]).await.unwrap(), vec![(2, 1)]);
+            assert_eq!(
+                s.copy("ann", "INBOX", "Kept", &[2]).await.unwrap(),
+                vec![(2, 1)]
+            );
             append_one(&s, "ann", "INBOX", &body(3)).await;
             // Expunged so that compaction has something to drop.
             s.expunge("ann", "INBOX", &[1]).await.unwrap();
@@ -1393,7 +1396,11 @@ fn messages_stored_before_origins_keep_stable_ids() {
         assert!(saved >= before_copy && saved <= now_unix(), "{saved}");
         let inbox_now = ids(&s, "INBOX");
         assert_eq!(inbox_now[1].0, 3);
-        assert_eq!(inbox_now[1].1, legacy(3), "a new message takes its own (mailbox, uid)");
+        assert_eq!(
+            inbox_now[1].1,
+            legacy(3),
+            "a new message takes its own (mailbox, uid)"
+        );
         expect = (inbox_now, kept);
         block_on(s.compact(Some(0))).unwrap();
         s.close();
