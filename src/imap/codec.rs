@@ -5,8 +5,10 @@
 //! continuation for synchronizing literals and refuses oversized literals *before* their bytes
 //! arrive. Only complete commands reach imap-codec's decoder, so the decoder never sees a
 //! partial command. A few extension syntaxes imap-codec does not parse (ESEARCH `RETURN (...)`,
-//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE, CATENATE) are cut out of the command text first and returned
-//! beside it as [`CommandExtras`].
+//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE, CATENATE, the FETCH and
+//! STATUS items of OBJECTID and SAVEDATE) are cut out of the command text first and returned
+//! beside it as [`CommandExtras`]; the SEARCH keys of OBJECTID and SAVEDATE are parsed by
+//! `search_criteria`.
 //!
 //! Responses are written by hand straight into the output buffer: big literals (BODY[]) are
 //! copied once, from the store's bytes into `out`.
