@@ -1211,3 +1211,27 @@ fn canonical_index(index: &index::ShardIndex) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Rewrites the closed one-shard store at `dir` as the release before OBJECTID/SAVEDATE wrote
+/// it: appends without origin (kind 6), no checkpoint. Returns how many appends it changed.
+#[cfg(test)]
+pub(crate) fn rewrite_as_pre_origin(dir: &std::path::Path) -> usize {
+    let shard = recovery::shard_dir(dir, 0);
+    let mut stripped = 0;
+    for n in segment::list_segments(&shard).unwrap() {
+        let seg = segment::segment_path(&shard, n);
+        let raw = std::fs::read(&seg).unwrap();
+        let (mut old, mut pos) = (Vec::new(), 0);
+        while pos < raw.len() {
+            let (mut rec, len) = record::decode(&raw[pos..]).unwrap();
+            pos += len;
+            if let record::Record::MessageAppend { origin, .. } = &mut rec {
+                stripped += usize::from(origin.take().is_some());
+            }
+            rec.encode(&mut old);
+        }
+        std::fs::write(&seg, &old).unwrap();
+    }
+    let _ = std::fs::remove_file(shard.join(checkpoint::FILE_NAME));
+    stripped
+}

@@ -1319,7 +1319,6 @@ fn a_roll_over_undone_after_a_full_disk_leaves_no_sealed_segment_behind() {
 /// can take one of them.
 #[test]
 fn messages_stored_before_origins_keep_stable_ids() {
-    use record::{Record, decode};
     let dir = tempfile::tempdir().unwrap();
     // Small segments, so that compaction has sealed ones to rewrite.
     let cfg = StoreConfig {
@@ -1335,31 +1334,8 @@ fn messages_stored_before_origins_keep_stable_ids() {
         s.close();
     }
     // Rewrite the log as the previous release wrote it: appends without origin (kind 6).
-    let shard = recovery::shard_dir(dir.path(), 0);
-    let (mut inbox, mut stripped) = (None, 0);
-    for n in segment::list_segments(&shard).unwrap() {
-        let seg = segment::segment_path(&shard, n);
-        let raw = std::fs::read(&seg).unwrap();
-        let (mut old, mut pos) = (Vec::new(), 0);
-        while pos < raw.len() {
-            let (mut rec, len) = decode(&raw[pos..]).unwrap();
-            pos += len;
-            match &mut rec {
-                Record::MessageAppend { origin, .. } => {
-                    stripped += usize::from(origin.take().is_some());
-                }
-                Record::MailboxCreate { mailbox, name, .. } if name == "INBOX" => {
-                    inbox = Some(*mailbox)
-                }
-                _ => {}
-            }
-            rec.encode(&mut old);
-        }
-        std::fs::write(&seg, &old).unwrap();
-    }
-    assert_eq!(stripped, 2);
-    std::fs::remove_file(recovery::shard_dir(dir.path(), 0).join("checkpoint")).unwrap();
-    let inbox = inbox.unwrap();
+    assert_eq!(rewrite_as_pre_origin(dir.path()), 2);
+    let inbox = store_mailbox_id(dir.path(), "INBOX");
     let ids = |s: &LogStore, mailbox: &str| -> Vec<(u32, EmailId, Option<i64>)> {
         let snap = s.snapshot("ann", mailbox).unwrap();
         snap.messages
@@ -1422,4 +1398,24 @@ fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// The store's id of mailbox `name` in the log of the one-shard store at `dir`.
+fn store_mailbox_id(dir: &Path, name: &str) -> u64 {
+    let shard = recovery::shard_dir(dir, 0);
+    let seg = segment::segment_path(&shard, segment::list_segments(&shard).unwrap()[0]);
+    let raw = std::fs::read(seg).unwrap();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let (rec, len) = record::decode(&raw[pos..]).unwrap();
+        pos += len;
+        if let record::Record::MailboxCreate {
+            mailbox, name: n, ..
+        } = rec
+            && n == name
+        {
+            return mailbox;
+        }
+    }
+    panic!("no mailbox {name}");
 }

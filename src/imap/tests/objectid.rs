@@ -159,3 +159,41 @@ r BAD Unbalanced parentheses\r\ns OK NOOP completed\r\n"
         );
     });
 }
+
+/// Messages stored before the store recorded origins: their EMAILID is their own mailbox and
+/// UID, SAVEDATE is NIL, and the SAVED* keys compare their INTERNALDATE.
+#[test]
+fn messages_stored_before_upgrading() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    block_on(deliver(&store, "INBOX", "old"));
+    store.close();
+    drop(store);
+    assert_eq!(crate::store::rewrite_as_pre_origin(dir.path()), 1);
+    block_on(async {
+        let store = open_store(dir.path());
+        let m = meta(&store, "INBOX", 1);
+        assert_eq!(m.saved, None);
+        let id = crate::imap::objectid::email_id(crate::store::EmailId {
+            mailbox: store.snapshot("alice", "INBOX").unwrap().id,
+            uid: 1,
+        });
+        let mut c = Client::login(&store).await;
+        c.send("s SELECT INBOX\r\n").await;
+        assert_eq!(
+            c.send("a FETCH 1 (EMAILID SAVEDATE)\r\n").await,
+            format!("* 1 FETCH (EMAILID ({id}) SAVEDATE NIL)\r\na OK FETCH completed\r\n")
+        );
+        // `deliver` stores INTERNALDATE 14-Nov-2023 22:13:20 UTC.
+        assert_eq!(m.internal_date, 1_700_000_000);
+        assert_eq!(
+            c.send(
+                "b SEARCH SAVEDON 14-Nov-2023\r\nc SEARCH SAVEDBEFORE 14-Nov-2023\r\n\
+d SEARCH SAVEDSINCE 15-Nov-2023\r\ne SEARCH SAVEDATESUPPORTED\r\n"
+            )
+            .await,
+            "* SEARCH 1\r\nb OK SEARCH completed\r\n* SEARCH\r\nc OK SEARCH completed\r\n\
+* SEARCH\r\nd OK SEARCH completed\r\n* SEARCH 1\r\ne OK SEARCH completed\r\n"
+        );
+    });
+}
