@@ -48,6 +48,8 @@ fn meta(uid: u32, size: usize) -> MessageMeta {
         },
         modseq: 7,
         needs_dot_stuffing: false,
+        email_id: Default::default(),
+        saved: None,
     }
 }
 

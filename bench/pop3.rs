@@ -73,9 +73,12 @@ fn bench_session(c: &mut Criterion) {
             flags: Flags::default(),
             modseq: 1,
             needs_dot_stuffing: false,
+            email_id: Default::default(),
+            saved: None,
         })
         .collect();
     let snapshot = MailboxSnapshot {
+        id: 0,
         uidvalidity: 1,
         uidnext: 101,
         highest_modseq: 1,

@@ -578,6 +578,7 @@ fn recent_is_claimed_by_one_session_over_real_connections() {
     let mut a = login_tls(&server);
     let mut b = login_tls(&server);
     let (v, m) = validity_and_modseq(&mut b, "s");
+    let id = mailbox_id(&mut b, "s0", "INBOX");
     // STATUS RECENT only looks.
     assert_eq!(
         ok(&mut b, "s2", "STATUS INBOX (RECENT)"),
@@ -592,6 +593,7 @@ fn recent_is_claimed_by_one_session_over_real_connections() {
             "* OK [UNSEEN 1] First unseen".to_string(),
             format!("* OK [UIDVALIDITY {v}] UIDs valid"),
             "* OK [UIDNEXT 2] Predicted next UID".to_string(),
+            format!("* OK [MAILBOXID ({id})] Ok"),
             format!("* OK [HIGHESTMODSEQ {m}] Highest"),
         ]
     };

@@ -84,6 +84,7 @@ fn a_whole_session_over_tls_then_deflate() {
         format!("a1 OK [APPENDUID {validity} 1] APPEND completed")
     );
 
+    let id = mailbox_id(&mut c, "s2", "INBOX");
     assert_eq!(
         ok(&mut c, "s1", "SELECT INBOX"),
         vec![
@@ -94,6 +95,7 @@ fn a_whole_session_over_tls_then_deflate() {
             "* OK [UNSEEN 1] First unseen".to_string(),
             format!("* OK [UIDVALIDITY {validity}] UIDs valid"),
             "* OK [UIDNEXT 2] Predicted next UID".to_string(),
+            format!("* OK [MAILBOXID ({id})] Ok"),
             format!("* OK [HIGHESTMODSEQ {modseq}] Highest"),
         ]
     );

@@ -37,6 +37,7 @@ fn body(uid: u32) -> &'static [u8] {
 
 fn snapshot() -> MailboxSnapshot {
     MailboxSnapshot {
+        id: 0,
         uidvalidity: 0x1234,
         uidnext: 12,
         highest_modseq: 1,
@@ -49,6 +50,8 @@ fn snapshot() -> MailboxSnapshot {
                 flags: Flags::default(),
                 modseq: 1,
                 needs_dot_stuffing: true,
+                email_id: Default::default(),
+                saved: None,
             })
             .collect(),
     }

@@ -5,8 +5,10 @@
 //! continuation for synchronizing literals and refuses oversized literals *before* their bytes
 //! arrive. Only complete commands reach imap-codec's decoder, so the decoder never sees a
 //! partial command. A few extension syntaxes imap-codec does not parse (ESEARCH `RETURN (...)`,
-//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE, CATENATE) are cut out of the command text first and returned
-//! beside it as [`CommandExtras`].
+//! LIST-EXTENDED selection/return options, FETCH PREVIEW, REPLACE, CATENATE, the FETCH and
+//! STATUS items of OBJECTID and SAVEDATE) are cut out of the command text first and returned
+//! beside it as [`CommandExtras`]; the SEARCH keys of OBJECTID and SAVEDATE are parsed by
+//! `search_criteria`.
 //!
 //! Responses are written by hand straight into the output buffer: big literals (BODY[]) are
 //! copied once, from the store's bytes into `out`.
@@ -416,6 +418,10 @@ pub struct CommandExtras {
     pub more_appends: Vec<AppendMessage>,
     /// FETCH PREVIEW (RFC 8970), see [`super::preview`].
     pub preview: Option<super::preview::PreviewRequest>,
+    /// FETCH EMAILID/THREADID (RFC 8474) and SAVEDATE (RFC 8514), see [`super::objectid`].
+    pub fetch_items: Option<super::objectid::ExtraFetchItems>,
+    /// STATUS MAILBOXID (RFC 8474): `Some(alone)`, see [`super::objectid`].
+    pub status_mailboxid: Option<bool>,
     /// REPLACE (RFC 8508): the command was rewritten into an APPEND; this is the message it
     /// replaces, see [`super::replace`].
     pub replace: Option<super::replace::ReplaceTarget>,
@@ -520,13 +526,28 @@ pub fn extract_extras(cmd: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Command
     }
     if upper_starts(verb, b"FETCH ") {
         let set_at = verb_at + b"FETCH ".len();
-        if let Some(sp) = memchr::memchr(b' ', &cmd[set_at..])
-            && let Some((rewritten, request)) =
-                super::preview::extract_preview(cmd, set_at + sp + 1)?
-        {
-            extras.preview = Some(request);
-            return Ok((rewritten.into(), extras));
+        if let Some(sp) = memchr::memchr(b' ', &cmd[set_at..]) {
+            let items_at = set_at + sp + 1;
+            let mut cur: std::borrow::Cow<'_, [u8]> = cmd.into();
+            if let Some((rewritten, items)) = super::objectid::extract_fetch_items(&cur, items_at)?
+            {
+                extras.fetch_items = Some(items);
+                cur = rewritten.into();
+            }
+            if let Some((rewritten, request)) = super::preview::extract_preview(&cur, items_at)? {
+                extras.preview = Some(request);
+                cur = rewritten.into();
+            }
+            return Ok((cur, extras));
         }
+    }
+    if upper_starts(verb, b"STATUS ")
+        && verb_at == after_tag
+        && let Some(open) = memchr::memrchr(b'(', cmd)
+        && let Some((rewritten, alone)) = super::objectid::extract_status_mailboxid(cmd, open)?
+    {
+        extras.status_mailboxid = Some(alone);
+        return Ok((rewritten.into(), extras));
     }
     if upper_starts(verb, b"SEARCH RETURN ") {
         let opts_at = verb_at + b"SEARCH RETURN ".len();

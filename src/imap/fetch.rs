@@ -65,6 +65,11 @@ pub enum FetchItem {
     },
     /// RFC 8970, see [`super::preview`].
     Preview,
+    /// RFC 8474, see [`super::objectid`].
+    EmailId,
+    ThreadId,
+    /// RFC 8514, see [`super::savedate`].
+    SaveDate,
 }
 
 impl FetchItem {
@@ -393,6 +398,22 @@ pub fn write_fetch_response(
                 out.extend_from_slice(b"PREVIEW ");
                 write_string(out, super::preview::preview(raw).as_bytes());
             }
+            FetchItem::EmailId => {
+                sep(out);
+                imap_w!(
+                    out,
+                    "EMAILID ({})",
+                    super::objectid::email_id(meta.email_id)
+                );
+            }
+            FetchItem::ThreadId => {
+                sep(out);
+                out.extend_from_slice(b"THREADID NIL");
+            }
+            FetchItem::SaveDate => {
+                sep(out);
+                super::savedate::write_save_date(out, meta);
+            }
         }
     }
     if with_flags && !items.contains(&FetchItem::Flags) {
@@ -422,6 +443,7 @@ impl ImapSession {
         uid: bool,
         modifiers: &[FetchModifier],
         preview: Option<PreviewRequest>,
+        extra: Option<super::objectid::ExtraFetchItems>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
         let account = self.account.clone().unwrap_or_default();
@@ -437,6 +459,21 @@ impl ImapSession {
                 items.retain(|i| *i != FetchItem::Uid);
             }
             items.push(FetchItem::Preview);
+        }
+        if let Some(extra) = extra {
+            if extra.alone {
+                // UID only stood in for these items in the command imap-codec parsed.
+                items.retain(|i| *i != FetchItem::Uid);
+            }
+            for (wanted, item) in [
+                (extra.email_id, FetchItem::EmailId),
+                (extra.thread_id, FetchItem::ThreadId),
+                (extra.save_date, FetchItem::SaveDate),
+            ] {
+                if wanted {
+                    items.push(item);
+                }
+            }
         }
         // UID FETCH, and every FETCH once QRESYNC is on (RFC 7162 §3.2.4), carries the UID.
         if (uid || rep.qresync) && !items.contains(&FetchItem::Uid) {
@@ -668,6 +705,8 @@ mod tests {
             },
             modseq: 9,
             needs_dot_stuffing: false,
+            email_id: Default::default(),
+            saved: None,
         }
     }
 

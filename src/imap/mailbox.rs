@@ -23,6 +23,8 @@ use crate::store::{
 };
 
 pub struct SelectedMailbox {
+    /// The store's id of the mailbox (RFC 8474 MAILBOXID, see [`super::objectid`]).
+    pub id: u64,
     pub name: String,
     pub read_only: bool,
     pub uidvalidity: u32,
@@ -75,6 +77,7 @@ impl SelectedMailbox {
         changes: Option<ChangeReceiver>,
     ) -> Self {
         let mut mb = SelectedMailbox {
+            id: snapshot.id,
             name,
             read_only,
             uidvalidity: snapshot.uidvalidity,
@@ -470,11 +473,14 @@ mod tests {
             },
             modseq,
             needs_dot_stuffing: false,
+            email_id: Default::default(),
+            saved: None,
         }
     }
 
     fn snap(msgs: Vec<MessageMeta>) -> MailboxSnapshot {
         MailboxSnapshot {
+            id: 0,
             uidvalidity: 1,
             uidnext: msgs.last().map_or(1, |m| m.uid + 1),
             highest_modseq: msgs.iter().map(|m| m.modseq).max().unwrap_or(0),

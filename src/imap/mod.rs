@@ -23,7 +23,9 @@
 //! CONTEXT hint, UPDATE with ADDTO/REMOVEFROM, CANCELUPDATE, NOUPDATE), COMPRESS=DEFLATE
 //! (`compress`; the connection layer compresses), PREVIEW (`preview`), REPLACE (`replace`),
 //! CATENATE (`catenate`: TEXT parts and URLs of this account's messages), I18NLEVEL=1
-//! (`i18nlevel`: i;unicode-casemap for SEARCH and SORT). Not supported: NOTIFY, METADATA,
+//! (`i18nlevel`: i;unicode-casemap for SEARCH and SORT), OBJECTID (`objectid`: MAILBOXID and
+//! EMAILID from the store's never-reused ids, THREADID always NIL), SAVEDATE (`savedate`: NIL
+//! for messages stored before save times were recorded). Not supported: NOTIFY, METADATA,
 //! QUOTA, I18NLEVEL=2 (COMPARATOR).
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
@@ -45,9 +47,11 @@ pub mod i18nlevel;
 pub mod mailbox;
 pub mod message_fields;
 pub mod mime;
+pub mod objectid;
 pub mod preview;
 pub mod recent;
 pub mod replace;
+pub mod savedate;
 pub mod search;
 pub mod search_criteria;
 pub mod searchres;

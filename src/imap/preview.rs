@@ -224,7 +224,7 @@ fn modifiers(words: &[u8]) -> Result<Option<bool>, String> {
 }
 
 /// End of an atom: space, CR, LF or the end.
-fn token_end(cmd: &[u8], at: usize) -> usize {
+pub(super) fn token_end(cmd: &[u8], at: usize) -> usize {
     cmd[at..]
         .iter()
         .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
@@ -232,7 +232,7 @@ fn token_end(cmd: &[u8], at: usize) -> usize {
 }
 
 /// Index just past the `)` matching the `(` at `open` (quoted strings and `[...]` respected).
-fn group_end(cmd: &[u8], open: usize) -> Option<usize> {
+pub(super) fn group_end(cmd: &[u8], open: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut quoted = false;
     let mut escaped = false;
@@ -263,7 +263,7 @@ fn group_end(cmd: &[u8], open: usize) -> Option<usize> {
 }
 
 /// The space-separated items of a fetch list (nested groups stay whole).
-fn split_top(inner: &[u8]) -> Vec<&[u8]> {
+pub(super) fn split_top(inner: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut i = 0;

@@ -7,6 +7,7 @@
 //! see [`super::i18nlevel`]): case, accents' encoding and compatibility forms do not matter. The message bytes are
 //! loaded at most once per message, and only if a key needs them.
 
+use super::objectid::ExtensionKey;
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::{HeaderValue, MessageParser, PartType};
 
@@ -178,7 +179,7 @@ fn astr(a: &impl AsRef<[u8]>) -> String {
     casemap(&String::from_utf8_lossy(a.as_ref()))
 }
 
-fn day_of(date: &impl std::fmt::Debug) -> i64 {
+pub(super) fn day_of(date: &impl std::fmt::Debug) -> i64 {
     // imap-types' NaiveDate debug-prints chrono's `YYYY-MM-DD`.
     days_from_iso(&format!("{date:?}")).unwrap_or(0)
 }
@@ -234,6 +235,9 @@ pub fn matches(key: &SearchKey<'_>, m: &mut SearchMessage<'_>) -> bool {
         SearchKey::Bcc(s) => header_contains(m, "bcc", &astr(s)),
         SearchKey::Subject(s) => header_contains(m, "subject", &astr(s)),
         SearchKey::Header(name, value) => {
+            if let Some(key) = ExtensionKey::from_carrier(name.as_ref(), value.as_ref()) {
+                return key.matches(meta);
+            }
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();
             header_contains(m, &name, &astr(value))
         }
@@ -272,12 +276,14 @@ pub fn needs_content(key: &SearchKey<'_>) -> bool {
         SearchKey::And(keys) => keys.as_ref().iter().any(needs_content),
         SearchKey::Or(a, b) => needs_content(a) || needs_content(b),
         SearchKey::Not(k) => needs_content(k),
+        SearchKey::Header(name, value) => {
+            ExtensionKey::from_carrier(name.as_ref(), value.as_ref()).is_none()
+        }
         SearchKey::From(_)
         | SearchKey::To(_)
         | SearchKey::Cc(_)
         | SearchKey::Bcc(_)
         | SearchKey::Subject(_)
-        | SearchKey::Header(..)
         | SearchKey::Body(_)
         | SearchKey::Text(_)
         | SearchKey::SentBefore(_)
@@ -350,6 +356,8 @@ D=E9jeuner at NOON\r\n\
             },
             modseq,
             needs_dot_stuffing: false,
+            email_id: Default::default(),
+            saved: None,
         }
     }
 

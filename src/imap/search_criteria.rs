@@ -18,7 +18,7 @@ use imap_codec::{
     imap_types::{
         IntoStatic,
         command::{Command, CommandBody},
-        core::Vec1,
+        core::{AString, Vec1},
         search::SearchKey,
     },
 };
@@ -120,16 +120,32 @@ pub fn parse_criteria(
                 at = end + 1;
                 continue;
             }
-            let mut leaf_end = end;
-            for _ in 0..leaf_arguments(word, &s[end..]) {
-                if s.get(leaf_end) != Some(&b' ') {
-                    return Err(CriteriaError::Syntax("Missing search key argument"));
+            if let Some(n) = super::objectid::search_key_arguments(word) {
+                let mut arg = None;
+                let mut leaf_end = end;
+                if n == 1 {
+                    if s.get(end) != Some(&b' ') {
+                        return Err(CriteriaError::Syntax("Missing search key argument"));
+                    }
+                    leaf_end = token_end(s, end + 1)?;
+                    arg = Some(&s[end + 1..leaf_end]);
                 }
-                leaf_end = token_end(s, leaf_end + 1)?;
+                let key = super::objectid::parse_search_key(word, arg, extension_day)
+                    .map_err(CriteriaError::Syntax)?;
+                at = leaf_end;
+                Some(carrier_key(&key)?)
+            } else {
+                let mut leaf_end = end;
+                for _ in 0..leaf_arguments(word, &s[end..]) {
+                    if s.get(leaf_end) != Some(&b' ') {
+                        return Err(CriteriaError::Syntax("Missing search key argument"));
+                    }
+                    leaf_end = token_end(s, leaf_end + 1)?;
+                }
+                let leaf = decode_leaf(&s[at..leaf_end])?;
+                at = leaf_end;
+                Some(leaf)
             }
-            let leaf = decode_leaf(&s[at..leaf_end])?;
-            at = leaf_end;
-            Some(leaf)
         };
         // A key is complete: attach it, close the groups that end here, and find what follows.
         loop {
@@ -227,6 +243,26 @@ fn leaf_arguments(name: &[u8], after: &[u8]) -> usize {
     } else {
         0
     }
+}
+
+/// The day of an IMAP date (`1-Feb-2024`, quoted or not), checked by imap-codec's grammar.
+fn extension_day(date: &[u8]) -> Option<i64> {
+    let mut leaf = b"ON ".to_vec();
+    leaf.extend_from_slice(date);
+    match decode_leaf(&leaf) {
+        Ok(SearchKey::On(d)) => Some(super::search::day_of(&d)),
+        _ => None,
+    }
+}
+
+/// The HEADER key that carries an OBJECTID/SAVEDATE key (see [`super::objectid`]).
+fn carrier_key(key: &super::objectid::ExtensionKey) -> Result<SearchKey<'static>, CriteriaError> {
+    let (name, value) = key.to_carrier();
+    let bad = |_| CriteriaError::Syntax("Invalid search key");
+    Ok(SearchKey::Header(
+        AString::try_from(name).map_err(bad)?,
+        AString::try_from(value).map_err(bad)?,
+    ))
 }
 
 /// Parses one leaf key through imap-codec.
@@ -441,6 +477,8 @@ mod tests {
             flags: Default::default(),
             modseq: 1,
             needs_dot_stuffing: false,
+            email_id: Default::default(),
+            saved: None,
         };
         let mut loader = |_uid: u32| Some(b"Subject: w7\r\n\r\nx\r\n".to_vec());
         let mut m = crate::imap::search::SearchMessage::new(1, &meta, 1, 1, &mut loader);

@@ -205,12 +205,15 @@ mod tests {
                 flags: Flags::default(),
                 modseq: 1,
                 needs_dot_stuffing: false,
+                email_id: Default::default(),
+                saved: None,
             })
             .collect();
         let mut mb = SelectedMailbox::new(
             "INBOX".into(),
             false,
             MailboxSnapshot {
+                id: 0,
                 uidvalidity: 1,
                 uidnext: 100,
                 highest_modseq: 1,

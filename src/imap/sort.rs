@@ -399,6 +399,8 @@ mod tests {
             flags: Default::default(),
             modseq: 1,
             needs_dot_stuffing: false,
+            email_id: Default::default(),
+            saved: None,
         }
     }
 

@@ -27,6 +27,25 @@ fn open_store_with(dir: &std::path::Path, limits: crate::store::names::MailboxLi
     .unwrap()
 }
 
+/// MAILBOXID of one of alice's mailboxes, from the store.
+fn mailbox_id(store: &LogStore, mailbox: &str) -> String {
+    let snap = store.snapshot("alice", mailbox).unwrap();
+    crate::imap::objectid::mailbox_id(snap.id, snap.uidvalidity)
+}
+
+/// `out` with the id of every `[MAILBOXID (id)]` replaced by `*`: for exchanges about other
+/// things whose CREATEd mailboxes are gone before their ids could be looked up (the ids
+/// themselves are asserted in `tests/objectid.rs` here).
+fn masked_ids(out: &str) -> String {
+    let mut parts = out.split("[MAILBOXID (");
+    let mut masked = parts.next().unwrap_or_default().to_string();
+    for p in parts {
+        masked.push_str("[MAILBOXID (*");
+        masked.push_str(&p[p.find(")]").expect("closed MAILBOXID")..]);
+    }
+    masked
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
@@ -352,7 +371,13 @@ fn mailbox_management_and_list() {
         deliver(&store, "INBOX", "x").await;
         let mut c = Client::login(&store).await;
         let out = c.send("a CREATE Work\r\nb CREATE Work/Projects\r\nc CREATE Work\r\nd SUBSCRIBE Work/Projects\r\n").await;
-        assert!(out.contains("a OK CREATE"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "a OK [MAILBOXID ({})] CREATE",
+                mailbox_id(&store, "Work")
+            )),
+            "{out}"
+        );
         assert!(out.contains("c NO [ALREADYEXISTS]"), "{out}");
         assert!(out.contains("d OK SUBSCRIBE"), "{out}");
         let out = c.send("e LIST \"\" *\r\n").await;
@@ -1067,9 +1092,10 @@ fn mailbox_names_are_checked_before_anything_is_stored() {
             .send("m CREATE Caf&AOk-/\r\nn LIST \"\" Caf*\r\no SELECT Caf&AOk-\r\n")
             .await;
         assert!(
-            out.starts_with(
-                "m OK CREATE completed\r\n* LIST (\\HasNoChildren) \"/\" Caf&AOk-\r\nn OK LIST completed\r\n"
-            ),
+            out.starts_with(&format!(
+                "m OK [MAILBOXID ({})] CREATE completed\r\n* LIST (\\HasNoChildren) \"/\" Caf&AOk-\r\nn OK LIST completed\r\n",
+                mailbox_id(&store, "Caf\u{e9}")
+            )),
             "{out}"
         );
         assert!(
@@ -1089,7 +1115,10 @@ fn mailbox_names_are_checked_before_anything_is_stored() {
             .await;
         assert_eq!(
             out,
-            "p OK CREATE completed\r\nq NO [CANNOT] Not allowed: mailbox hierarchy too deep\r\n"
+            format!(
+                "p OK [MAILBOXID ({})] CREATE completed\r\nq NO [CANNOT] Not allowed: mailbox hierarchy too deep\r\n",
+                mailbox_id(&store, "d/c")
+            )
         );
         assert!(
             store
@@ -1122,15 +1151,21 @@ fn mailboxes_per_account_are_capped() {
             .send("a CREATE One\r\nb CREATE Two/Three\r\nc CREATE Two\r\nd CREATE Four\r\ne RENAME INBOX Old\r\n")
             .await;
         assert_eq!(
-            out,
-            "a OK CREATE completed\r\n\
+            masked_ids(&out),
+            "a OK [MAILBOXID (*)] CREATE completed\r\n\
              b NO [LIMIT] Limit reached: too many mailboxes in the account\r\n\
-             c OK CREATE completed\r\n\
+             c OK [MAILBOXID (*)] CREATE completed\r\n\
              d NO [LIMIT] Limit reached: too many mailboxes in the account\r\n\
              e NO [LIMIT] Limit reached: too many mailboxes in the account\r\n"
         );
         let out = c.send("f DELETE One\r\ng CREATE Four\r\n").await;
-        assert_eq!(out, "f OK DELETE completed\r\ng OK CREATE completed\r\n");
+        assert_eq!(
+            out,
+            format!(
+                "f OK DELETE completed\r\ng OK [MAILBOXID ({})] CREATE completed\r\n",
+                mailbox_id(&store, "Four")
+            )
+        );
         assert_eq!(store.list_mailboxes("alice").len(), defaults + 2);
     });
 }
@@ -1191,6 +1226,7 @@ fn search_nests_as_deep_as_configured() {
 mod catenate;
 mod i18nlevel;
 mod list_children;
+mod objectid;
 mod preview;
 mod replace;
 /// RFC 3501 / 9051 details checked against Dovecot's behaviour.

@@ -113,6 +113,7 @@ impl Pop3Driver<'_> {
             Ok(s) => s,
             // No mail delivered yet: an empty maildrop.
             Err(StoreError::NoSuchMailbox) => MailboxSnapshot {
+                id: 0,
                 uidvalidity: 0,
                 uidnext: 1,
                 highest_modseq: 0,

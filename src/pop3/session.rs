@@ -800,11 +800,14 @@ mod tests {
             flags: Flags::default(),
             modseq: 1,
             needs_dot_stuffing: bytes.starts_with(b".") || bytes.windows(2).any(|w| w == b"\n."),
+            email_id: Default::default(),
+            saved: None,
         }
     }
 
     fn snapshot() -> MailboxSnapshot {
         MailboxSnapshot {
+            id: 0,
             uidvalidity: 0x1234,
             uidnext: 12,
             highest_modseq: 1,
@@ -1117,6 +1120,7 @@ mod tests {
         let mut h = Harness::tls();
         h.maildrop = || {
             MaildropOpen::Ok(MailboxSnapshot {
+                id: 0,
                 uidvalidity: 1,
                 uidnext: 1,
                 highest_modseq: 0,

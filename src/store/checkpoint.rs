@@ -12,8 +12,9 @@
 //! wrong bytes: recovery therefore uses a checkpoint only if the sealed segments on disk are
 //! exactly the ones it lists, with the same lengths. A compacted segment is always strictly
 //! shorter than the file it replaced (or gone), so a length names one version of a segment.
-//! (Version 1 files, which had no segment list, and version 2 files, which had no subscriptions
-//! without mailbox, are ignored: one full replay after upgrading.)
+//! (Version 1 files, which had no segment list, version 2 files, which had no subscriptions
+//! without mailbox, and version 3 files, which had no EMAILID and save time per message, are
+//! ignored: one full replay after upgrading.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -22,9 +23,9 @@ use std::path::Path;
 
 use super::index::{Account, BodyLoc, Mailbox, Message, ShardIndex};
 use super::record::{Dec, DecodeError, Enc, special_use_code, special_use_from};
-use super::{MessageMeta, StoreResult};
+use super::{EmailId, MessageMeta, StoreResult};
 
-const MAGIC: &[u8; 8] = b"SURELCP3";
+const MAGIC: &[u8; 8] = b"SURELCP4";
 pub const FILE_NAME: &str = "checkpoint";
 
 /// Log position a checkpoint covers: everything before (segment, offset) is in it.
@@ -69,6 +70,15 @@ pub fn encode(index: &ShardIndex, pos: Position, sealed: &SealedLengths) -> Vec<
                 e.flags(&m.meta.flags);
                 e.u64(m.meta.modseq);
                 e.u8(m.meta.needs_dot_stuffing as u8);
+                e.u64(m.meta.email_id.mailbox);
+                e.u32(m.meta.email_id.uid);
+                match m.meta.saved {
+                    Some(t) => {
+                        e.u8(1);
+                        e.i64(t);
+                    }
+                    None => e.u8(0),
+                }
                 e.u32(m.loc.segment);
                 e.u64(m.loc.offset);
             }
@@ -149,6 +159,11 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint, DecodeError> {
                 let flags = d.flags()?;
                 let modseq = d.u64()?;
                 let needs_dot_stuffing = d.bool()?;
+                let email_id = EmailId {
+                    mailbox: d.u64()?,
+                    uid: d.u32()?,
+                };
+                let saved = if d.bool()? { Some(d.i64()?) } else { None };
                 let segment = d.u32()?;
                 let offset = d.u64()?;
                 messages.push(Message {
@@ -159,6 +174,8 @@ pub fn decode(buf: &[u8]) -> Result<Checkpoint, DecodeError> {
                         flags,
                         modseq,
                         needs_dot_stuffing,
+                        email_id,
+                        saved,
                     },
                     loc: BodyLoc {
                         segment,
@@ -277,6 +294,14 @@ mod tests {
                         system: SystemFlags(SystemFlags::SEEN),
                         keywords: vec!["k".into()],
                     },
+                    // One message as written before origins existed, the others copies.
+                    origin: (uid > 1).then_some(crate::store::record::AppendOrigin {
+                        email_id: EmailId {
+                            mailbox: 9,
+                            uid: uid + 20,
+                        },
+                        saved: 5000 + i64::from(uid),
+                    }),
                     body: Default::default(),
                 },
                 Some(BodyInfo::new(
@@ -321,6 +346,20 @@ mod tests {
         assert_eq!(mb.messages.len(), 2);
         assert_eq!(mb.messages[1].loc.offset, 200);
         assert!(mb.messages[0].meta.needs_dot_stuffing);
+        assert_eq!(
+            (mb.messages[0].meta.email_id, mb.messages[0].meta.saved),
+            (EmailId { mailbox: 4, uid: 1 }, None)
+        );
+        assert_eq!(
+            (mb.messages[1].meta.email_id, mb.messages[1].meta.saved),
+            (
+                EmailId {
+                    mailbox: 9,
+                    uid: 22
+                },
+                Some(5002)
+            )
+        );
         assert_eq!(back.next_mailbox_id, 5);
 
         let mut bad = bytes.clone();
@@ -333,5 +372,9 @@ mod tests {
         let mut v1 = bytes.clone();
         v1[..8].copy_from_slice(b"SURELCP1");
         assert!(decode(&v1).is_err());
+        // Nor is a version 3 one (no EMAILID/save time): its messages would lose theirs.
+        let mut v3 = bytes.clone();
+        v3[..8].copy_from_slice(b"SURELCP3");
+        assert!(decode(&v3).is_err());
     }
 }

@@ -92,7 +92,7 @@ use futures_channel::oneshot;
 
 use super::checkpoint::Position;
 use super::index::{BodyLoc, ShardIndex};
-use super::record::{self, HEADER_LEN, KIND_APPEND, Record};
+use super::record::{self, HEADER_LEN, Record};
 use super::segment::{MAILBOX_LOG, fsync_dir, segment_path};
 use super::writer::{Reply, Writer};
 use super::{StoreError, StoreResult};
@@ -485,7 +485,7 @@ impl Job {
         kind: u8,
         crc: u32,
     ) -> StoreResult<()> {
-        if kind != KIND_APPEND {
+        if !record::is_append_kind(kind) {
             return Err(damaged(
                 self.seg,
                 frame_start,
@@ -494,8 +494,8 @@ impl Job {
         }
         let head_len = u64::from(len).min(APPEND_HEAD_MAX);
         let prefix = self.read_at(frame_start + HEADER_LEN as u64, head_len)?;
-        let head =
-            record::decode_append_head(&prefix).map_err(|e| damaged(self.seg, frame_start, e))?;
+        let head = record::decode_append_head(kind, &prefix)
+            .map_err(|e| damaged(self.seg, frame_start, e))?;
         if head.body_at as u64 + u64::from(head.body_len) != u64::from(len) {
             return Err(damaged(self.seg, frame_start, "body length"));
         }

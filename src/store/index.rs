@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::queue::SegmentUse;
 use super::record::Record;
-use super::{Flags, MailboxInfo, MailboxSnapshot, MessageMeta, SpecialUse, SystemFlags};
+use super::{EmailId, Flags, MailboxInfo, MailboxSnapshot, MessageMeta, SpecialUse, SystemFlags};
 
 /// Where a message body lives in the shard's segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,7 @@ impl Mailbox {
 
     pub fn snapshot(&self) -> MailboxSnapshot {
         MailboxSnapshot {
+            id: self.id,
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
             highest_modseq: self.highest_modseq,
@@ -107,6 +108,7 @@ impl Mailbox {
             size += u64::from(m.meta.size);
         }
         MailboxInfo {
+            id: self.id,
             name: self.name.clone(),
             special_use: self.special_use,
             subscribed: self.subscribed,
@@ -396,6 +398,7 @@ impl ShardIndex {
                 modseq,
                 internal_date,
                 flags,
+                origin,
                 ..
             } => {
                 let body = body.ok_or("append without body location")?;
@@ -414,6 +417,14 @@ impl ShardIndex {
                         flags: flags.clone(),
                         modseq: *modseq,
                         needs_dot_stuffing: body.needs_dot_stuffing,
+                        email_id: origin.map_or(
+                            EmailId {
+                                mailbox: *mailbox,
+                                uid: *uid,
+                            },
+                            |o| o.email_id,
+                        ),
+                        saved: origin.map(|o| o.saved),
                     },
                     loc: body.loc,
                 });
@@ -574,6 +585,7 @@ mod tests {
             modseq: 2,
             internal_date: 0,
             flags: Flags::default(),
+            origin: None,
             body: Default::default(),
         };
         let loc = BodyInfo::new(

@@ -178,6 +178,8 @@ pub enum SpecialUse {
 
 #[derive(Clone, Debug)]
 pub struct MailboxInfo {
+    /// The store's id of the mailbox: never reused, kept by RENAME (RFC 8474 MAILBOXID).
+    pub id: u64,
     pub name: String,
     pub special_use: Option<SpecialUse>,
     pub subscribed: bool,
@@ -191,8 +193,18 @@ pub struct MailboxInfo {
     pub size: u64,
 }
 
+/// The store's identity of a message's content (RFC 8474 EMAILID): the mailbox and UID it was
+/// first saved under. Both are never reused (mailbox ids and UIDs only grow, across compaction
+/// too), so no two different messages share one, and a COPY or MOVE carries it along. Messages
+/// stored before ids were recorded get their own (mailbox, uid), which no later message can take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EmailId {
+    pub mailbox: u64,
+    pub uid: u32,
+}
+
 /// One message as the index knows it (no body bytes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MessageMeta {
     pub uid: u32,
     /// Exact octet count of the stored message.
@@ -203,11 +215,17 @@ pub struct MessageMeta {
     pub modseq: u64,
     /// True if some line of the message starts with '.', so POP3 must dot-stuff it.
     pub needs_dot_stuffing: bool,
+    pub email_id: EmailId,
+    /// Unix seconds it was saved into this mailbox (RFC 8514); `None` for messages stored
+    /// before save times were recorded.
+    pub saved: Option<i64>,
 }
 
 /// A consistent view of one mailbox at one moment; messages are in UID order.
 #[derive(Clone, Debug)]
 pub struct MailboxSnapshot {
+    /// See [`MailboxInfo::id`].
+    pub id: u64,
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highest_modseq: u64,
@@ -1188,3 +1206,27 @@ fn canonical_index(index: &index::ShardIndex) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Rewrites the closed one-shard store at `dir` as the release before OBJECTID/SAVEDATE wrote
+/// it: appends without origin (kind 6), no checkpoint. Returns how many appends it changed.
+#[cfg(test)]
+pub(crate) fn rewrite_as_pre_origin(dir: &std::path::Path) -> usize {
+    let shard = recovery::shard_dir(dir, 0);
+    let mut stripped = 0;
+    for n in segment::list_segments(&shard).unwrap() {
+        let seg = segment::segment_path(&shard, n);
+        let raw = std::fs::read(&seg).unwrap();
+        let (mut old, mut pos) = (Vec::new(), 0);
+        while pos < raw.len() {
+            let (mut rec, len) = record::decode(&raw[pos..]).unwrap();
+            pos += len;
+            if let record::Record::MessageAppend { origin, .. } = &mut rec {
+                stripped += usize::from(origin.take().is_some());
+            }
+            rec.encode(&mut old);
+        }
+        std::fs::write(&seg, &old).unwrap();
+    }
+    let _ = std::fs::remove_file(shard.join(checkpoint::FILE_NAME));
+    stripped
+}

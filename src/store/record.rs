@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{Flags, SpecialUse, SystemFlags};
+use super::{EmailId, Flags, SpecialUse, SystemFlags};
 
 pub const HEADER_LEN: usize = 9;
 /// Upper bound on one record's payload. A length field above it can only be garbage (torn or
@@ -24,8 +24,25 @@ const KIND_FLAGS_SET: u8 = 7;
 const KIND_EXPUNGE: u8 = 8;
 const KIND_SHARD_STATE: u8 = 9;
 const KIND_SUBSCRIPTION: u8 = 10;
-/// Kind byte of a `MessageAppend` frame: compaction streams large ones without decoding them whole.
-pub const KIND_APPEND: u8 = KIND_MESSAGE_APPEND;
+/// A `MessageAppend` with its [`AppendOrigin`] (OBJECTID/SAVEDATE). Kind 6 stays readable: logs
+/// written before the origin existed replay as `origin: None`.
+const KIND_MESSAGE_APPEND_ORIGIN: u8 = 11;
+
+/// True for the kind bytes of `MessageAppend` frames: compaction streams large ones without
+/// decoding them whole.
+pub fn is_append_kind(kind: u8) -> bool {
+    kind == KIND_MESSAGE_APPEND || kind == KIND_MESSAGE_APPEND_ORIGIN
+}
+
+/// Where a message came from and when it was saved into its mailbox. Written with every append
+/// since RFC 8474/8514 support; a COPY or MOVE carries the source's `email_id` along, so the
+/// EMAILID survives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendOrigin {
+    pub email_id: EmailId,
+    /// Unix seconds of the delivery, APPEND, COPY or MOVE that put the message here.
+    pub saved: i64,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -67,6 +84,8 @@ pub enum Record {
         modseq: u64,
         internal_date: i64,
         flags: Flags,
+        /// `None` only for records written before origins existed.
+        origin: Option<AppendOrigin>,
         body: MessageBytes,
     },
     FlagsSet {
@@ -359,7 +378,10 @@ impl Record {
             Record::Subscribe {
                 subscribed: false, ..
             } => KIND_UNSUBSCRIBE,
-            Record::MessageAppend { .. } => KIND_MESSAGE_APPEND,
+            Record::MessageAppend { origin: None, .. } => KIND_MESSAGE_APPEND,
+            Record::MessageAppend {
+                origin: Some(_), ..
+            } => KIND_MESSAGE_APPEND_ORIGIN,
             Record::FlagsSet { .. } => KIND_FLAGS_SET,
             Record::Expunge { .. } => KIND_EXPUNGE,
             Record::ShardState { .. } => KIND_SHARD_STATE,
@@ -426,6 +448,7 @@ impl Record {
                     modseq,
                     internal_date,
                     flags,
+                    origin,
                     body,
                 } => {
                     e.str(account);
@@ -434,6 +457,11 @@ impl Record {
                     e.u64(*modseq);
                     e.i64(*internal_date);
                     e.flags(flags);
+                    if let Some(o) = origin {
+                        e.u64(o.email_id.mailbox);
+                        e.u32(o.email_id.uid);
+                        e.i64(o.saved);
+                    }
                     e.u32(body.len() as u32);
                     body_at = e.0.len() - start;
                     body.write_to(e.0);
@@ -490,9 +518,20 @@ impl Record {
                 Record::MessageAppend {
                     account,
                     flags,
+                    origin,
                     body,
                     ..
-                } => s(account) + 8 + 4 + 8 + 8 + fl(flags) + 4 + body.len(),
+                } => {
+                    s(account)
+                        + 8
+                        + 4
+                        + 8
+                        + 8
+                        + fl(flags)
+                        + if origin.is_some() { 8 + 4 + 8 } else { 0 }
+                        + 4
+                        + body.len()
+                }
                 Record::FlagsSet { account, flags, .. } => s(account) + 8 + 4 + fl(flags) + 8,
                 Record::Expunge { account, .. } => s(account) + 8 + 4 + 8,
                 Record::ShardState { .. } => 8 + 4,
@@ -521,6 +560,7 @@ impl LogRecord for Record {
         KIND_SUBSCRIBE,
         KIND_UNSUBSCRIBE,
         KIND_MESSAGE_APPEND,
+        KIND_MESSAGE_APPEND_ORIGIN,
         KIND_FLAGS_SET,
         KIND_EXPUNGE,
         KIND_SHARD_STATE,
@@ -596,13 +636,14 @@ pub fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Record, usi
             name: d.string()?,
             subscribed: d.bool()?,
         },
-        KIND_MESSAGE_APPEND => {
+        KIND_MESSAGE_APPEND | KIND_MESSAGE_APPEND_ORIGIN => {
             let account = d.string()?;
             let mailbox = d.u64()?;
             let uid = d.u32()?;
             let modseq = d.u64()?;
             let internal_date = d.i64()?;
             let flags = d.flags()?;
+            let origin = decode_origin(kind, &mut d)?;
             let n = d.u32()? as usize;
             body_at = d.pos;
             if payload.len() - d.pos != n {
@@ -617,6 +658,7 @@ pub fn decode_payload(kind: u8, crc: u32, payload: &[u8]) -> Result<(Record, usi
                 modseq,
                 internal_date,
                 flags,
+                origin,
                 body,
             }
         }
@@ -657,7 +699,20 @@ pub struct AppendHead {
     pub body_len: u32,
 }
 
-pub fn decode_append_head(payload_prefix: &[u8]) -> Result<AppendHead, DecodeError> {
+fn decode_origin(kind: u8, d: &mut Dec<'_>) -> Result<Option<AppendOrigin>, DecodeError> {
+    if kind != KIND_MESSAGE_APPEND_ORIGIN {
+        return Ok(None);
+    }
+    Ok(Some(AppendOrigin {
+        email_id: EmailId {
+            mailbox: d.u64()?,
+            uid: d.u32()?,
+        },
+        saved: d.i64()?,
+    }))
+}
+
+pub fn decode_append_head(kind: u8, payload_prefix: &[u8]) -> Result<AppendHead, DecodeError> {
     let mut d = Dec::new(payload_prefix);
     let account = d.string()?;
     let mailbox = d.u64()?;
@@ -665,6 +720,7 @@ pub fn decode_append_head(payload_prefix: &[u8]) -> Result<AppendHead, DecodeErr
     let _modseq = d.u64()?;
     let _internal_date = d.i64()?;
     let _flags = d.flags()?;
+    let _origin = decode_origin(kind, &mut d)?;
     let body_len = d.u32()?;
     Ok(AppendHead {
         account,
@@ -733,6 +789,10 @@ mod tests {
                     system: SystemFlags(SystemFlags::SEEN | SystemFlags::DRAFT),
                     keywords: vec!["$Junk".into(), "work".into()],
                 },
+                origin: Some(AppendOrigin {
+                    email_id: EmailId { mailbox: 4, uid: 9 },
+                    saved: 1_700_000_123,
+                }),
                 body: b"Subject: hi\r\n\r\nbody\r\n".to_vec().into(),
             },
             Record::FlagsSet {
@@ -757,7 +817,51 @@ mod tests {
                 name: "Gone/Sub".into(),
                 subscribed: true,
             },
+            legacy_append(),
         ]
+    }
+
+    /// An append as written before origins existed (kind 6).
+    fn legacy_append() -> Record {
+        Record::MessageAppend {
+            account: "bob".into(),
+            mailbox: 2,
+            uid: 7,
+            modseq: 3,
+            internal_date: 1_600_000_000,
+            flags: Flags::default(),
+            origin: None,
+            body: b"old\r\n".to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn pre_origin_append_still_decodes() {
+        // The exact bytes the previous release wrote, laid out by hand so that a change to
+        // `encode` cannot hide a change to what old logs hold.
+        let mut payload = Vec::new();
+        let mut e = Enc(&mut payload);
+        e.str("bob");
+        e.u64(2);
+        e.u32(7);
+        e.u64(3);
+        e.i64(1_600_000_000);
+        e.flags(&Flags::default());
+        e.u32(5);
+        payload.extend_from_slice(b"old\r\n");
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.push(6);
+        frame.extend_from_slice(&record_crc(6, &payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let (rec, n) = decode(&frame).unwrap();
+        assert_eq!(n, frame.len());
+        assert_eq!(rec, legacy_append());
+        let mut again = Vec::new();
+        rec.encode(&mut again);
+        assert_eq!(again, frame, "an origin-less append keeps its old encoding");
+        let head = decode_append_head(6, &payload).unwrap();
+        assert_eq!((head.mailbox, head.uid, head.body_len), (2, 7, 5));
     }
 
     #[test]
@@ -789,7 +893,9 @@ mod tests {
         let mut buf = Vec::new();
         let body_at = rec.encode(&mut buf);
         let payload = &buf[HEADER_LEN..];
-        let head = decode_append_head(payload).unwrap();
+        let kind = buf[4];
+        assert_eq!(kind, KIND_MESSAGE_APPEND_ORIGIN);
+        let head = decode_append_head(kind, payload).unwrap();
         assert_eq!(head.body_at + HEADER_LEN, body_at);
         assert_eq!(
             (head.account.as_str(), head.mailbox, head.uid),
@@ -798,7 +904,7 @@ mod tests {
         assert_eq!(head.body_len as usize, payload.len() - head.body_at);
         // A prefix that stops inside the fields is refused, not misread.
         for cut in [0, 3, 10, head.body_at - 1] {
-            assert!(decode_append_head(&payload[..cut]).is_err(), "{cut}");
+            assert!(decode_append_head(kind, &payload[..cut]).is_err(), "{cut}");
         }
     }
 
@@ -828,7 +934,13 @@ mod tests {
         bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&bad), Err(DecodeError::TooLarge(_))));
         // Valid CRC over garbage payload of an unknown kind and of a known kind.
-        for kind in [0u8, 99, KIND_MESSAGE_APPEND, KIND_MAILBOX_CREATE] {
+        for kind in [
+            0u8,
+            99,
+            KIND_MESSAGE_APPEND,
+            KIND_MESSAGE_APPEND_ORIGIN,
+            KIND_MAILBOX_CREATE,
+        ] {
             let payload = [0xffu8; 13];
             let mut rec = Vec::new();
             rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());

@@ -302,6 +302,7 @@ mod tests {
             modseq: u64::from(uid),
             internal_date: 0,
             flags: Flags::default(),
+            origin: None,
             body: format!("message {uid}\r\n").into_bytes().into(),
         }
     }

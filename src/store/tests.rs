@@ -1313,3 +1313,109 @@ fn a_roll_over_undone_after_a_full_disk_leaves_no_sealed_segment_behind() {
     );
     s.close();
 }
+
+/// A store written before appends carried an origin (EMAILID, save time) still opens, its
+/// messages get ids that survive COPY, restarts, compaction and the checker, and no new message
+/// can take one of them.
+#[test]
+fn messages_stored_before_origins_keep_stable_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments, so that compaction has sealed ones to rewrite.
+    let cfg = StoreConfig {
+        segment_bytes: 400,
+        ..config(dir.path(), 1)
+    };
+    {
+        let s = LogStore::open(cfg.clone()).unwrap();
+        block_on(async {
+            append_one(&s, "ann", "INBOX", &body(1)).await;
+            append_one(&s, "ann", "INBOX", &body(2)).await;
+        });
+        s.close();
+    }
+    // Rewrite the log as the previous release wrote it: appends without origin (kind 6).
+    assert_eq!(rewrite_as_pre_origin(dir.path()), 2);
+    let inbox = store_mailbox_id(dir.path(), "INBOX");
+    let ids = |s: &LogStore, mailbox: &str| -> Vec<(u32, EmailId, Option<i64>)> {
+        let snap = s.snapshot("ann", mailbox).unwrap();
+        snap.messages
+            .iter()
+            .map(|m| (m.uid, m.email_id, m.saved))
+            .collect()
+    };
+    let legacy = |uid| EmailId {
+        mailbox: inbox,
+        uid,
+    };
+    let before_copy = now_unix();
+    let expect;
+    {
+        let s = LogStore::open(cfg.clone()).unwrap();
+        assert!(s.replayed_records() > 0);
+        assert_eq!(
+            ids(&s, "INBOX"),
+            vec![(1, legacy(1), None), (2, legacy(2), None)]
+        );
+        block_on(async {
+            s.create_mailbox("ann", "Kept").await.unwrap();
+            assert_eq!(
+                s.copy("ann", "INBOX", "Kept", &[2]).await.unwrap(),
+                vec![(2, 1)]
+            );
+            append_one(&s, "ann", "INBOX", &body(3)).await;
+            // Expunged so that compaction has something to drop.
+            s.expunge("ann", "INBOX", &[1]).await.unwrap();
+        });
+        let kept = ids(&s, "Kept");
+        assert_eq!(kept[0].1, legacy(2), "a copy keeps its source's EMAILID");
+        let saved = kept[0].2.expect("a copy has a save time");
+        assert!(saved >= before_copy && saved <= now_unix(), "{saved}");
+        let inbox_now = ids(&s, "INBOX");
+        assert_eq!(inbox_now[1].0, 3);
+        assert_eq!(
+            inbox_now[1].1,
+            legacy(3),
+            "a new message takes its own (mailbox, uid)"
+        );
+        expect = (inbox_now, kept);
+        block_on(s.compact(Some(0))).unwrap();
+        s.close();
+    }
+    for drop_checkpoint in [false, true] {
+        if drop_checkpoint {
+            std::fs::remove_file(recovery::shard_dir(dir.path(), 0).join("checkpoint")).unwrap();
+        }
+        let s = LogStore::open(cfg.clone()).unwrap();
+        assert_eq!((ids(&s, "INBOX"), ids(&s, "Kept")), expect);
+        s.close();
+    }
+    let report = check::check(dir.path(), false).unwrap();
+    assert!(report.is_clean(), "{}", report.render());
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The store's id of mailbox `name` in the log of the one-shard store at `dir`.
+fn store_mailbox_id(dir: &Path, name: &str) -> u64 {
+    let shard = recovery::shard_dir(dir, 0);
+    let seg = segment::segment_path(&shard, segment::list_segments(&shard).unwrap()[0]);
+    let raw = std::fs::read(seg).unwrap();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let (rec, len) = record::decode(&raw[pos..]).unwrap();
+        pos += len;
+        if let record::Record::MailboxCreate {
+            mailbox, name: n, ..
+        } = rec
+            && n == name
+        {
+            return mailbox;
+        }
+    }
+    panic!("no mailbox {name}");
+}

@@ -32,10 +32,11 @@ use super::names::{self, MailboxLimits};
 use super::queue::{
     NewQueuedMessage, QueueEvent, QueueIndex, QueueRecord, QueueUpdate, QueuedMessage,
 };
-use super::record::{MAX_PAYLOAD, MessageBytes, Record};
+use super::record::{AppendOrigin, MAX_PAYLOAD, MessageBytes, Record};
 use super::segment::{QUEUE_LOG, SegmentSet, fsync_dir, log_path, open_log};
 use super::{
-    Appended, FlagOp, Flags, MailboxChange, NewMessage, SpecialUse, StoreError, StoreResult,
+    Appended, EmailId, FlagOp, Flags, MailboxChange, NewMessage, SpecialUse, StoreError,
+    StoreResult,
 };
 
 /// Group-commit caps: bound the latency one batch adds and the memory it buffers.
@@ -698,6 +699,7 @@ impl Writer {
                 modseq,
                 internal_date,
                 flags,
+                origin,
                 body: _,
             } => Record::MessageAppend {
                 account,
@@ -706,6 +708,7 @@ impl Writer {
                 modseq,
                 internal_date,
                 flags,
+                origin,
                 body: Default::default(),
             },
             r => r,
@@ -922,6 +925,7 @@ impl Writer {
         body: MessageBytes,
         flags: Flags,
         internal_date: i64,
+        copied_from: Option<EmailId>,
     ) -> StoreResult<Appended> {
         let mb = self.mailbox(key, id)?;
         let uidvalidity = mb.uidvalidity;
@@ -938,6 +942,10 @@ impl Writer {
                 modseq,
                 internal_date,
                 flags,
+                origin: Some(AppendOrigin {
+                    email_id: copied_from.unwrap_or(EmailId { mailbox: id, uid }),
+                    saved: i64::from(now_secs()),
+                }),
                 body,
             },
             Some(MailboxChange::Appended { uid, modseq }),
@@ -1023,7 +1031,7 @@ impl Writer {
             self.ensure_account(&key)?;
             let id = self.mailbox_id(&key, &m.mailbox)?;
             let flags = combine_flags(&Flags::default(), FlagOp::Replace, &m.flags);
-            out.push(self.emit_append(&key, id, m.bytes, flags, m.internal_date)?);
+            out.push(self.emit_append(&key, id, m.bytes, flags, m.internal_date, None)?);
         }
         Ok(out)
     }
@@ -1172,7 +1180,13 @@ impl Writer {
         for &uid in uids {
             if let Some(m) = mb.get(uid) {
                 let body = self.shared.segments.read(m.loc)?;
-                out.push((uid, body.into(), m.meta.flags.clone(), m.meta.internal_date));
+                out.push(StoredCopy {
+                    uid,
+                    body: body.into(),
+                    flags: m.meta.flags.clone(),
+                    internal_date: m.meta.internal_date,
+                    email_id: m.meta.email_id,
+                });
             }
         }
         Ok(out)
@@ -1190,9 +1204,16 @@ impl Writer {
         let dst = self.mailbox_id(&key, to)?;
         let bodies = self.read_bodies(&key, src, uids)?;
         let mut out = Vec::with_capacity(bodies.len());
-        for (uid, body, flags, date) in bodies {
-            let a = self.emit_append(&key, dst, body, flags, date)?;
-            out.push((uid, a.uid));
+        for c in bodies {
+            let a = self.emit_append(
+                &key,
+                dst,
+                c.body,
+                c.flags,
+                c.internal_date,
+                Some(c.email_id),
+            )?;
+            out.push((c.uid, a.uid));
         }
         Ok(out)
     }
@@ -1268,9 +1289,16 @@ impl Writer {
             self.check_room(&key, 1)?;
             let bodies = self.read_bodies(&key, src, &uids)?;
             let dst = self.emit_create(&key, to, None, false)?;
-            for (uid, body, flags, date) in bodies {
-                self.emit_append(&key, dst, body, flags, date)?;
-                self.emit_expunge(&key, src, uid)?;
+            for c in bodies {
+                self.emit_append(
+                    &key,
+                    dst,
+                    c.body,
+                    c.flags,
+                    c.internal_date,
+                    Some(c.email_id),
+                )?;
+                self.emit_expunge(&key, src, c.uid)?;
             }
             return Ok(());
         }
@@ -1363,8 +1391,14 @@ impl Writer {
     }
 }
 
-/// (source uid, body, flags, internal date) of a message about to be copied.
-type StoredCopy = (u32, MessageBytes, Flags, i64);
+/// A message about to be copied, as read from its source mailbox.
+struct StoredCopy {
+    uid: u32,
+    body: MessageBytes,
+    flags: Flags,
+    internal_date: i64,
+    email_id: EmailId,
+}
 
 impl Writer {
     /// A name a request would bring into existence, against the rules of [`super::names`].

@@ -69,3 +69,15 @@ pub fn append_ok(c: &mut Client, tag: &str, target: &str, message: &str) -> Stri
     assert!(status.starts_with(&format!("{tag} OK")), "{status}");
     status
 }
+
+/// The MAILBOXID (RFC 8474) of a mailbox, from `STATUS name (MAILBOXID)`.
+pub fn mailbox_id(c: &mut Client, tag: &str, mailbox: &str) -> String {
+    let untagged = ok(c, tag, &format!("STATUS {mailbox} (MAILBOXID)"));
+    assert_eq!(untagged.len(), 1, "{untagged:?}");
+    untagged[0]
+        .split("(MAILBOXID (")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("))"))
+        .unwrap_or_else(|| panic!("no MAILBOXID in {untagged:?}"))
+        .to_string()
+}

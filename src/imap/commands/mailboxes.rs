@@ -92,7 +92,15 @@ impl ImapSession {
         // The store checks the name and the account's mailbox count.
         store.create_mailbox(&self.account_name(), &name).await?;
         self.sync_selected(store, true, out);
-        imap_w!(out, "{tag} OK CREATE completed\r\n");
+        // RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK.
+        match self.find_mailbox(store, &name) {
+            Some(info) => imap_w!(
+                out,
+                "{tag} OK [MAILBOXID ({})] CREATE completed\r\n",
+                super::super::objectid::mailbox_id(info.id, info.uidvalidity)
+            ),
+            None => imap_w!(out, "{tag} OK CREATE completed\r\n"),
+        }
         Ok(Step::Done)
     }
 
@@ -305,6 +313,7 @@ impl ImapSession {
         tag: &str,
         mailbox: &Mailbox<'_>,
         items: &[StatusDataItemName],
+        mailboxid: Option<bool>,
         out: &mut Vec<u8>,
     ) -> ImapResult<Step> {
         let name = mailbox_name(mailbox, self.rev2)?;
@@ -327,6 +336,13 @@ impl ImapSession {
                 _ => "",
             })
             .collect();
+        let mut names = names;
+        match mailboxid {
+            // MESSAGES only stood in for MAILBOXID in the command imap-codec parsed.
+            Some(true) => names = vec!["MAILBOXID"],
+            Some(false) => names.push("MAILBOXID"),
+            None => {}
+        }
         if names.contains(&"HIGHESTMODSEQ") {
             self.enable_condstore(out);
         }
@@ -370,6 +386,18 @@ fn write_status<'a>(
     out.extend_from_slice(b" (");
     let mut first = true;
     for item in items {
+        if item == "MAILBOXID" {
+            if !first {
+                out.push(b' ');
+            }
+            first = false;
+            imap_w!(
+                out,
+                "MAILBOXID ({})",
+                super::super::objectid::mailbox_id(info.id, info.uidvalidity)
+            );
+            continue;
+        }
         let value = match item {
             "MESSAGES" => info.messages as u64,
             "RECENT" => recent,

@@ -161,7 +161,14 @@ impl ImapSession {
             CommandBody::Status {
                 mailbox,
                 item_names,
-            } => self.status(store, &tag, &mailbox, &item_names, out),
+            } => self.status(
+                store,
+                &tag,
+                &mailbox,
+                &item_names,
+                extras.status_mailboxid,
+                out,
+            ),
             CommandBody::Append {
                 mailbox,
                 flags,
@@ -299,6 +306,7 @@ impl ImapSession {
                     uid,
                     &modifiers,
                     extras.preview,
+                    extras.fetch_items,
                     out,
                 )
                 .await

@@ -70,6 +70,11 @@ impl ImapSession {
         imap_w!(out, "* OK [UIDNEXT {}] Predicted next UID\r\n", mb.uidnext);
         imap_w!(
             out,
+            "* OK [MAILBOXID ({})] Ok\r\n",
+            super::super::objectid::mailbox_id(mb.id, mb.uidvalidity)
+        );
+        imap_w!(
+            out,
             "* OK [HIGHESTMODSEQ {}] Highest\r\n",
             mb.highest_modseq.max(1)
         );

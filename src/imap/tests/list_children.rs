@@ -26,8 +26,8 @@ a5 SUBSCRIBE t/new\r\na6 DELETE t/a\r\na7 DELETE t/c\r\n",
             )
             .await;
         assert_eq!(
-            out,
-            "a1 OK CREATE completed\r\na2 OK CREATE completed\r\na3 OK SUBSCRIBE completed\r\n\
+            masked_ids(&out),
+            "a1 OK [MAILBOXID (*)] CREATE completed\r\na2 OK [MAILBOXID (*)] CREATE completed\r\na3 OK SUBSCRIBE completed\r\n\
 a4 OK SUBSCRIBE completed\r\na5 OK SUBSCRIBE completed\r\na6 OK DELETE completed\r\n\
 a7 OK DELETE completed\r\n"
         );
@@ -86,9 +86,12 @@ u3 NO [CANNOT] Not allowed: empty hierarchy level in mailbox name\r\n"
         assert_eq!(
             c.send("c1 CREATE t/new\r\nc2 LIST (SUBSCRIBED) \"\" t/*\r\n")
                 .await,
-            "c1 OK CREATE completed\r\n\
+            format!(
+                "c1 OK [MAILBOXID ({})] CREATE completed\r\n\
 * LIST (\\NonExistent \\HasChildren \\Subscribed) \"/\" t/a\r\n\
-* LIST (\\HasNoChildren \\Subscribed) \"/\" t/new\r\nc2 OK LIST completed\r\n"
+* LIST (\\HasNoChildren \\Subscribed) \"/\" t/new\r\nc2 OK LIST completed\r\n",
+                mailbox_id(&store, "t/new")
+            )
         );
         drop(c);
         store.close();

@@ -168,12 +168,13 @@ fn recent_belongs_to_exactly_one_session() {
         let mut b = Client::new(&store, config.clone()).await;
         let mut c = Client::new(&store, config.clone()).await;
         let v = uidvalidity(&store, "INBOX");
+        let id = mailbox_id(&store, "INBOX");
         let select = |recent: u32, next: u32, tag: &str, verb: &str, mode: &str| {
             let m = highest_modseq(&store);
             format!(
                 "{FLAGS}\r\n{}\r\n* {n} EXISTS\r\n* {recent} RECENT\r\n* OK [UNSEEN 1] First unseen\r\n\
 * OK [UIDVALIDITY {v}] UIDs valid\r\n* OK [UIDNEXT {next}] Predicted next UID\r\n\
-* OK [HIGHESTMODSEQ {m}] Highest\r\n{tag} OK [{mode}] {verb} completed\r\n",
+* OK [MAILBOXID ({id})] Ok\r\n* OK [HIGHESTMODSEQ {m}] Highest\r\n{tag} OK [{mode}] {verb} completed\r\n",
                 if mode == "READ-ONLY" {
                     "* OK [PERMANENTFLAGS ()] Read-only mailbox"
                 } else {
@@ -295,8 +296,9 @@ fn imap4rev2_sessions_see_no_recent() {
             c.send("b SELECT INBOX\r\n").await,
             format!(
                 "{FLAGS}\r\n{PERMANENT}\r\n* 1 EXISTS\r\n* OK [UIDVALIDITY {v}] UIDs valid\r\n\
-* OK [UIDNEXT 2] Predicted next UID\r\n* OK [HIGHESTMODSEQ {m}] Highest\r\n\
-* LIST () \"/\" INBOX\r\nb OK [READ-WRITE] SELECT completed\r\n"
+* OK [UIDNEXT 2] Predicted next UID\r\n* OK [MAILBOXID ({})] Ok\r\n\
+* OK [HIGHESTMODSEQ {m}] Highest\r\n* LIST () \"/\" INBOX\r\nb OK [READ-WRITE] SELECT completed\r\n",
+                mailbox_id(&store, "INBOX")
             )
         );
         assert_eq!(
