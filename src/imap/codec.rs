@@ -427,6 +427,8 @@ pub struct CommandExtras {
     pub replace: Option<super::replace::ReplaceTarget>,
     /// APPEND CATENATE (RFC 4469): the parts of the message, see [`super::catenate`].
     pub catenate: Option<Vec<super::catenate::CatPart>>,
+    /// NOTIFY (RFC 5465): the command was carried as a NOOP, see [`super::notify`].
+    pub notify: Option<Box<super::notify::NotifyRequest>>,
 }
 
 /// MULTIAPPEND: imap-codec parses only single-message APPEND, so split

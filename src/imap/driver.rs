@@ -17,7 +17,7 @@ use super::{ImapConfig, ImapEvent, ImapSession, Step};
 use crate::net::conn::Pusher;
 use crate::net::{Connection, Ended, Flow, ProtocolSession, SessionDriver, Timeouts};
 use crate::runtime::{Core, Protocol};
-use crate::store::{ChangeReceiver, LogStore};
+use crate::store::{AccountChange, AccountChangeReceiver, ChangeReceiver, LogStore};
 
 /// RFC 9051 §5.4: an idle client may be logged out only after at least 30 minutes.
 const MIN_AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
@@ -71,6 +71,58 @@ impl Pusher for MailboxPusher<'_> {
             while rx.try_recv().is_ok() {}
         }
         self.session.idle_update(self.store, out);
+    }
+}
+
+/// With NOTIFY set (between commands and in IDLE): wakes on the selected mailbox's changes
+/// and on the account's, and reports what NOTIFY asks for.
+struct NotifyPusher<'a> {
+    session: &'a mut ImapSession,
+    selected: Option<ChangeReceiver>,
+    account: Option<AccountChangeReceiver>,
+    store: &'a LogStore,
+    selected_changed: bool,
+    changes: Vec<AccountChange>,
+}
+
+/// The next message of `rx`; never resolves once it is closed (or absent). Cancel-safe.
+async fn next_of<T>(rx: &mut Option<futures_channel::mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    let got = match rx.as_mut() {
+        Some(rx) => rx.recv().await.ok(),
+        None => std::future::pending().await,
+    };
+    if got.is_none() {
+        *rx = None;
+    }
+    got
+}
+
+impl Pusher for NotifyPusher<'_> {
+    async fn ready(&mut self) {
+        let sel = next_of(&mut self.selected);
+        let acc = next_of(&mut self.account);
+        monoio::select! {
+            // A closed receiver (the mailbox is gone) is reported too: the sync says CLOSED.
+            _ = sel => self.selected_changed = true,
+            change = acc => self.changes.extend(change),
+        }
+    }
+
+    fn push(&mut self, out: &mut Vec<u8>) {
+        if let Some(rx) = self.selected.as_mut() {
+            while rx.try_recv().is_ok() {
+                self.selected_changed = true;
+            }
+        }
+        if let Some(rx) = self.account.as_mut() {
+            while let Ok(change) = rx.try_recv() {
+                self.changes.push(change);
+            }
+        }
+        self.session
+            .notify_update(self.store, self.selected_changed, &self.changes, out);
+        self.selected_changed = false;
+        self.changes.clear();
     }
 }
 
@@ -137,19 +189,80 @@ impl ImapDriver<'_> {
                 return Ok(event);
             }
             conn.flush().await.map_err(drop)?;
-            let changes = self.session.take_change_receiver();
-            let mut pusher = MailboxPusher {
-                session: &mut self.session,
-                changes,
-                store,
+            let read = if self.session.notifying() {
+                self.read_notifying(conn).await
+            } else {
+                let changes = self.session.take_change_receiver();
+                let mut pusher = MailboxPusher {
+                    session: &mut self.session,
+                    changes,
+                    store,
+                };
+                let read = conn
+                    .read_while_pushing(&mut pusher, self.timeouts.idle, &self.core.shutdown)
+                    .await;
+                if let Some(rx) = pusher.changes.take() {
+                    self.session.restore_change_receiver(rx);
+                }
+                read
             };
-            let read = conn
-                .read_while_pushing(&mut pusher, self.timeouts.idle, &self.core.shutdown)
-                .await;
-            if let Some(rx) = pusher.changes.take() {
-                self.session.restore_change_receiver(rx);
-            }
             match read {
+                Ok(0) => return Err(()),
+                Ok(_) => {}
+                Err(why) => {
+                    if matches!(why, Ended::TimedOut | Ended::Shutdown) {
+                        conn.say_goodbye(&mut self.session, &why).await;
+                    }
+                    return Err(());
+                }
+            }
+        }
+    }
+}
+
+impl ImapDriver<'_> {
+    /// Waits for input while pushing what NOTIFY asks for.
+    async fn read_notifying<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Result<usize, Ended> {
+        let selected = self.session.take_change_receiver();
+        let account = self.session.take_account_changes();
+        let mut pusher = NotifyPusher {
+            session: &mut self.session,
+            selected,
+            account,
+            store: &self.core.services.store,
+            selected_changed: false,
+            changes: Vec::new(),
+        };
+        let read = conn
+            .read_while_pushing(&mut pusher, self.timeouts.idle, &self.core.shutdown)
+            .await;
+        let (selected, account) = (pusher.selected.take(), pusher.account.take());
+        if let Some(rx) = selected {
+            self.session.restore_change_receiver(rx);
+        }
+        if let Some(rx) = account {
+            self.session.restore_account_changes(rx);
+        }
+        read
+    }
+
+    /// RFC 5465 §3: with NOTIFY set, notifications go out while the client is silent between
+    /// commands, not only in IDLE. Returns the next event, or `None` when a command has begun
+    /// arriving (the normal read takes it from there, without pushes in the middle of it).
+    async fn between_commands<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Result<Option<ImapEvent>, ()> {
+        loop {
+            let event = conn.feed(&mut self.session);
+            if event.is_some() || !self.session.is_idle() || !self.session.notifying() {
+                return Ok(event);
+            }
+            conn.flush().await.map_err(drop)?;
+            match self.read_notifying(conn).await {
                 Ok(0) => return Err(()),
                 Ok(_) => {}
                 Err(why) => {
@@ -178,6 +291,12 @@ impl SessionDriver for ImapDriver<'_> {
     ) -> Flow {
         let mut pending: Option<ImapEvent> = None;
         loop {
+            if pending.is_none() && self.session.notifying() {
+                match self.between_commands(conn).await {
+                    Ok(event) => pending = event,
+                    Err(()) => return Flow::Closed,
+                }
+            }
             let timeouts = self.current_timeouts();
             let Some(event) = conn
                 .next_event_after(

@@ -25,7 +25,8 @@
 //! CATENATE (`catenate`: TEXT parts and URLs of this account's messages), I18NLEVEL=1
 //! (`i18nlevel`: i;unicode-casemap for SEARCH and SORT), OBJECTID (`objectid`: MAILBOXID and
 //! EMAILID from the store's never-reused ids, THREADID always NIL), SAVEDATE (`savedate`: NIL
-//! for messages stored before save times were recorded). Not supported: NOTIFY, METADATA,
+//! for messages stored before save times were recorded), NOTIFY (`notify`: MessageNew without
+//! fetch attributes, MessageExpunge, FlagChange; pushed between commands). Not supported: METADATA,
 //! QUOTA, I18NLEVEL=2 (COMPARATOR).
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),
@@ -47,6 +48,7 @@ pub mod i18nlevel;
 pub mod mailbox;
 pub mod message_fields;
 pub mod mime;
+pub mod notify;
 pub mod objectid;
 pub mod preview;
 pub mod recent;

@@ -150,6 +150,10 @@ pub struct ImapSession {
     pub(crate) fetch_job: Option<super::fetch::FetchJob>,
     /// COMPRESS DEFLATE was accepted.
     pub(crate) compressed: bool,
+    /// NOTIFY SET in force, see [`super::notify`].
+    pub(crate) notify: Option<super::notify::NotifySpec>,
+    /// The account's changes while NOTIFY watches mailboxes besides the selected one.
+    pub(crate) account_changes: Option<crate::store::AccountChangeReceiver>,
     reader: CommandReader,
 }
 
@@ -173,6 +177,8 @@ impl ImapSession {
             inbox_checked: false,
             fetch_job: None,
             compressed: false,
+            notify: None,
+            account_changes: None,
             reader,
         }
     }
@@ -217,7 +223,7 @@ CONDSTORE QRESYNC STATUS=SIZE LIST-STATUS LIST-EXTENDED CHILDREN BINARY",
         out.extend_from_slice(
             b" SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES THREAD=REFS \
 SEARCHRES WITHIN CONTEXT=SEARCH CONTEXT=SORT PREVIEW REPLACE I18NLEVEL=1 CATENATE OBJECTID \
-SAVEDATE",
+SAVEDATE NOTIFY",
         );
         imap_w!(out, " APPENDLIMIT={}", self.config.max_literal);
         if self.offers_compress() {
@@ -502,6 +508,36 @@ SAVEDATE",
                     self.cancel_update(&tag, &tags, out);
                     None
                 }
+            };
+        }
+        if let Some(parsed) = super::notify::parse_notify(bytes, self.rev2) {
+            use super::notify::NotifyError;
+            if !matches!(self.state, State::Authenticated | State::Selected) {
+                return self.bad(&tag, "Not authenticated", out);
+            }
+            return match parsed {
+                Err(NotifyError::Syntax(msg)) => self.bad(&tag, msg, out),
+                Err(NotifyError::BadEvent) => {
+                    imap_w!(
+                        out,
+                        "{tag} NO [BADEVENT ({})] Unsupported event\r\n",
+                        super::notify::SUPPORTED_EVENTS
+                    );
+                    None
+                }
+                Err(NotifyError::FetchAtt) => {
+                    ImapError::no_code("CANNOT", "MessageNew with fetch attributes is not supported")
+                        .write_tagged(&tag, out);
+                    None
+                }
+                Ok(request) => Some(ImapEvent::Command(Box::new(ImapCommand {
+                    tag,
+                    body: CommandBody::Noop,
+                    extras: CommandExtras {
+                        notify: Some(Box::new(request)),
+                        ..Default::default()
+                    },
+                }))),
             };
         }
         if let Some(request) = super::compress::parse_compress(bytes) {

@@ -287,6 +287,15 @@ pub enum MailboxChange {
     Gone,
 }
 
+/// A change to one of an account's mailboxes, for sessions that watch the whole account
+/// (IMAP NOTIFY). The mailbox is named by its never-reused id ([`MailboxInfo::id`]), so a
+/// rename between the change and its report cannot misattribute it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountChange {
+    pub mailbox: u64,
+    pub change: MailboxChange,
+}
+
 /// The narrow interface protocol code uses. Implemented by [`LogStore`].
 #[allow(async_fn_in_trait)]
 pub trait MailStore: Clone + Send + Sync + 'static {
@@ -336,10 +345,16 @@ pub trait MailStore: Clone + Send + Sync + 'static {
     fn expunged_since(&self, account: &str, mailbox: &str, since: u64) -> StoreResult<Vec<u32>>;
     /// A receiver of the mailbox's changes, pushed after each change is durable.
     fn subscribe(&self, account: &str, mailbox: &str) -> ChangeReceiver;
+    /// A receiver of the changes of every mailbox of the account, pushed after each change
+    /// is durable (mailboxes created later included).
+    fn subscribe_account(&self, account: &str) -> AccountChangeReceiver;
 }
 
 /// Receives [`MailboxChange`]s of one mailbox. Dropping it unsubscribes.
 pub type ChangeReceiver = futures_channel::mpsc::UnboundedReceiver<MailboxChange>;
+
+/// Receives the [`AccountChange`]s of one account. Dropping it unsubscribes.
+pub type AccountChangeReceiver = futures_channel::mpsc::UnboundedReceiver<AccountChange>;
 
 /// Receives the [`QueueEvent`]s of one shard's outbound queue. Dropping it unsubscribes.
 pub type QueueReceiver = futures_channel::mpsc::UnboundedReceiver<QueueEvent>;
@@ -960,6 +975,19 @@ impl MailStore for LogStore {
                 let _ = tx.unbounded_send(MailboxChange::Gone);
             }
         }
+        rx
+    }
+
+    fn subscribe_account(&self, account: &str) -> AccountChangeReceiver {
+        let (tx, rx) = futures_channel::mpsc::unbounded();
+        self.shard(account)
+            .shared
+            .account_subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(index::account_key(account))
+            .or_default()
+            .push(tx);
         rx
     }
 }

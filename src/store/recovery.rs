@@ -109,6 +109,7 @@ pub fn open_shard(
         index: RwLock::new(index.clone()),
         segments,
         subs: Mutex::new(Default::default()),
+        account_subs: Mutex::new(Default::default()),
         queue: RwLock::new(queue.clone()),
         queue_segments,
         queue_subs: Mutex::new(Vec::new()),

@@ -166,11 +166,15 @@ pub struct Stats {
 
 pub type Subscribers = HashMap<(String, u64), Vec<UnboundedSender<MailboxChange>>>;
 
+/// Subscribers to every mailbox of an account, by account key.
+pub type AccountSubscribers = HashMap<String, Vec<UnboundedSender<super::AccountChange>>>;
+
 /// The part of a shard that readers share with its writer.
 pub struct Shared {
     pub index: RwLock<ShardIndex>,
     pub segments: SegmentSet,
     pub subs: Mutex<Subscribers>,
+    pub account_subs: Mutex<AccountSubscribers>,
     pub queue: RwLock<QueueIndex>,
     pub queue_segments: SegmentSet,
     pub queue_subs: Mutex<Vec<UnboundedSender<QueueEvent>>>,
@@ -626,7 +630,21 @@ impl Writer {
         if !self.changes.is_empty() {
             let shared = self.shared.clone();
             let mut subs = shared.subs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut account_subs = shared
+                .account_subs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for (account, mailbox, change) in self.changes.drain(..) {
+                if let Some(list) = account_subs.get_mut(&account) {
+                    let event = super::AccountChange {
+                        mailbox,
+                        change: change.clone(),
+                    };
+                    list.retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+                    if list.is_empty() {
+                        account_subs.remove(&account);
+                    }
+                }
                 let key = (account, mailbox);
                 let gone = change == MailboxChange::Gone;
                 if let Some(list) = subs.get_mut(&key) {

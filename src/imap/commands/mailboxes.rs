@@ -374,7 +374,7 @@ impl ImapSession {
 }
 
 /// `* STATUS name (ITEM n ...)` for the given upper-case item names.
-fn write_status<'a>(
+pub(crate) fn write_status<'a>(
     out: &mut Vec<u8>,
     info: &MailboxInfo,
     rev2: bool,

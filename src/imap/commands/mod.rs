@@ -11,7 +11,7 @@
 //! [`super::fetch`].
 
 mod append;
-mod mailboxes;
+pub(crate) mod mailboxes;
 mod messages;
 mod select;
 
@@ -118,6 +118,9 @@ impl ImapSession {
             self.ensure_inbox(store).await;
         }
         let result = match body {
+            CommandBody::Noop if let Some(request) = extras.notify.clone() => {
+                self.notify_command(store, &tag, *request, out)
+            }
             CommandBody::Select {
                 mailbox,
                 parameters,
