@@ -175,7 +175,9 @@ fn tokenize(mut s: &[u8]) -> Result<Vec<Token>, NotifyError> {
                 let n: usize = n.trim_end_matches('+').parse().map_err(|_| BAD)?;
                 let rest = s[end + 1..].strip_prefix(b"\r\n").ok_or(BAD)?;
                 let body = rest.get(..n).ok_or(BAD)?;
-                out.push(Token::Str(String::from_utf8(body.to_vec()).map_err(|_| BAD)?));
+                out.push(Token::Str(
+                    String::from_utf8(body.to_vec()).map_err(|_| BAD)?,
+                ));
                 s = &rest[n..];
             }
             _ => {
@@ -226,7 +228,9 @@ fn parse_tokens(t: &[Token], rev2: bool) -> Result<NotifyRequest, NotifyError> {
         i = 2;
     }
     if i >= t.len() {
-        return Err(NotifyError::Syntax("NOTIFY SET needs at least one event group"));
+        return Err(NotifyError::Syntax(
+            "NOTIFY SET needs at least one event group",
+        ));
     }
     // Unsupported events are reported only once the whole command parses: a BAD has priority.
     let mut unsupported = false;
@@ -315,11 +319,7 @@ fn mailbox_list(t: &[Token], i: &mut usize, rev2: bool) -> Result<Vec<String>, N
 
 /// `NONE` or `(event ...)`: the events, whether an unsupported one was named, and whether
 /// MessageNew came with fetch attributes.
-fn events(
-    t: &[Token],
-    i: &mut usize,
-    selected: bool,
-) -> Result<(Events, bool, bool), NotifyError> {
+fn events(t: &[Token], i: &mut usize, selected: bool) -> Result<(Events, bool, bool), NotifyError> {
     match t.get(*i) {
         Some(Token::Atom(a)) if a.eq_ignore_ascii_case("NONE") => {
             *i += 1;
@@ -458,7 +458,9 @@ impl ImapSession {
     /// Gives back a receiver from [`Self::take_account_changes`]; dropped if NOTIFY was
     /// changed meanwhile.
     pub fn restore_account_changes(&mut self, rx: AccountChangeReceiver) {
-        if self.notify.as_ref().is_some_and(NotifySpec::watches_others) && self.account_changes.is_none() {
+        if self.notify.as_ref().is_some_and(NotifySpec::watches_others)
+            && self.account_changes.is_none()
+        {
             self.account_changes = Some(rx);
         }
     }
@@ -539,7 +541,10 @@ mod tests {
                         MailboxSet::Subtree(vec!["Lists".into(), "Work Stuff".into()]),
                         BOTH
                     ),
-                    (MailboxSet::Mailboxes(vec!["Spam!".into()]), Events::default()),
+                    (
+                        MailboxSet::Mailboxes(vec!["Spam!".into()]),
+                        Events::default()
+                    ),
                     (MailboxSet::Personal, BOTH),
                 ],
             }))
@@ -559,7 +564,10 @@ mod tests {
     #[test]
     fn modified_utf7_names_for_rev1() {
         assert_eq!(
-            parse_notify(b"a NOTIFY SET (mailboxes (inbox Entw&APw-rfe) (MessageNew MessageExpunge))", false),
+            parse_notify(
+                b"a NOTIFY SET (mailboxes (inbox Entw&APw-rfe) (MessageNew MessageExpunge))",
+                false
+            ),
             Some(Ok(NotifyRequest::Set(NotifySpec {
                 status: false,
                 selected: None,
@@ -579,13 +587,17 @@ mod tests {
         assert!(bad("a NOTIFY SET STATUS"));
         assert!(bad("a NOTIFY NONE (selected NONE)"));
         assert!(bad("a NOTIFY SET (selected (MessageNew))"));
-        assert!(bad("a NOTIFY SET (selected (MessageExpunge FlagChange MessageNew) extra)"));
+        assert!(bad(
+            "a NOTIFY SET (selected (MessageExpunge FlagChange MessageNew) extra)"
+        ));
         assert!(bad("a NOTIFY SET (personal (FlagChange))"));
         assert!(bad("a NOTIFY SET (selected NONE) (selected-delayed NONE)"));
         assert!(bad("a NOTIFY SET (elsewhere NONE)"));
         assert!(bad("a NOTIFY SET (mailboxes () NONE)"));
         assert!(bad("a NOTIFY SET (selected (MessageNew MessageExpunge)"));
-        assert!(bad("a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))"));
+        assert!(bad(
+            "a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))"
+        ));
         // A syntax error wins over an unsupported event.
         assert!(bad("a NOTIFY SET (personal (MailboxName)) (nowhere NONE)"));
         assert_eq!(

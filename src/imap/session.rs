@@ -526,8 +526,11 @@ SAVEDATE NOTIFY",
                     None
                 }
                 Err(NotifyError::FetchAtt) => {
-                    ImapError::no_code("CANNOT", "MessageNew with fetch attributes is not supported")
-                        .write_tagged(&tag, out);
+                    ImapError::no_code(
+                        "CANNOT",
+                        "MessageNew with fetch attributes is not supported",
+                    )
+                    .write_tagged(&tag, out);
                     None
                 }
                 Ok(request) => Some(ImapEvent::Command(Box::new(ImapCommand {
