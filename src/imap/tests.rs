@@ -1226,6 +1226,7 @@ fn search_nests_as_deep_as_configured() {
 mod catenate;
 mod i18nlevel;
 mod list_children;
+mod notify;
 mod objectid;
 mod preview;
 mod replace;
