@@ -72,7 +72,7 @@ impl MailboxSet {
                         .strip_prefix(r.as_str())
                         .is_some_and(|rest| rest.starts_with('/'))
             }),
-            MailboxSet::Mailboxes(names) => names.iter().any(|n| info.name == *n),
+            MailboxSet::Mailboxes(names) => names.contains(&info.name),
         }
     }
 }
