@@ -1,6 +1,7 @@
 //! NOTIFY (RFC 5465) end to end: the real binary over TLS, two sessions of one account.
 //! Session A sets NOTIFY for its selected mailbox and for all its mailboxes, then sends
-//! nothing; session B appends, flags and expunges in INBOX and in another mailbox. A must
+//! nothing; session B appends, flags and expunges in INBOX and in another mailbox, and
+//! creates, renames and deletes a mailbox. A must
 //! receive exactly the untagged responses NOTIFY asks for, while silent between commands.
 
 mod common;
@@ -43,10 +44,12 @@ fn notifications_reach_a_silent_client() {
 
     // Errors first: the session survives them.
     assert_eq!(
-        imap(&mut a, "e1", "NOTIFY SET (personal (MailboxName))"),
+        imap(&mut a, "e1", "NOTIFY SET (personal (AnnotationChange))"),
         (
             vec![],
-            "e1 NO [BADEVENT (MessageNew MessageExpunge FlagChange)] Unsupported event".to_string()
+            "e1 NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName \
+             SubscriptionChange)] Unsupported event"
+                .to_string()
         )
     );
     let (untagged, status) = imap(&mut a, "e2", "NOTIFY SET (personal (MessageNew))");
@@ -60,7 +63,7 @@ fn notifications_reach_a_silent_client() {
             &mut a,
             "n",
             "NOTIFY SET STATUS (selected (MessageNew MessageExpunge FlagChange)) \
-             (personal (MessageNew MessageExpunge))"
+             (personal (MessageNew MessageExpunge MailboxName))"
         ),
         (
             vec![
@@ -107,6 +110,17 @@ fn notifications_reach_a_silent_client() {
         pushed(&mut a, 1),
         ["* STATUS Lists (MESSAGES 0 UIDNEXT 2 UNSEEN 0)"]
     );
+
+    // MailboxName: a LIST for a mailbox another session created, renamed, deleted.
+    ok(&mut b, "c2", "CREATE Later");
+    assert_eq!(pushed(&mut a, 1), ["* LIST () \"/\" Later"]);
+    ok(&mut b, "r2", "RENAME Later Sooner");
+    assert_eq!(
+        pushed(&mut a, 1),
+        ["* LIST () \"/\" Sooner (\"OLDNAME\" (Later))"]
+    );
+    ok(&mut b, "d2", "DELETE Sooner");
+    assert_eq!(pushed(&mut a, 1), ["* LIST (\\NonExistent) \"/\" Sooner"]);
     nothing_more(&mut a, "q1");
 
     // NOTIFY NONE: nothing is pushed any more; the next NOOP reports the selected mailbox as

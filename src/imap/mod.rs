@@ -26,7 +26,8 @@
 //! (`i18nlevel`: i;unicode-casemap for SEARCH and SORT), OBJECTID (`objectid`: MAILBOXID and
 //! EMAILID from the store's never-reused ids, THREADID always NIL), SAVEDATE (`savedate`: NIL
 //! for messages stored before save times were recorded), NOTIFY (`notify`: MessageNew without
-//! fetch attributes, MessageExpunge, FlagChange; pushed between commands). Not supported: METADATA,
+//! fetch attributes, MessageExpunge, FlagChange, MailboxName, SubscriptionChange; pushed
+//! between commands and in IDLE). Not supported: METADATA,
 //! QUOTA, I18NLEVEL=2 (COMPARATOR).
 //!
 //! Layout: `codec` (framing and response-writing helpers over imap-codec), `session` (states),

@@ -5,12 +5,14 @@
 //! [`super::codec::CommandExtras::notify`] set, because `NOTIFY SET STATUS` and the
 //! account-wide change subscription need the store.
 //!
-//! Supported events: MessageNew (without fetch attributes), MessageExpunge and FlagChange, for
-//! `selected`, `selected-delayed`, `personal`, `inboxes`, `subscribed`, `subtree` and
-//! `mailboxes`. Changes of the selected mailbox are reported as at a NOOP (EXISTS, EXPUNGE or
-//! VANISHED, FETCH FLAGS; `selected-delayed` keeps expunges for the next command that allows
-//! them); changes of other mailboxes as `* STATUS name (MESSAGES n UIDNEXT n UNSEEN n)`
-//! (§5.2). MailboxName, SubscriptionChange and the metadata events are refused with
+//! Supported events: MessageNew (without fetch attributes: `NO [CANNOT]`), MessageExpunge,
+//! FlagChange, MailboxName and SubscriptionChange, for `selected`, `selected-delayed`,
+//! `personal`, `inboxes`, `subscribed`, `subtree` and `mailboxes`. Changes of the selected
+//! mailbox are reported as at a NOOP (EXISTS, EXPUNGE or VANISHED, FETCH FLAGS;
+//! `selected-delayed` keeps expunges for the next command that allows them); message changes
+//! of other mailboxes as `* STATUS name (MESSAGES n UIDNEXT n UNSEEN n)` (§5.2); names as
+//! `* LIST` (`\NonExistent` after DELETE, `OLDNAME` after RENAME, `\Subscribed` or not after
+//! SUBSCRIBE/UNSUBSCRIBE). The annotation and metadata events are refused with
 //! `NO [BADEVENT]`, as §3.1 asks.
 //!
 //! The driver delivers the reports while the client is silent between commands and during
@@ -18,12 +20,16 @@
 
 use super::codec::{mutf7_decode, tag_of};
 use super::commands::mailboxes::write_status;
+use super::commands::write_mailbox;
 use super::{ImapResult, ImapSession, Step};
 use crate::imap_w;
-use crate::store::{AccountChange, AccountChangeReceiver, MailStore, MailboxChange, MailboxInfo};
+use crate::store::{
+    AccountChange, AccountChangeReceiver, MailStore, MailboxChange, MailboxInfo, NameChange,
+};
 
 /// The events this server can report, in `BADEVENT` order.
-pub const SUPPORTED_EVENTS: &str = "MessageNew MessageExpunge FlagChange";
+pub const SUPPORTED_EVENTS: &str =
+    "MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange";
 
 /// Message events requested for a set of mailboxes. MessageNew and MessageExpunge always come
 /// together (§5), so one flag stands for both.
@@ -31,11 +37,15 @@ pub const SUPPORTED_EVENTS: &str = "MessageNew MessageExpunge FlagChange";
 pub struct Events {
     pub messages: bool,
     pub flags: bool,
+    /// MailboxName: created, deleted, renamed.
+    pub names: bool,
+    /// SubscriptionChange.
+    pub subscriptions: bool,
 }
 
 impl Events {
     pub fn none(&self) -> bool {
-        !self.messages && !self.flags
+        !self.messages && !self.flags && !self.names && !self.subscriptions
     }
 
     /// Whether a change of this kind is to be reported.
@@ -43,6 +53,8 @@ impl Events {
         match change {
             MailboxChange::Appended { .. } | MailboxChange::Expunged { .. } => self.messages,
             MailboxChange::FlagsChanged { .. } => self.flags,
+            MailboxChange::Named(NameChange::Subscription { .. }) => self.subscriptions,
+            MailboxChange::Named(_) => self.names,
             MailboxChange::Gone => false,
         }
     }
@@ -59,20 +71,19 @@ pub enum MailboxSet {
 }
 
 impl MailboxSet {
-    fn contains(&self, info: &MailboxInfo) -> bool {
+    fn contains(&self, name: &str, subscribed: bool) -> bool {
         match self {
             MailboxSet::Personal => true,
             // The only mailbox that mail delivery puts messages into.
-            MailboxSet::Inboxes => info.name == "INBOX",
-            MailboxSet::Subscribed => info.subscribed,
+            MailboxSet::Inboxes => name == "INBOX",
+            MailboxSet::Subscribed => subscribed,
             MailboxSet::Subtree(roots) => roots.iter().any(|r| {
-                info.name == *r
-                    || info
-                        .name
+                name == r
+                    || name
                         .strip_prefix(r.as_str())
                         .is_some_and(|rest| rest.starts_with('/'))
             }),
-            MailboxSet::Mailboxes(names) => names.contains(&info.name),
+            MailboxSet::Mailboxes(names) => names.iter().any(|n| n == name),
         }
     }
 }
@@ -92,9 +103,14 @@ pub struct NotifySpec {
 impl NotifySpec {
     /// Events for a mailbox other than the selected one.
     pub fn events_for(&self, info: &MailboxInfo) -> Events {
+        self.events_for_name(&info.name, info.subscribed)
+    }
+
+    /// Events for a mailbox name (one that may no longer, or not yet, exist).
+    pub fn events_for_name(&self, name: &str, subscribed: bool) -> Events {
         self.others
             .iter()
-            .find(|(set, _)| set.contains(info))
+            .find(|(set, _)| set.contains(name, subscribed))
             .map(|(_, ev)| *ev)
             .unwrap_or_default()
     }
@@ -330,6 +346,7 @@ fn events(t: &[Token], i: &mut usize, selected: bool) -> Result<(Events, bool, b
     }
     let (mut new, mut expunge, mut flags, mut unsupported, mut fetch_att) =
         (false, false, false, false, false);
+    let (mut names, mut subscriptions) = (false, false);
     loop {
         let name = match t.get(*i) {
             Some(Token::Close) => break,
@@ -364,6 +381,8 @@ fn events(t: &[Token], i: &mut usize, selected: bool) -> Result<(Events, bool, b
             }
             "messageexpunge" => expunge = true,
             "flagchange" => flags = true,
+            "mailboxname" => names = true,
+            "subscriptionchange" => subscriptions = true,
             _ => unsupported = true,
         }
     }
@@ -381,6 +400,8 @@ fn events(t: &[Token], i: &mut usize, selected: bool) -> Result<(Events, bool, b
     let events = Events {
         messages: new,
         flags,
+        names,
+        subscriptions,
     };
     Ok((events, unsupported, fetch_att))
 }
@@ -444,6 +465,18 @@ impl ImapSession {
         write_status(out, info, self.rev2, 0, items.into_iter());
     }
 
+    /// §5.4/§5.5: `* LIST (attrs) "/" name`, with OLDNAME after a rename (RFC 5258 §3.5).
+    fn write_list(&self, name: &str, attrs: &str, old: Option<&str>, out: &mut Vec<u8>) {
+        imap_w!(out, "* LIST ({attrs}) \"/\" ");
+        write_mailbox(out, name, self.rev2);
+        if let Some(old) = old {
+            out.extend_from_slice(b" (\"OLDNAME\" (");
+            write_mailbox(out, old, self.rev2);
+            out.extend_from_slice(b"))");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
     /// NOTIFY is in force: the driver pushes [`Self::notify_update`] between commands.
     pub fn notifying(&self) -> bool {
         self.notify.is_some()
@@ -491,6 +524,34 @@ impl ImapSession {
         let account = self.account.clone().unwrap_or_default();
         let selected = self.selected.as_ref().map(|m| m.id);
         let infos = store.list_mailboxes(&account);
+        let subscribed = |name: &str| infos.iter().any(|i| i.name == name && i.subscribed);
+        for change in changes {
+            let MailboxChange::Named(named) = &change.change else {
+                continue;
+            };
+            let wanted = |name: &str, subscribed: bool| {
+                spec.events_for_name(name, subscribed).wants(&change.change)
+            };
+            match named {
+                NameChange::Created(name) if wanted(name, subscribed(name)) => {
+                    self.write_list(name, "", None, out)
+                }
+                NameChange::Deleted(name) if wanted(name, subscribed(name)) => {
+                    self.write_list(name, "\\NonExistent", None, out)
+                }
+                NameChange::Renamed { from, to }
+                    if wanted(to, subscribed(to)) || wanted(from, false) =>
+                {
+                    self.write_list(to, "", Some(from), out)
+                }
+                // The name was subscribed before or after, so `subscribed` watches it.
+                NameChange::Subscription { name, subscribed } if wanted(name, true) => {
+                    let attr = if *subscribed { "\\Subscribed" } else { "" };
+                    self.write_list(name, attr, None, out)
+                }
+                _ => {}
+            }
+        }
         for (id, kinds) in changed_mailboxes(changes) {
             if Some(id) == selected {
                 continue;
@@ -500,7 +561,9 @@ impl ImapSession {
                 continue;
             };
             let events = spec.events_for(info);
-            if kinds.iter().any(|c| events.wants(c)) {
+            // Name events were reported above, as LIST.
+            let reported = |c: &MailboxChange| !matches!(c, MailboxChange::Named(_));
+            if kinds.iter().any(|c| reported(c) && events.wants(c)) {
                 self.write_notify_status(info, out);
             }
         }
@@ -518,10 +581,14 @@ mod tests {
     const BOTH: Events = Events {
         messages: true,
         flags: false,
+        names: false,
+        subscriptions: false,
     };
     const ALL: Events = Events {
         messages: true,
         flags: true,
+        names: false,
+        subscriptions: false,
     };
 
     #[test]
@@ -599,9 +666,11 @@ mod tests {
             "a NOTIFY SET (personal (MessageNew (UID) MessageExpunge))"
         ));
         // A syntax error wins over an unsupported event.
-        assert!(bad("a NOTIFY SET (personal (MailboxName)) (nowhere NONE)"));
+        assert!(bad(
+            "a NOTIFY SET (personal (ServerMetadata)) (nowhere NONE)"
+        ));
         assert_eq!(
-            parse("a NOTIFY SET (personal (MailboxName SubscriptionChange))"),
+            parse("a NOTIFY SET (personal (MailboxName AnnotationChange))"),
             Err(NotifyError::BadEvent)
         );
         assert_eq!(

@@ -285,6 +285,18 @@ pub enum MailboxChange {
     },
     /// The mailbox was deleted or renamed away.
     Gone,
+    /// A name event: sent to account subscribers only ([`MailStore::subscribe_account`]).
+    Named(NameChange),
+}
+
+/// A mailbox or subscription name that came, went or moved (IMAP NOTIFY MailboxName and
+/// SubscriptionChange). Names are canonical (`INBOX` upper-case).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameChange {
+    Created(String),
+    Deleted(String),
+    Renamed { from: String, to: String },
+    Subscription { name: String, subscribed: bool },
 }
 
 /// A change to one of an account's mailboxes, for sessions that watch the whole account

@@ -35,8 +35,8 @@ use super::queue::{
 use super::record::{AppendOrigin, MAX_PAYLOAD, MessageBytes, Record};
 use super::segment::{QUEUE_LOG, SegmentSet, fsync_dir, log_path, open_log};
 use super::{
-    Appended, EmailId, FlagOp, Flags, MailboxChange, NewMessage, SpecialUse, StoreError,
-    StoreResult,
+    Appended, EmailId, FlagOp, Flags, MailboxChange, NameChange, NewMessage, SpecialUse,
+    StoreError, StoreResult,
 };
 
 /// Group-commit caps: bound the latency one batch adds and the memory it buffers.
@@ -645,6 +645,9 @@ impl Writer {
                         account_subs.remove(&account);
                     }
                 }
+                if matches!(change, MailboxChange::Named(_)) {
+                    continue;
+                }
                 let key = (account, mailbox);
                 let gone = change == MailboxChange::Gone;
                 if let Some(list) = subs.get_mut(&key) {
@@ -912,17 +915,19 @@ impl Writer {
         // Clock-based so it is larger than any value a previous incarnation of the same
         // name could have had, and forced past the shard's last one so it is never reused.
         let uidvalidity = now_secs().max(self.private.last_uidvalidity.saturating_add(1));
+        let name = canonical_name(name).into_owned();
         self.emit(
             Record::MailboxCreate {
                 account: key.to_string(),
                 mailbox: id,
-                name: canonical_name(name).into_owned(),
+                name: name.clone(),
                 uidvalidity,
                 special_use,
                 subscribed,
             },
             None,
         )?;
+        self.named(key, id, NameChange::Created(name));
         Ok(id)
     }
 
@@ -1267,6 +1272,7 @@ impl Writer {
         let id = self.mailbox_id(&key, name)?;
         let mb = self.mailbox(&key, id)?;
         let kept_subscription = mb.subscribed.then(|| mb.name.clone());
+        let old_name = mb.name.clone();
         self.emit(
             Record::MailboxDelete {
                 account: key.clone(),
@@ -1274,6 +1280,7 @@ impl Writer {
             },
             Some(MailboxChange::Gone),
         )?;
+        self.named(&key, id, NameChange::Deleted(old_name));
         // RFC 9051 §6.3.9: DELETE does not unsubscribe; the name stays subscribed without
         // its mailbox (LIST (SUBSCRIBED) shows it \NonExistent).
         if let Some(name) = kept_subscription {
@@ -1338,14 +1345,16 @@ impl Writer {
             }
         }
         for (id, new_name) in moves {
+            let from = self.mailbox(&key, id)?.name.clone();
             self.emit(
                 Record::MailboxRename {
                     account: key.clone(),
                     mailbox: id,
-                    new_name,
+                    new_name: new_name.clone(),
                 },
                 Some(MailboxChange::Gone),
             )?;
+            self.named(&key, id, NameChange::Renamed { from, to: new_name });
         }
         Ok(())
     }
@@ -1355,17 +1364,27 @@ impl Writer {
         let Ok(id) = self.mailbox_id(&key, name) else {
             return self.subscribe_name(&key, name, subscribed);
         };
-        if self.mailbox(&key, id)?.subscribed == subscribed {
+        let mb = self.mailbox(&key, id)?;
+        if mb.subscribed == subscribed {
             return Ok(());
         }
+        let name = mb.name.clone();
         self.emit(
             Record::Subscribe {
-                account: key,
+                account: key.clone(),
                 mailbox: id,
                 subscribed,
             },
             None,
-        )
+        )?;
+        self.named(&key, id, NameChange::Subscription { name, subscribed });
+        Ok(())
+    }
+
+    /// Records a name event for the account's subscribers (sent with the batch's changes).
+    fn named(&mut self, key: &str, id: u64, change: NameChange) {
+        self.changes
+            .push((key.to_string(), id, MailboxChange::Named(change)));
     }
 }
 
@@ -1401,11 +1420,20 @@ impl Writer {
         self.emit(
             Record::Subscription {
                 account: key.to_owned(),
-                name: canonical,
+                name: canonical.clone(),
                 subscribed,
             },
             None,
-        )
+        )?;
+        self.named(
+            key,
+            0,
+            NameChange::Subscription {
+                name: canonical,
+                subscribed,
+            },
+        );
+        Ok(())
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn mailbox_name(m: &Mailbox<'_>, utf8: bool) -> ImapResult<String> {
 }
 
 /// Write a stored (UTF-8) mailbox name for this client (modified UTF-7 for IMAP4rev1).
-fn write_mailbox(out: &mut Vec<u8>, name: &str, rev2: bool) {
+pub(crate) fn write_mailbox(out: &mut Vec<u8>, name: &str, rev2: bool) {
     if rev2 || name.is_ascii() && !name.contains('&') {
         write_astring(out, name.as_bytes());
     } else {

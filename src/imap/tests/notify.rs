@@ -175,9 +175,10 @@ fn refused_forms_leave_the_session_usable() {
         );
         assert!(c.send("L LOGIN alice pw\r\n").await.contains("L OK"));
         assert_eq!(
-            c.send("b NOTIFY SET (personal (MessageNew MessageExpunge SubscriptionChange))\r\n")
+            c.send("b NOTIFY SET (personal (MessageNew MessageExpunge MailboxMetadata))\r\n")
                 .await,
-            "b NO [BADEVENT (MessageNew MessageExpunge FlagChange)] Unsupported event\r\n"
+            "b NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange)] \
+             Unsupported event\r\n"
         );
         assert_eq!(
             c.send("c NOTIFY SET (selected (MessageNew (UID) MessageExpunge))\r\n")
@@ -200,5 +201,62 @@ fn refused_forms_leave_the_session_usable() {
         // None of them took effect.
         assert!(!c.s.notifying());
         assert_eq!(c.send("g NOOP\r\n").await, "g OK NOOP completed\r\n");
+    });
+}
+
+#[test]
+fn mailbox_names_and_subscriptions_as_list() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let store = open_store(dir.path());
+        deliver(&store, "INBOX", "one").await;
+        let mut a = Client::login(&store).await;
+        let mut b = Client::login(&store).await;
+        let out = a
+            .send("n NOTIFY SET (personal (MailboxName SubscriptionChange))\r\n")
+            .await;
+        assert_eq!(out, "n OK NOTIFY completed\r\n");
+
+        // CREATE makes the missing parent too.
+        assert!(b.send("c CREATE Work/Jobs\r\n").await.contains("c OK"));
+        assert_eq!(
+            account_push(&mut a, 2).await,
+            "* LIST () \"/\" Work\r\n* LIST () \"/\" Work/Jobs\r\n"
+        );
+        // RENAME moves the children along: each move is reported with its old name (the
+        // store also tells each mailbox's own watchers it is gone: 2 events per move).
+        assert!(b.send("r RENAME Work Play\r\n").await.contains("r OK"));
+        assert_eq!(
+            account_push(&mut a, 4).await,
+            "* LIST () \"/\" Play (\"OLDNAME\" (Work))\r\n\
+             * LIST () \"/\" Play/Jobs (\"OLDNAME\" (Work/Jobs))\r\n"
+        );
+        assert!(b.send("s SUBSCRIBE Play\r\n").await.contains("s OK"));
+        assert!(b.send("s2 SUBSCRIBE Ghost\r\n").await.contains("s2 OK"));
+        assert!(b.send("u UNSUBSCRIBE Play\r\n").await.contains("u OK"));
+        assert_eq!(
+            account_push(&mut a, 3).await,
+            "* LIST (\\Subscribed) \"/\" Play\r\n\
+             * LIST (\\Subscribed) \"/\" Ghost\r\n\
+             * LIST () \"/\" Play\r\n"
+        );
+        assert!(b.send("d DELETE Play/Jobs\r\n").await.contains("d OK"));
+        assert_eq!(
+            account_push(&mut a, 2).await,
+            "* LIST (\\NonExistent) \"/\" Play/Jobs\r\n"
+        );
+
+        // A narrower filter: only names under Play, and no subscription events.
+        let out = a
+            .send("n2 NOTIFY SET (subtree Play (MailboxName))\r\n")
+            .await;
+        assert_eq!(out, "n2 OK NOTIFY completed\r\n");
+        assert!(b.send("c2 CREATE Other\r\n").await.contains("c2 OK"));
+        assert!(b.send("s3 SUBSCRIBE Play\r\n").await.contains("s3 OK"));
+        assert!(b.send("r2 RENAME Play Gone\r\n").await.contains("r2 OK"));
+        assert_eq!(
+            account_push(&mut a, 4).await,
+            "* LIST () \"/\" Gone (\"OLDNAME\" (Play))\r\n"
+        );
     });
 }
