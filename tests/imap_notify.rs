@@ -123,10 +123,25 @@ fn notifications_reach_a_silent_client() {
     assert_eq!(pushed(&mut a, 1), ["* LIST (\\NonExistent) \"/\" Sooner"]);
     nothing_more(&mut a, "q1");
 
+    // In IDLE, NOTIFY decides too: another mailbox's change comes as STATUS.
+    a.send("i IDLE\r\n");
+    assert_eq!(a.line().unwrap(), "+ idling");
+    append_ok(&mut b, "a5", "Lists", MESSAGE);
+    assert_eq!(
+        pushed(&mut a, 1),
+        ["* STATUS Lists (MESSAGES 1 UIDNEXT 3 UNSEEN 1)"]
+    );
+    a.send("DONE\r\n");
+    assert_eq!(
+        collect(&mut a, "i"),
+        (vec![], "i OK IDLE terminated".to_string())
+    );
+
     // NOTIFY NONE: nothing is pushed any more; the next NOOP reports the selected mailbox as
     // without NOTIFY (and nothing about the others).
     ok(&mut a, "n2", "NOTIFY NONE");
     append_ok(&mut b, "a3", "Lists", MESSAGE);
+    ok(&mut b, "c3", "CREATE Unreported");
     append_ok(&mut b, "a4", "INBOX", MESSAGE);
     // B's INBOX append is durable, and A's NOOP re-reads the mailbox from the store.
     assert_eq!(
