@@ -571,6 +571,17 @@ fn subscribers_see_changes() {
     });
 }
 
+fn next_account(rx: &mut AccountChangeReceiver) -> AccountChange {
+    for _ in 0..5000 {
+        match rx.try_recv() {
+            Ok(c) => return c,
+            Err(futures_channel::mpsc::TryRecvError::Closed) => panic!("stream closed"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+    panic!("no change within 5s");
+}
+
 #[test]
 fn account_subscribers_see_every_mailbox_and_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -579,21 +590,11 @@ fn account_subscribers_see_every_mailbox_and_name() {
         append_one(&s, "acc", "INBOX", "x").await;
         // Another account's changes are not heard; the account key ignores case.
         let mut rx = s.subscribe_account("ACC");
-        let mut next = || {
-            for _ in 0..5000 {
-                match rx.try_recv() {
-                    Ok(c) => return c,
-                    Err(futures_channel::mpsc::TryRecvError::Closed) => panic!("stream closed"),
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                }
-            }
-            panic!("no change within 5s");
-        };
         append_one(&s, "other", "INBOX", "x").await;
         let a = append_one(&s, "acc", "INBOX", "y").await;
         let inbox = s.snapshot("acc", "INBOX").unwrap().id;
         assert_eq!(
-            next(),
+            next_account(&mut rx),
             AccountChange {
                 mailbox: inbox,
                 change: MailboxChange::Appended {
@@ -608,28 +609,33 @@ fn account_subscribers_see_every_mailbox_and_name() {
             mailbox: tmp,
             change: MailboxChange::Named(change),
         };
-        assert_eq!(next(), named(NameChange::Created("Tmp".into())));
+        assert_eq!(
+            next_account(&mut rx),
+            named(NameChange::Created("Tmp".into()))
+        );
         s.set_subscribed("acc", "Tmp", true).await.unwrap();
         assert_eq!(
-            next(),
+            next_account(&mut rx),
             named(NameChange::Subscription {
                 name: "Tmp".into(),
                 subscribed: true
             })
         );
         s.rename_mailbox("acc", "Tmp", "Tmp2").await.unwrap();
-        assert_eq!(next().change, MailboxChange::Gone);
+        assert_eq!(next_account(&mut rx).change, MailboxChange::Gone);
         assert_eq!(
-            next(),
+            next_account(&mut rx),
             named(NameChange::Renamed {
                 from: "Tmp".into(),
                 to: "Tmp2".into()
             })
         );
         s.delete_mailbox("acc", "Tmp2").await.unwrap();
-        assert_eq!(next().change, MailboxChange::Gone);
-        assert_eq!(next(), named(NameChange::Deleted("Tmp2".into())));
-        drop(next);
+        assert_eq!(next_account(&mut rx).change, MailboxChange::Gone);
+        assert_eq!(
+            next_account(&mut rx),
+            named(NameChange::Deleted("Tmp2".into()))
+        );
         assert!(rx.try_recv().is_err(), "nothing else");
     });
 }
