@@ -1,6 +1,8 @@
 //! Runs an [`ImapSession`] over a connection: authentication off the event loop, commands
 //! against the store (long FETCH responses streamed in chunks), and IDLE, where mailbox
-//! changes are pushed while the client's `DONE` is awaited.
+//! changes are pushed while the client's `DONE` is awaited. Once NOTIFY (RFC 5465) is set,
+//! the same pushing goes on whenever the client is silent between commands, from the selected
+//! mailbox's and the account's change subscriptions (`NotifyPusher`).
 //!
 //! A session talks to the store from whichever core accepted it: the store's writes go
 //! through the owning shard's log writer over a channel and its reads take only that shard's

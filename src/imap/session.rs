@@ -46,6 +46,10 @@
 //!    * [`ImapEvent::Close`]: flush `out` and close.
 //!
 //!    Do not call `feed` while an event is outstanding (it consumes nothing then).
+//! 4. While [`ImapSession::notifying`] (NOTIFY is set), between commands and in IDLE: take
+//!    [`ImapSession::take_change_receiver`] and [`ImapSession::take_account_changes`], wait on
+//!    them beside the socket read, call [`ImapSession::notify_update`] with what arrived, and
+//!    give both back.
 
 use imap_codec::{
     CommandCodec,
