@@ -208,21 +208,31 @@ impl ImapDriver<'_> {
                 }
                 read
             };
-            match read {
-                Ok(0) => return Err(()),
-                Ok(_) => {}
-                Err(why) => {
-                    if matches!(why, Ended::TimedOut | Ended::Shutdown) {
-                        conn.say_goodbye(&mut self.session, &why).await;
-                    }
-                    return Err(());
-                }
-            }
+            self.go_on_after(conn, read).await?;
         }
     }
 }
 
 impl ImapDriver<'_> {
+    /// After a wait for input that pushed changes: go on, or end the session (the client
+    /// left, or is told goodbye on a timeout or a shutdown).
+    async fn go_on_after<S: AsyncReadRent + AsyncWriteRent + Split>(
+        &mut self,
+        conn: &mut Connection<S>,
+        read: Result<usize, Ended>,
+    ) -> Result<(), ()> {
+        match read {
+            Ok(0) => Err(()),
+            Ok(_) => Ok(()),
+            Err(why) => {
+                if matches!(why, Ended::TimedOut | Ended::Shutdown) {
+                    conn.say_goodbye(&mut self.session, &why).await;
+                }
+                Err(())
+            }
+        }
+    }
+
     /// Waits for input while pushing what NOTIFY asks for.
     async fn read_notifying<S: AsyncReadRent + AsyncWriteRent + Split>(
         &mut self,
@@ -264,16 +274,8 @@ impl ImapDriver<'_> {
                 return Ok(event);
             }
             conn.flush().await.map_err(drop)?;
-            match self.read_notifying(conn).await {
-                Ok(0) => return Err(()),
-                Ok(_) => {}
-                Err(why) => {
-                    if matches!(why, Ended::TimedOut | Ended::Shutdown) {
-                        conn.say_goodbye(&mut self.session, &why).await;
-                    }
-                    return Err(());
-                }
-            }
+            let read = self.read_notifying(conn).await;
+            self.go_on_after(conn, read).await?;
         }
     }
 }
