@@ -5,17 +5,7 @@
 use super::*;
 
 async fn put(store: &LogStore, subject: &str, internal_date: i64) -> u32 {
-    store
-        .append(vec![NewMessage {
-            account: "alice".into(),
-            mailbox: "INBOX".into(),
-            bytes: msg(subject, "hello").into(),
-            flags: Flags::default(),
-            internal_date,
-        }])
-        .await
-        .unwrap()[0]
-        .uid
+    store_raw(store, "INBOX", &msg(subject, "hello"), internal_date).await
 }
 
 /// A session with IMAP4rev2 enabled (no \Recent noise) and INBOX selected.

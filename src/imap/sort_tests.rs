@@ -48,16 +48,7 @@ Date: Fri, 5 Jan 2024 10:00:00 +0000\r\nMessage-ID: <o2@x>\r\n\r\nbody\r\n",
 
 async fn sorted_mailbox(store: &LogStore) -> Client {
     for (raw, date) in MESSAGES {
-        store
-            .append(vec![NewMessage {
-                account: "alice".into(),
-                mailbox: "INBOX".into(),
-                bytes: raw.as_bytes().to_vec().into(),
-                flags: Flags::default(),
-                internal_date: *date,
-            }])
-            .await
-            .unwrap();
+        store_raw(store, "INBOX", raw.as_bytes(), *date).await;
     }
     let mut c = Client::login(store).await;
     let out = c.send("s SELECT INBOX\r\n").await;

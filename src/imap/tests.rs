@@ -64,14 +64,19 @@ struct Client {
 }
 
 impl Client {
-    async fn new(store: &LogStore, config: ImapConfig) -> Client {
-        let mut c = Client {
+    /// A session over TLS that has not logged in yet.
+    fn unauthenticated(store: &LogStore, config: ImapConfig) -> Client {
+        Client {
             s: ImapSession::new(config, true),
             store: store.clone(),
             flushes: 0,
             idling: false,
             closed: false,
-        };
+        }
+    }
+
+    async fn new(store: &LogStore, config: ImapConfig) -> Client {
+        let mut c = Client::unauthenticated(store, config);
         let out = c.send("L LOGIN alice pw\r\n").await;
         assert!(out.contains("L OK"), "{out}");
         c
@@ -146,18 +151,23 @@ Date: Tue, 14 Nov 2023 10:00:00 +0000\r\nMessage-ID: <{subject}@example.com>\r\n
     .into_bytes()
 }
 
-async fn deliver(store: &LogStore, mailbox: &str, subject: &str) -> u32 {
+/// Stores `raw` as it is into alice's `mailbox`; returns its UID.
+async fn store_raw(store: &LogStore, mailbox: &str, raw: &[u8], internal_date: i64) -> u32 {
     store
         .append(vec![NewMessage {
             account: "alice".into(),
             mailbox: mailbox.into(),
-            bytes: msg(subject, "hello world").into(),
+            bytes: raw.to_vec().into(),
             flags: Flags::default(),
-            internal_date: 1_700_000_000,
+            internal_date,
         }])
         .await
         .unwrap()[0]
         .uid
+}
+
+async fn deliver(store: &LogStore, mailbox: &str, subject: &str) -> u32 {
+    store_raw(store, mailbox, &msg(subject, "hello world"), 1_700_000_000).await
 }
 
 #[test]
@@ -682,13 +692,7 @@ fn misc_commands() {
         let store = open_store(dir.path());
         deliver(&store, "INBOX", "x").await;
         // Failed login, then a successful one.
-        let mut c = Client {
-            s: ImapSession::new(ImapConfig::default(), true),
-            store: store.clone(),
-            flushes: 0,
-            idling: false,
-            closed: false,
-        };
+        let mut c = Client::unauthenticated(&store, ImapConfig::default());
         let out = c
             .send("1 LOGIN alice wrong\r\n2 ID NIL\r\n3 LOGIN alice pw\r\n")
             .await;

@@ -16,16 +16,7 @@ fn append_catenate_builds_messages_from_parts() {
         let original = "Subject: orig\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
 --b\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
 second\r\n--b--\r\n";
-        store
-            .append(vec![NewMessage {
-                account: "alice".into(),
-                mailbox: "INBOX".into(),
-                bytes: original.as_bytes().to_vec().into(),
-                flags: Flags::default(),
-                internal_date: 1_700_000_000,
-            }])
-            .await
-            .unwrap();
+        store_raw(&store, "INBOX", original.as_bytes(), 1_700_000_000).await;
         let inbox = store.snapshot("alice", "INBOX").unwrap().uidvalidity;
         let drafts = store.snapshot("alice", "Drafts").unwrap().uidvalidity;
         let mut c = Client::login(&store).await;

@@ -5,16 +5,7 @@
 use super::*;
 
 async fn deliver_raw(store: &LogStore, raw: &str) {
-    store
-        .append(vec![NewMessage {
-            account: "alice".into(),
-            mailbox: "INBOX".into(),
-            bytes: raw.as_bytes().to_vec().into(),
-            flags: Flags::default(),
-            internal_date: 1_700_000_000,
-        }])
-        .await
-        .unwrap();
+    store_raw(store, "INBOX", raw.as_bytes(), 1_700_000_000).await;
 }
 
 /// A UTF-8 search string as a non-synchronizing literal.

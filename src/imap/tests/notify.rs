@@ -162,13 +162,7 @@ fn refused_forms_leave_the_session_usable() {
     block_on(async {
         let store = open_store(dir.path());
         deliver(&store, "INBOX", "one").await;
-        let mut c = Client {
-            s: ImapSession::new(ImapConfig::default(), true),
-            store: store.clone(),
-            flushes: 0,
-            idling: false,
-            closed: false,
-        };
+        let mut c = Client::unauthenticated(&store, ImapConfig::default());
         assert_eq!(
             c.send("a NOTIFY NONE\r\n").await,
             "a BAD Not authenticated\r\n"

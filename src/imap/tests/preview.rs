@@ -9,19 +9,14 @@ fn fetch_preview_exchanges() {
     block_on(async {
         let store = open_store(dir.path());
         deliver(&store, "INBOX", "plain").await;
-        store
-            .append(vec![NewMessage {
-                account: "alice".into(),
-                mailbox: "INBOX".into(),
-                bytes: b"Subject: html\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
-<html><body><p>Caf\xc3\xa9 \"au lait\"</p>\r\n<p>at   noon</p></body></html>\r\n"
-                    .to_vec()
-                    .into(),
-                flags: Flags::default(),
-                internal_date: 1_700_000_000,
-            }])
-            .await
-            .unwrap();
+        store_raw(
+            &store,
+            "INBOX",
+            b"Subject: html\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+<html><body><p>Caf\xc3\xa9 \"au lait\"</p>\r\n<p>at   noon</p></body></html>\r\n",
+            1_700_000_000,
+        )
+        .await;
         let mut c = Client::login(&store).await;
         c.send("s SELECT INBOX\r\n").await;
         assert_eq!(

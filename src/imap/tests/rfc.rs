@@ -422,16 +422,7 @@ fn first_condstore_command_reports_highestmodseq() {
 }
 
 async fn deliver_raw(store: &LogStore, raw: &[u8]) {
-    store
-        .append(vec![NewMessage {
-            account: "alice".into(),
-            mailbox: "INBOX".into(),
-            bytes: raw.to_vec().into(),
-            flags: Flags::default(),
-            internal_date: 1_700_000_000,
-        }])
-        .await
-        .unwrap();
+    store_raw(store, "INBOX", raw, 1_700_000_000).await;
 }
 
 #[test]
